@@ -1,0 +1,266 @@
+//! The ring's memory: one zero-initialised allocation, and the only module
+//! (with `ring.rs`) that touches it through raw pointers.
+//!
+//! Two kinds of access exist:
+//! - header words, always through atomics ([`Buffer::header`]);
+//! - payload bytes, through a [`WriteSpan`] (one producer) or a [`ReadSpan`]
+//!   (the consumer). A span is a token: it can only be made by an `unsafe`
+//!   claim whose caller (the protocol in `ring.rs`) promises exclusivity, and
+//!   owning it is what makes [`Buffer::bytes_mut`] and [`Buffer::bytes`] safe.
+//!
+//! Under `cfg(loom)` every 8-byte word also has a loom `UnsafeCell<()>`: a span
+//! holds loom's access guards on its words for as long as it lives, so loom
+//! reports a data race whenever the protocol lets two spans (or a span and a
+//! zeroing) overlap in time. Header words are modelled by separate loom
+//! atomics, which mirror the bytes a producer wrote when its span ends, so a
+//! stale payload word still looks like garbage to a header read, as it would
+//! on real hardware.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+use crate::loom::AtomicU64;
+#[cfg(loom)]
+use crate::loom::Ordering;
+
+/// The buffer is aligned to this, so header words never straddle cache lines
+/// and position 0 starts a line.
+const BUFFER_ALIGN: usize = 128;
+
+/// One contiguous, zero-initialised, heap-allocated byte buffer.
+pub(crate) struct Buffer {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    #[cfg(loom)]
+    headers: Box<[AtomicU64]>,
+    #[cfg(loom)]
+    cells: Box<[loom::cell::UnsafeCell<()>]>,
+}
+
+// SAFETY: the buffer is plain bytes owned by this value. Every concurrent
+// access goes through an atomic header word or through a span, and the
+// protocol in `ring.rs` hands out spans only for disjoint, exclusively owned
+// ranges (that is the contract of `claim_write` / `claim_read`).
+unsafe impl Send for Buffer {}
+// SAFETY: as above: shared access only ever happens through atomics or
+// through spans whose exclusivity the claim's caller guarantees.
+unsafe impl Sync for Buffer {}
+
+impl Buffer {
+    /// Allocates `capacity` zeroed bytes, or `None` when the size is not
+    /// representable or the allocator refuses it (never aborts).
+    pub(crate) fn new(capacity: usize) -> Option<Buffer> {
+        debug_assert!(capacity.is_power_of_two() && capacity >= 16);
+        let layout = Layout::from_size_align(capacity, BUFFER_ALIGN).ok()?;
+        // SAFETY: the layout has a non-zero size (capacity >= 16).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw)?;
+        Some(Buffer {
+            ptr,
+            capacity,
+            #[cfg(loom)]
+            headers: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+            #[cfg(loom)]
+            cells: (0..capacity / 8)
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect(),
+        })
+    }
+
+    /// Size in bytes.
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The header word at byte position `pos`.
+    ///
+    /// # Safety
+    /// `pos` is a multiple of 8 below `capacity`, and no live span covers the
+    /// word at `pos` (so every access to it, while the returned reference
+    /// lives, is atomic, or ordered by happens-before with this one).
+    #[inline]
+    pub(crate) unsafe fn header(&self, pos: usize) -> &AtomicU64 {
+        debug_assert!(pos % 8 == 0 && pos < self.capacity);
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds and 8-aligned (the buffer is 128-aligned and
+            // `pos` a multiple of 8), the memory lives as long as `self`, and
+            // the caller guarantees no non-atomic access races with this one.
+            unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(pos).cast::<u64>()) }
+        }
+        #[cfg(loom)]
+        {
+            &self.headers[pos / 8]
+        }
+    }
+
+    /// Claims `len` payload bytes at `pos` for writing.
+    ///
+    /// # Safety
+    /// `[pos, pos + len)` lies inside the buffer, and until the returned span
+    /// is dropped no other span covers it and no one else reads or writes
+    /// those bytes (header words inside it included).
+    #[inline]
+    pub(crate) unsafe fn claim_write(&self, pos: usize, len: usize) -> WriteSpan {
+        WriteSpan {
+            pos,
+            len,
+            #[cfg(loom)]
+            guards: self.words(pos, len).map(|w| self.cells[w].get_mut()).collect(),
+        }
+    }
+
+    /// Claims `len` payload bytes at `pos` for reading.
+    ///
+    /// # Safety
+    /// `[pos, pos + len)` lies inside the buffer, its bytes were published to
+    /// this thread (happens-before), and no one writes them until the
+    /// returned span is dropped.
+    #[inline]
+    pub(crate) unsafe fn claim_read(&self, pos: usize, len: usize) -> ReadSpan {
+        ReadSpan {
+            pos,
+            len,
+            #[cfg(loom)]
+            guards: self.words(pos, len).map(|w| self.cells[w].get()).collect(),
+        }
+    }
+
+    /// The bytes a write span owns.
+    #[inline]
+    pub(crate) fn bytes_mut<'a>(&'a self, span: &'a mut WriteSpan) -> &'a mut [u8] {
+        assert!(span.pos + span.len <= self.capacity);
+        // SAFETY: in bounds (checked above); the span's claim guarantees that
+        // nothing else accesses these bytes while the span lives, and the
+        // returned borrow cannot outlive the span.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(span.pos), span.len) }
+    }
+
+    /// The bytes a write span owns, for reading back.
+    #[inline]
+    pub(crate) fn bytes_written<'a>(&'a self, span: &'a WriteSpan) -> &'a [u8] {
+        assert!(span.pos + span.len <= self.capacity);
+        // SAFETY: in bounds (checked above); the span's claim guarantees that
+        // nothing else accesses these bytes while the span lives, and the
+        // shared borrow of the span excludes `bytes_mut` while this lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
+    }
+
+    /// The bytes a read span covers.
+    #[inline]
+    pub(crate) fn bytes<'a>(&'a self, span: &'a ReadSpan) -> &'a [u8] {
+        assert!(span.pos + span.len <= self.capacity);
+        // SAFETY: in bounds (checked above); the span's claim guarantees the
+        // bytes were published to us and stay unwritten while it lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
+    }
+
+    /// Ends a write span. Under loom, copies the written words into the
+    /// header models (so that a stale word would read as garbage, as it does
+    /// in real memory) before the guards go.
+    #[inline]
+    pub(crate) fn end_write(&self, span: WriteSpan) {
+        #[cfg(loom)]
+        {
+            for w in self.words(span.pos, span.len) {
+                // SAFETY: in bounds and owned by the span we still hold.
+                let word = unsafe { self.ptr.as_ptr().add(w * 8).cast::<u64>().read() };
+                self.headers[w].store(word, Ordering::Relaxed);
+            }
+        }
+        // The span (and under loom its guards) ends as this function returns.
+    }
+
+    /// Writes zeroes over `[pos, pos + len)`.
+    ///
+    /// # Safety
+    /// The range lies inside the buffer, `pos` and `len` are multiples of 8,
+    /// and the caller owns the range exclusively: no span covers it and no one
+    /// else accesses it until a later release/acquire hands it over.
+    #[inline]
+    pub(crate) unsafe fn zero(&self, pos: usize, len: usize) {
+        debug_assert!(pos % 8 == 0 && len % 8 == 0 && pos + len <= self.capacity);
+        #[cfg(loom)]
+        for w in self.words(pos, len) {
+            // Loom checks that no span holds this word right now.
+            self.cells[w].with_mut(|_| ());
+            self.headers[w].store(0, Ordering::Relaxed);
+        }
+        // SAFETY: in bounds, and the caller owns the range exclusively.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(pos), 0, len) };
+    }
+
+    #[cfg(loom)]
+    fn words(&self, pos: usize, len: usize) -> std::ops::Range<usize> {
+        pos / 8..(pos + len).div_ceil(8)
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.capacity, BUFFER_ALIGN)
+            .expect("layout was valid at allocation");
+        // SAFETY: allocated in `new` with this very layout, freed only here.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+/// Exclusive write access to a payload range; made only by
+/// [`Buffer::claim_write`].
+pub(crate) struct WriteSpan {
+    pos: usize,
+    len: usize,
+    #[cfg(loom)]
+    #[allow(dead_code)] // held for its drop: the access lasts as long as it
+    guards: Vec<loom::cell::MutPtr<()>>,
+}
+
+/// Shared read access to a published payload range; made only by
+/// [`Buffer::claim_read`].
+pub(crate) struct ReadSpan {
+    pos: usize,
+    len: usize,
+    #[cfg(loom)]
+    #[allow(dead_code)] // held for its drop: the access lasts as long as it
+    guards: Vec<loom::cell::ConstPtr<()>>,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Buffer;
+    use crate::loom::Ordering;
+
+    #[test]
+    fn starts_zeroed_and_aligned() {
+        let buf = Buffer::new(256).unwrap();
+        assert_eq!(buf.ptr.as_ptr() as usize % super::BUFFER_ALIGN, 0);
+        for pos in (0..256).step_by(8) {
+            // SAFETY: no spans exist.
+            assert_eq!(unsafe { buf.header(pos) }.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[test]
+    fn spans_see_their_own_bytes_and_zero_clears() {
+        let buf = Buffer::new(64).unwrap();
+        // SAFETY: single thread, no other span over [8, 24).
+        let mut w = unsafe { buf.claim_write(8, 16) };
+        buf.bytes_mut(&mut w).copy_from_slice(&[7; 16]);
+        buf.end_write(w);
+        {
+            // SAFETY: written above by this thread, no writer left.
+            let r = unsafe { buf.claim_read(8, 16) };
+            assert_eq!(buf.bytes(&r), &[7; 16]);
+        }
+        // SAFETY: no spans alive.
+        unsafe { buf.zero(8, 16) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { buf.header(8) }.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn refuses_impossible_sizes() {
+        assert!(Buffer::new(1 << (usize::BITS - 1)).is_none());
+    }
+}

@@ -1,0 +1,85 @@
+//! The crate's error types.
+
+use std::fmt;
+
+/// Why a reservation (or a push) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReserveError {
+    /// There is not enough free space right now. Retryable: space comes back
+    /// as the consumer reads. A UDP listener typically drops and counts.
+    Full,
+    /// The entry can never fit in this ring, whatever the consumer does.
+    TooLarge {
+        /// The payload length that was asked for.
+        len: usize,
+        /// The largest payload this ring accepts ([`Producer::max_payload`]).
+        ///
+        /// [`Producer::max_payload`]: crate::Producer::max_payload
+        max: usize,
+    },
+    /// The consumer has been dropped: nothing will ever read the entry.
+    Disconnected,
+}
+
+impl fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReserveError::Full => f.write_str("ring is full"),
+            ReserveError::TooLarge { len, max } => write!(
+                f,
+                "entry of {len} bytes is larger than this ring's maximum payload of {max} bytes"
+            ),
+            ReserveError::Disconnected => f.write_str("the consumer has been dropped"),
+        }
+    }
+}
+
+impl std::error::Error for ReserveError {}
+
+/// Why a ring could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The capacity was zero.
+    ZeroCapacity,
+    /// The capacity was not a power of two.
+    NotPowerOfTwo {
+        /// The capacity that was asked for.
+        capacity: usize,
+    },
+    /// The capacity cannot hold a single entry (two alignment units are the
+    /// minimum: the largest entry may take half the buffer).
+    TooSmall {
+        /// The capacity that was asked for.
+        capacity: usize,
+        /// The smallest capacity accepted with the chosen alignment.
+        min: usize,
+    },
+    /// The buffer could not be allocated (larger than the address space, or
+    /// refused by the allocator).
+    TooLarge {
+        /// The capacity that was asked for.
+        capacity: usize,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroCapacity => f.write_str("ring capacity must not be zero"),
+            BuildError::NotPowerOfTwo { capacity } => {
+                write!(f, "ring capacity {capacity} is not a power of two")
+            }
+            BuildError::TooSmall { capacity, min } => write!(
+                f,
+                "ring capacity {capacity} is too small to hold an entry (minimum {min})"
+            ),
+            BuildError::TooLarge { capacity } => {
+                write!(f, "a ring of {capacity} bytes could not be allocated")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

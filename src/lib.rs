@@ -1,0 +1,108 @@
+//! A lock-free, multi-producer single-consumer ring buffer of variable-length
+//! byte entries, written and read in place.
+//!
+//! Built for moving UDP datagrams from several listener threads to one
+//! handler thread: producers never wait (a full ring is an immediate,
+//! typed error), nothing is allocated after construction, payloads are
+//! written straight into the ring (a `recv` can land there) and the consumer
+//! reads them where they lie, in batches.
+//!
+//! ```
+//! use std::thread;
+//!
+//! let (producer, mut consumer) = mpring::Ring::new(1 << 16)?;
+//!
+//! let listeners: Vec<_> = (0..2u8)
+//!     .map(|id| {
+//!         let producer = producer.clone();
+//!         thread::spawn(move || {
+//!             for seq in 0..100u8 {
+//!                 // Write in place: reserve, fill, commit.
+//!                 let mut entry = loop {
+//!                     match producer.reserve(2) {
+//!                         Ok(reservation) => break reservation,
+//!                         Err(mpring::ReserveError::Full) => thread::yield_now(),
+//!                         Err(e) => panic!("{e}"),
+//!                     }
+//!                 };
+//!                 entry.copy_from_slice(&[id, seq]);
+//!                 entry.commit();
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! drop(producer);
+//!
+//! let mut next = [0u8; 2];
+//! loop {
+//!     // Read in place, many entries per release.
+//!     let n = consumer.read_batch(64, |entry| {
+//!         let (id, seq) = (entry[0] as usize, entry[1]);
+//!         assert_eq!(seq, next[id], "per-producer order is kept");
+//!         next[id] += 1;
+//!     });
+//!     if n == 0 && consumer.is_disconnected() && consumer.is_empty() {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(next, [100, 100]);
+//! # for l in listeners { l.join().unwrap(); }
+//! # Ok::<(), mpring::BuildError>(())
+//! ```
+//!
+//! # The buffer
+//!
+//! ```text
+//!  head (consumer)                         tail (producers)
+//!    v                                       v
+//!  +-----+---------+-----+--------+-----+----+--------------------+-----+
+//!  | len | payload | len | payld  |  0  |... |  free (all zero)   | -1  |
+//!  +-----+---------+-----+--------+-----+----+--------------------+-----+
+//!   committed entry   committed    reserved,                       padding
+//!                                  not committed:                  to the end
+//!                                  the consumer stops here         of the lap
+//! ```
+//!
+//! One zeroed allocation of `capacity` bytes (a power of two). `head` and
+//! `tail` are 64-bit offsets that only grow. A producer claims
+//! `header + payload` (rounded up to 8 or 16 bytes) with a CAS on `tail`; a
+//! claim that would cross the buffer's end also claims the rest of the lap
+//! as padding. It writes its payload in place and publishes it by storing
+//! the header word (Release). The consumer loads the header at `head`
+//! (Acquire): zero means "not yet", so order is kept; it reads entries in
+//! place, then zeroes what it consumed and stores the new `head` once per
+//! batch.
+//!
+//! Each header word is `0` (not ready), `len + 1` (an entry: a 0-byte payload
+//! is valid), `-1` (padding) or `-span` (a skipped span: an aborted
+//! reservation, or the unused end of one committed shorter).
+//!
+//! # Guarantees
+//! - Every committed entry is read exactly once, byte for byte, in
+//!   reservation order (so in commit order for each producer).
+//! - No panic, leak or drop order leads to undefined behaviour. A leaked
+//!   [`Reservation`] (`mem::forget`) blocks the entries reserved after it.
+//! - No heap allocation after [`Ring::new`].
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod buffer;
+mod builder;
+mod consumer;
+mod entry;
+mod error;
+mod header;
+mod loom;
+mod producer;
+mod reservation;
+mod ring;
+
+pub use builder::{Alignment, Builder};
+pub use consumer::Consumer;
+pub use entry::Entry;
+pub use error::{BuildError, ReserveError};
+pub use producer::Producer;
+pub use reservation::Reservation;
+pub use ring::Ring;

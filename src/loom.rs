@@ -1,0 +1,26 @@
+//! The one place that chooses between real atomics and loom's models.
+//!
+//! Under `cfg(loom)` the ring runs on loom's atomics and `Arc`, and every
+//! 8-byte word of the buffer gets a loom-tracked cell so that loom sees the
+//! payload bytes as memory and reports data races on them. Without `loom`
+//! the tracking compiles to nothing.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+/// Called in every retry loop: a CPU pause hint, or a loom yield so that
+/// the model checker can schedule the thread we are waiting for.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}

@@ -1,0 +1,142 @@
+//! The producers' handle.
+
+use std::fmt;
+
+use crate::error::ReserveError;
+use crate::loom::Arc;
+use crate::{Reservation, Ring};
+
+/// The producer side: a handle that every listener thread can share.
+///
+/// `Producer` is `Clone + Send + Sync`: clone it per thread or share one by
+/// reference. No producer ever waits for another or for the consumer: when
+/// the ring is full, [`reserve`](Producer::reserve) fails at once with
+/// [`ReserveError::Full`].
+///
+/// When the last handle is dropped the consumer sees
+/// [`Consumer::is_disconnected`](crate::Consumer::is_disconnected).
+pub struct Producer {
+    ring: Arc<Ring>,
+}
+
+impl Producer {
+    pub(crate) fn new(ring: Arc<Ring>) -> Producer {
+        Producer { ring }
+    }
+
+    /// Reserves space for a `len`-byte entry and returns it to be written in
+    /// place.
+    ///
+    /// The reservation derefs to a `&mut [u8]` of exactly `len` bytes, all
+    /// zero. [`commit`](Reservation::commit) it to publish it; commit fewer
+    /// bytes with [`commit_len`](Reservation::commit_len) or
+    /// [`truncate`](Reservation::truncate); drop it to abort.
+    ///
+    /// Entries are read in the order of their reservations, so a
+    /// reservation held for long holds back the entries reserved after it
+    /// (and one that is leaked with `mem::forget` blocks them for good).
+    ///
+    /// # Errors
+    /// - [`ReserveError::Full`]: not enough free space now (retryable);
+    /// - [`ReserveError::TooLarge`]: `len > self.max_payload()`;
+    /// - [`ReserveError::Disconnected`]: the consumer is gone.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// let mut reservation = producer.reserve(8)?;
+    /// reservation.copy_from_slice(&42u64.to_le_bytes());
+    /// reservation.commit();
+    /// assert_eq!(*consumer.read().unwrap(), 42u64.to_le_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn reserve(&self, len: usize) -> Result<Reservation<'_>, ReserveError> {
+        let claim = self.ring.reserve(len)?;
+        Ok(Reservation::new(&self.ring, claim, len))
+    }
+
+    /// Copies `payload` into the ring as one entry.
+    ///
+    /// # Errors
+    /// As [`reserve`](Producer::reserve).
+    #[inline]
+    pub fn push(&self, payload: &[u8]) -> Result<(), ReserveError> {
+        let mut reservation = self.reserve(payload.len())?;
+        reservation.copy_from_slice(payload);
+        reservation.commit();
+        Ok(())
+    }
+
+    /// Copies the concatenation of `parts` into the ring as one entry, for
+    /// example a small metadata header followed by a datagram, without
+    /// building the whole entry first.
+    ///
+    /// # Errors
+    /// As [`reserve`](Producer::reserve), for the total length.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push_parts(&[&[7u8], b"datagram"])?;
+    /// assert_eq!(&*consumer.read().unwrap(), b"\x07datagram");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_parts(&self, parts: &[&[u8]]) -> Result<(), ReserveError> {
+        // Saturating: a sum past usize::MAX is too large either way.
+        let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        let mut reservation = self.reserve(len)?;
+        let mut at = 0;
+        for part in parts {
+            reservation[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        reservation.commit();
+        Ok(())
+    }
+
+    /// The buffer's size in bytes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// The largest payload a reservation can ask for: half the capacity less
+    /// one header (`capacity / 2 - alignment`). Larger requests fail with
+    /// [`ReserveError::TooLarge`].
+    #[inline]
+    pub fn max_payload(&self) -> usize {
+        self.ring.max_payload()
+    }
+
+    /// How many reservations (of all handles together) were refused with
+    /// [`ReserveError::Full`] so far.
+    pub fn full_count(&self) -> u64 {
+        self.ring.full_count()
+    }
+
+    /// Whether the consumer has been dropped (every reservation then fails
+    /// with [`ReserveError::Disconnected`]).
+    pub fn is_disconnected(&self) -> bool {
+        !self.ring.consumer_alive()
+    }
+}
+
+impl Clone for Producer {
+    fn clone(&self) -> Producer {
+        self.ring.add_producer();
+        Producer {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.ring.remove_producer();
+    }
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer").field("ring", &*self.ring).finish()
+    }
+}

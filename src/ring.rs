@@ -1,0 +1,462 @@
+//! The shared state and the protocol: reserve, commit, abort, shrink, read,
+//! release. Every claim of buffer memory is made here.
+
+use std::fmt;
+
+use crossbeam_utils::{Backoff, CachePadded};
+
+use crate::buffer::{Buffer, ReadSpan, WriteSpan};
+use crate::builder::Alignment;
+use crate::error::{BuildError, ReserveError};
+use crate::header::Header;
+use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// The ring shared by the [`Producer`](crate::Producer) handles and the
+/// [`Consumer`](crate::Consumer); build one with [`Ring::new`] or
+/// [`Ring::builder`].
+///
+/// # Invariants
+/// - `head <= tail <= head + capacity`; both only grow (a producer whose
+///   reservation is the last one may move `tail` back to hand unused bytes
+///   back, never below its own reservation's start).
+/// - Bytes in `[head, tail)` belong to reservations, entries, padding or
+///   skipped spans, each starting with a header word; spans never cross the
+///   buffer's end.
+/// - Every byte in free space (`[tail, head + capacity)`) is zero whenever a
+///   producer can claim it: the consumer zeroes what it consumed before it
+///   publishes a new head, and a producer zeroes what it hands back before it
+///   moves the tail back.
+/// - `cached_head <= head`.
+pub struct Ring {
+    /// Written by producers on every reservation.
+    producers_line: CachePadded<ProducersLine>,
+    /// Next byte the consumer has not released; written once per batch.
+    head: CachePadded<AtomicU64>,
+    /// Who is still there; written only when handles come and go.
+    lifecycle: CachePadded<Lifecycle>,
+    buffer: Buffer,
+    /// `capacity - 1`.
+    mask: u64,
+    /// Alignment of every span, which is also the header's size.
+    align: usize,
+    max_payload: usize,
+    /// The consumer releases at least this often (in bytes).
+    release_every: u64,
+}
+
+struct ProducersLine {
+    /// Next byte a producer will reserve.
+    tail: AtomicU64,
+    /// A recent value of `head`, so that producers read the consumer's
+    /// cache line only when this copy says the ring is full.
+    cached_head: AtomicU64,
+    /// Reservations refused with `Full`.
+    full: AtomicU64,
+}
+
+struct Lifecycle {
+    producers: AtomicUsize,
+    consumer_alive: AtomicBool,
+}
+
+/// Bytes claimed by one reservation. `start` is the offset of its header.
+pub(crate) struct Claim {
+    start: u64,
+    stride: u64,
+    span: WriteSpan,
+}
+
+/// The consumer's two offsets: `head` as published, `read` how far it has
+/// read (`head <= read`; `[head, read)` is consumed but not yet released).
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    head: u64,
+    read: u64,
+}
+
+/// A committed entry handed to the consumer.
+pub(crate) struct Delivery {
+    span: ReadSpan,
+    stride: u64,
+}
+
+impl Ring {
+    /// Builds a ring of `capacity` bytes with the default (8-byte)
+    /// alignment, and returns its producer handle and its consumer.
+    ///
+    /// `capacity` must be a power of two, at least 16 bytes; the largest
+    /// payload is then `capacity / 2 - 8` bytes.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1 << 16)?;
+    /// producer.push(b"hello")?;
+    /// assert_eq!(&*consumer.read().unwrap(), b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::new_ret_no_self)] // like `std::sync::mpsc::channel`: the ring lives in its handles
+    pub fn new(
+        capacity: usize,
+    ) -> Result<(crate::Producer, crate::Consumer), BuildError> {
+        crate::Builder::new(capacity).build()
+    }
+
+    /// A [`Builder`](crate::Builder) for a ring of `capacity` bytes, to set
+    /// options before building.
+    pub fn builder(capacity: usize) -> crate::Builder {
+        crate::Builder::new(capacity)
+    }
+
+    pub(crate) fn allocate(capacity: usize, alignment: Alignment) -> Result<Ring, BuildError> {
+        let align = alignment.bytes();
+        let min = 2 * align;
+        if capacity == 0 {
+            return Err(BuildError::ZeroCapacity);
+        }
+        if !capacity.is_power_of_two() {
+            return Err(BuildError::NotPowerOfTwo { capacity });
+        }
+        if capacity < min {
+            return Err(BuildError::TooSmall { capacity, min });
+        }
+        let buffer = Buffer::new(capacity).ok_or(BuildError::TooLarge { capacity })?;
+        Ok(Ring {
+            producers_line: CachePadded::new(ProducersLine {
+                tail: AtomicU64::new(0),
+                cached_head: AtomicU64::new(0),
+                full: AtomicU64::new(0),
+            }),
+            head: CachePadded::new(AtomicU64::new(0)),
+            lifecycle: CachePadded::new(Lifecycle {
+                producers: AtomicUsize::new(1),
+                consumer_alive: AtomicBool::new(true),
+            }),
+            buffer,
+            mask: capacity as u64 - 1,
+            align,
+            // A stride of at most half the buffer fits an empty ring at any
+            // position: the padding before it is then shorter than it.
+            max_payload: capacity / 2 - align,
+            release_every: (capacity as u64 / 8).max(align as u64),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+
+    #[inline]
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Header plus payload, rounded up to the alignment. `len` is at most
+    /// `max_payload`, so this cannot overflow.
+    #[inline]
+    fn stride(&self, len: usize) -> u64 {
+        ((self.align + len + self.align - 1) & !(self.align - 1)) as u64
+    }
+
+    #[inline]
+    fn position(&self, offset: u64) -> usize {
+        (offset & self.mask) as usize
+    }
+
+    // ---- producers --------------------------------------------------------
+
+    /// Claims space for a `len`-byte payload.
+    #[inline]
+    pub(crate) fn reserve(&self, len: usize) -> Result<Claim, ReserveError> {
+        if len > self.max_payload {
+            return Err(ReserveError::TooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        // Relaxed: a flag with no data behind it; seeing it late only lets
+        // one more entry into a ring nobody reads.
+        if !self.lifecycle.consumer_alive.load(Ordering::Relaxed) {
+            return Err(ReserveError::Disconnected);
+        }
+        let line = &*self.producers_line;
+        let capacity = self.capacity() as u64;
+        let stride = self.stride(len);
+        let backoff = Backoff::new();
+        // Relaxed: only a guess; the CAS below checks it.
+        let mut tail = line.tail.load(Ordering::Relaxed);
+        let (start, pad) = loop {
+            let to_end = capacity - (tail & self.mask);
+            // An entry never crosses the buffer's end: claim the rest of the
+            // lap as padding and start at position 0.
+            let pad = if stride <= to_end { 0 } else { to_end };
+            let new_tail = tail + pad + stride;
+            // Acquire (both loads): the consumer zeroed and stopped reading
+            // these bytes before it published the head we compare with; the
+            // cached copy is stored with Release by a producer that acquired
+            // it, so the chain carries that to us too.
+            let cached = line.cached_head.load(Ordering::Acquire);
+            // saturating: a stale `tail` may be behind a fresh head; the CAS
+            // then fails and we retry with the real tail.
+            if new_tail.saturating_sub(cached) > capacity {
+                let head = self.head.load(Ordering::Acquire);
+                line.cached_head.store(head, Ordering::Release);
+                if new_tail.saturating_sub(head) > capacity {
+                    line.full.fetch_add(1, Ordering::Relaxed);
+                    return Err(ReserveError::Full);
+                }
+            }
+            // AcqRel on success: Acquire pairs with a hand-back's Release
+            // (whose zeroes we are about to overwrite); Release passes our
+            // own chain on. Relaxed on failure: we only retry.
+            match line
+                .tail
+                .compare_exchange_weak(tail, new_tail, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break (tail + pad, pad),
+                Err(actual) => {
+                    tail = actual;
+                    crate::loom::spin_hint();
+                    backoff.spin();
+                }
+            }
+        };
+        if pad > 0 {
+            // SAFETY: `tail`'s word starts the padding our CAS just claimed;
+            // the consumer reads it only atomically, nobody else touches it.
+            let word = unsafe { self.buffer.header(self.position(tail)) };
+            // Release: the consumer zeroes this word after reading it.
+            word.store(Header::Padding.encode(), Ordering::Release);
+        }
+        // SAFETY: our CAS claimed `[start, start + stride)` for us alone; it
+        // lies within one lap (no wrap), its payload follows the header, and
+        // the consumer will not look past the (still zero) header until we
+        // publish it, which happens after this span is ended.
+        let span = unsafe {
+            self.buffer
+                .claim_write(self.position(start) + self.align, len)
+        };
+        Ok(Claim {
+            start,
+            stride,
+            span,
+        })
+    }
+
+    /// The payload bytes of a claim.
+    #[inline]
+    pub(crate) fn bytes_mut<'a>(&'a self, claim: &'a mut Claim) -> &'a mut [u8] {
+        self.buffer.bytes_mut(&mut claim.span)
+    }
+
+    /// The payload bytes of a claim, for reading back.
+    #[inline]
+    pub(crate) fn claim_bytes<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
+        self.buffer.bytes_written(&claim.span)
+    }
+
+    /// Publishes the first `len` bytes of a claim (`Some`), or aborts it
+    /// (`None`). Unused bytes are handed back or become a skipped span.
+    #[inline]
+    pub(crate) fn finish(&self, claim: Claim, committed: Option<usize>) {
+        let Claim {
+            start,
+            stride,
+            span,
+        } = claim;
+        self.buffer.end_write(span);
+        let end = start + stride;
+        let header = match committed {
+            Some(len) => {
+                let used = self.stride(len);
+                if used < stride && !self.hand_back(start + used, start + used, end) {
+                    // SAFETY: this word is inside our claim, after the bytes
+                    // we publish; nobody else can reach it yet.
+                    let word = unsafe { self.buffer.header(self.position(start + used)) };
+                    // Relaxed: the Release store of our header below
+                    // publishes it; the consumer reads it only after that.
+                    word.store(Header::Skip((end - start - used) as usize).encode(), Ordering::Relaxed);
+                }
+                Header::Entry(len)
+            }
+            None => {
+                // Our header word stays zero: the consumer may be polling it.
+                if self.hand_back(start, start + self.align as u64, end) {
+                    return;
+                }
+                Header::Skip(stride as usize)
+            }
+        };
+        // SAFETY: `start` is our own header word; the consumer only loads it
+        // atomically.
+        let word = unsafe { self.buffer.header(self.position(start)) };
+        // Release: the payload (and any skip header) must be visible to the
+        // consumer once it acquires this word.
+        word.store(header.encode(), Ordering::Release);
+    }
+
+    /// Gives `[new_tail, end)` back when nothing was reserved after it:
+    /// zeroes `[zero_from, end)` and moves the tail back to `new_tail`.
+    /// Returns `false` (having changed nothing that matters) otherwise.
+    fn hand_back(&self, new_tail: u64, zero_from: u64, end: u64) -> bool {
+        let tail = &self.producers_line.tail;
+        // Relaxed: a hint to skip the zeroing when the CAS cannot succeed.
+        if tail.load(Ordering::Relaxed) != end {
+            return false;
+        }
+        // SAFETY: `[zero_from, end)` is inside our unpublished claim (within
+        // one lap, after our header word): only we access it. Both ends are
+        // multiples of the alignment.
+        unsafe {
+            self.buffer
+                .zero(self.position(zero_from), (end - zero_from) as usize)
+        };
+        // Release: the next producer to claim these bytes (with an Acquire
+        // CAS) must see our zeroes. Relaxed on failure: nothing to see.
+        tail.compare_exchange(end, new_tail, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    pub(crate) fn full_count(&self) -> u64 {
+        self.producers_line.full.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_producer(&self) {
+        // Relaxed: the clone is made from a live handle, so the count cannot
+        // reach zero concurrently (the same argument as `Arc::clone`).
+        self.lifecycle.producers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove_producer(&self) {
+        // Release: pairs with the consumer's Acquire in `producers`, so the
+        // last producer's commits are visible when it sees zero.
+        self.lifecycle.producers.fetch_sub(1, Ordering::Release);
+    }
+
+    pub(crate) fn producers(&self) -> usize {
+        self.lifecycle.producers.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn consumer_alive(&self) -> bool {
+        self.lifecycle.consumer_alive.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn close_consumer(&self) {
+        // Relaxed: see `reserve`.
+        self.lifecycle
+            .consumer_alive
+            .store(false, Ordering::Relaxed);
+    }
+
+    // ---- the consumer -----------------------------------------------------
+
+    /// The next committed entry at the cursor, stepping over padding and
+    /// skipped spans; `None` when the next header is not published yet.
+    #[inline]
+    pub(crate) fn next(&self, cursor: &mut Cursor) -> Option<Delivery> {
+        let capacity = self.capacity() as u64;
+        loop {
+            if cursor.read - cursor.head == capacity {
+                // A whole lap is consumed but not zeroed: the word at `read`
+                // is the stale header at `head`. Release before reading it.
+                self.release(cursor);
+            }
+            let pos = self.position(cursor.read);
+            // SAFETY: `read` is a span boundary less than a lap ahead of
+            // `head`: either free space (zero until a producer publishes it)
+            // or the header of a claim, which producers only store atomically;
+            // no span ever covers a header word.
+            let word = unsafe { self.buffer.header(pos) };
+            // Acquire: pairs with the producer's Release store, so the
+            // payload it wrote is visible before we read it.
+            match Header::decode(word.load(Ordering::Acquire)) {
+                Header::NotReady => return None,
+                Header::Padding => cursor.read += capacity - pos as u64,
+                Header::Skip(span) => {
+                    debug_assert!(span % self.align == 0 && pos + span <= self.capacity());
+                    cursor.read += span as u64;
+                }
+                Header::Entry(len) => {
+                    debug_assert!(len <= self.max_payload);
+                    // SAFETY: the producer published these bytes with the
+                    // Release store we just acquired; nobody writes them
+                    // until we release past them, which needs the cursor
+                    // that this delivery must be given back to first.
+                    let span = unsafe { self.buffer.claim_read(pos + self.align, len) };
+                    return Some(Delivery {
+                        span,
+                        stride: self.stride(len),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The payload of a delivery.
+    #[inline]
+    pub(crate) fn bytes<'a>(&'a self, delivery: &'a Delivery) -> &'a [u8] {
+        self.buffer.bytes(&delivery.span)
+    }
+
+    /// Marks a delivery consumed, without releasing.
+    #[inline]
+    pub(crate) fn advance(&self, cursor: &mut Cursor, delivery: Delivery) {
+        cursor.read += delivery.stride;
+        // The delivery (and under loom its guards) ends as this returns.
+    }
+
+    /// Marks a delivery consumed; releases when enough is pending.
+    #[inline]
+    pub(crate) fn consume(&self, cursor: &mut Cursor, delivery: Delivery) {
+        self.advance(cursor, delivery);
+        if cursor.read - cursor.head >= self.release_every {
+            self.release(cursor);
+        }
+    }
+
+    /// Zeroes everything consumed and publishes the new head.
+    #[inline]
+    pub(crate) fn release(&self, cursor: &mut Cursor) {
+        let len = (cursor.read - cursor.head) as usize;
+        if len == 0 {
+            return;
+        }
+        let from = self.position(cursor.head);
+        let first = len.min(self.capacity() - from);
+        // SAFETY: `[head, read)` was consumed: producers cannot claim it
+        // before the head store below, and every delivery over it was
+        // consumed (so its span is gone). At most one lap, split at the end.
+        unsafe {
+            self.buffer.zero(from, first);
+            if len > first {
+                self.buffer.zero(0, len - first);
+            }
+        }
+        // Release: producers acquire the head before they write into these
+        // bytes, so our zeroes (and reads) happen before their writes.
+        self.head.store(cursor.read, Ordering::Release);
+        cursor.head = cursor.read;
+    }
+
+    /// Bytes consumed but not released yet.
+    pub(crate) fn pending_bytes(&self, cursor: &Cursor) -> usize {
+        (cursor.read - cursor.head) as usize
+    }
+
+    /// Bytes between the consumer's read position and the tail.
+    pub(crate) fn unread_bytes(&self, cursor: &Cursor) -> usize {
+        // Relaxed: a snapshot; entries are read through header acquires.
+        let tail = self.producers_line.tail.load(Ordering::Relaxed);
+        tail.saturating_sub(cursor.read) as usize
+    }
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.capacity())
+            .field("align", &self.align)
+            .field("head", &self.head.load(Ordering::Relaxed))
+            .field("tail", &self.producers_line.tail.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
