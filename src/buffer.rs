@@ -130,7 +130,7 @@ impl Buffer {
     /// The bytes a write span owns.
     #[inline]
     pub(crate) fn bytes_mut<'a>(&'a self, span: &'a mut WriteSpan) -> &'a mut [u8] {
-        assert!(span.pos + span.len <= self.capacity);
+        assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
         // SAFETY: in bounds (checked above); the span's claim guarantees that
         // nothing else accesses these bytes while the span lives, and the
         // returned borrow cannot outlive the span.
@@ -140,7 +140,7 @@ impl Buffer {
     /// The bytes a write span owns, for reading back.
     #[inline]
     pub(crate) fn bytes_written<'a>(&'a self, span: &'a WriteSpan) -> &'a [u8] {
-        assert!(span.pos + span.len <= self.capacity);
+        assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
         // SAFETY: in bounds (checked above); the span's claim guarantees that
         // nothing else accesses these bytes while the span lives, and the
         // shared borrow of the span excludes `bytes_mut` while this lives.
@@ -150,7 +150,7 @@ impl Buffer {
     /// The bytes a read span covers.
     #[inline]
     pub(crate) fn bytes<'a>(&'a self, span: &'a ReadSpan) -> &'a [u8] {
-        assert!(span.pos + span.len <= self.capacity);
+        assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
         // SAFETY: in bounds (checked above); the span's claim guarantees the
         // bytes were published to us and stay unwritten while it lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
