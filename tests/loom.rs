@@ -1,0 +1,218 @@
+//! Loom models of every protocol step, run on the production code (the
+//! crate's `loom` shim swaps in loom's atomics and tracks every 8-byte word
+//! of the buffer as a loom cell, so a data race on payload bytes fails the
+//! model, not only a wrong header).
+//!
+//! Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom
+//! ```
+//!
+//! The bound of 3 preemptions (CI's setting) explores every interleaving
+//! with at most three forced context switches; the models are small enough
+//! that raising it only costs time.
+#![cfg(loom)]
+
+use loom::thread;
+use mpring::{Consumer, Producer, ReserveError, Ring};
+
+/// Pushes `payload`, retrying (with a loom yield) while the ring is full.
+fn push(producer: &Producer, payload: &[u8]) {
+    loop {
+        match producer.push(payload) {
+            Ok(()) => return,
+            Err(ReserveError::Full) => thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Reads exactly `n` entries, waiting (with loom yields) for each.
+fn read_n(consumer: &mut Consumer, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match consumer.read() {
+            Some(entry) => got.push(entry.to_vec()),
+            None => thread::yield_now(),
+        }
+    }
+    got
+}
+
+fn drain(consumer: &mut Consumer) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    consumer.read_batch(usize::MAX, |e| got.push(e.to_vec()));
+    got
+}
+
+/// Two producers race for the last 16 free bytes of a 32-byte ring while
+/// the consumer may free the first half: whoever got space is read, byte
+/// for byte, and nobody else.
+#[test]
+fn two_producers_race_for_the_last_free_bytes() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(32).unwrap();
+        producer.push(&[9; 8]).unwrap(); // stride 16 of 32
+        let racers: Vec<_> = (1..=2u8)
+            .map(|id| {
+                let producer = producer.clone();
+                thread::spawn(move || producer.push(&[id; 8]).is_ok())
+            })
+            .collect();
+        let first = consumer.read().map(|e| e.to_vec());
+        let won: Vec<u8> = racers
+            .into_iter()
+            .zip(1..=2u8)
+            .filter_map(|(t, id)| t.join().unwrap().then_some(id))
+            .collect();
+        let mut got: Vec<Vec<u8>> = first.into_iter().collect();
+        got.extend(drain(&mut consumer));
+        assert_eq!(got[0], [9; 8]);
+        assert_eq!(got.len(), 1 + won.len());
+        assert!(!won.is_empty(), "16 bytes were free: one racer must win");
+        let mut ids: Vec<u8> = got[1..].iter().map(|e| e[0]).collect();
+        ids.sort();
+        assert_eq!(ids, won);
+        for e in &got[1..] {
+            assert_eq!(e.len(), 8);
+            assert!(e.iter().all(|&b| b == e[0]));
+        }
+    });
+}
+
+/// One producer's reservation pads at the end of the lap while another
+/// reserves; the consumer reads concurrently. Both arrive intact, in tail
+/// order.
+#[test]
+fn reservation_that_pads_at_the_wrap_while_another_reserves() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        // Move an empty ring to position 48: 16 bytes before the end.
+        producer.push(&[0; 24]).unwrap();
+        producer.push(&[0; 8]).unwrap();
+        assert_eq!(drain(&mut consumer).len(), 2);
+        consumer.release();
+        let other = producer.clone();
+        let wrapper = thread::spawn(move || push(&other, &[1; 24])); // stride 32: pads
+        let small = thread::spawn(move || push(&producer, &[2; 8])); // stride 16: fits
+        let got = read_n(&mut consumer, 2);
+        wrapper.join().unwrap();
+        small.join().unwrap();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![vec![1; 24], vec![2; 8]]);
+    });
+}
+
+/// The second reservation is committed first: the consumer never reads it
+/// before the first.
+#[test]
+fn commit_out_of_order() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let writer = thread::spawn(move || {
+            let mut first = producer.reserve(4).unwrap();
+            let mut second = producer.reserve(4).unwrap();
+            second.copy_from_slice(b"two!");
+            second.commit();
+            first.copy_from_slice(b"one!");
+            first.commit();
+        });
+        let got = read_n(&mut consumer, 2);
+        writer.join().unwrap();
+        assert_eq!(got, vec![b"one!".to_vec(), b"two!".to_vec()]);
+    });
+}
+
+/// An abort (handed back or skipped, depending on what was reserved after
+/// it) and a shrink race with each other and the consumer: only the kept
+/// bytes ever show, and the space is reusable.
+#[test]
+fn abort_and_shrink() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let other = producer.clone();
+        let aborter = thread::spawn(move || {
+            let mut r = other.reserve(8).unwrap();
+            r.fill(0xFF);
+            r.abort();
+        });
+        let shrinker = thread::spawn(move || {
+            let mut r = producer.reserve(16).unwrap();
+            r.fill(0xEE);
+            r[..3].copy_from_slice(b"abc");
+            r.commit_len(3);
+            producer
+        });
+        let got = read_n(&mut consumer, 1);
+        aborter.join().unwrap();
+        let producer = shrinker.join().unwrap();
+        assert_eq!(got, vec![b"abc".to_vec()]);
+        assert!(drain(&mut consumer).is_empty());
+        // Whatever was skipped or handed back reads as zero to the next
+        // claimant and is never mistaken for a header.
+        let r = producer.reserve(24).unwrap();
+        assert!(r.iter().all(|&b| b == 0));
+        r.commit();
+        assert_eq!(drain(&mut consumer), vec![vec![0; 24]]);
+    });
+}
+
+/// The consumer releases space that the producer reuses on the next lap:
+/// a missing zeroing or a too-weak ordering on the head shows up here as a
+/// race on the payload words or a stale header.
+#[test]
+fn released_space_is_reused_on_the_next_lap() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(32).unwrap(); // two entries a lap
+        let writer = thread::spawn(move || {
+            for i in 1..=3u8 {
+                push(&producer, &[i; 8]);
+            }
+        });
+        let got = read_n(&mut consumer, 3);
+        writer.join().unwrap();
+        assert_eq!(got, vec![vec![1; 8], vec![2; 8], vec![3; 8]]);
+    });
+}
+
+/// A consumer that reads a whole lap in one batch must release before it
+/// reads the lap's first word again, while a producer keeps pushing.
+#[test]
+fn batch_of_a_whole_lap_then_reuse() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(32).unwrap();
+        producer.push(&[1; 8]).unwrap();
+        producer.push(&[2; 8]).unwrap(); // exactly full
+        let writer = thread::spawn(move || push(&producer, &[3; 8]));
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if consumer.read_batch(usize::MAX, |e| got.push(e.to_vec())) == 0 {
+                thread::yield_now();
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(got, vec![vec![1; 8], vec![2; 8], vec![3; 8]]);
+    });
+}
+
+/// Dropping the last producer while the consumer reads: the consumer sees
+/// every committed entry, then the disconnection.
+#[test]
+fn disconnection_after_the_last_commit() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(32).unwrap();
+        let writer = thread::spawn(move || producer.push(b"last").unwrap());
+        loop {
+            let gone = consumer.is_disconnected();
+            if let Some(entry) = consumer.read() {
+                assert_eq!(&*entry, b"last");
+                break;
+            }
+            assert!(!gone, "disconnected but the last entry was not readable");
+            thread::yield_now();
+        }
+        writer.join().unwrap();
+    });
+}
