@@ -107,7 +107,10 @@ impl Buffer {
             pos,
             len,
             #[cfg(loom)]
-            guards: self.words(pos, len).map(|w| self.cells[w].get_mut()).collect(),
+            guards: self
+                .words(pos, len)
+                .map(|w| self.cells[w].get_mut())
+                .collect(),
         }
     }
 
@@ -160,6 +163,7 @@ impl Buffer {
     /// header models (so that a stale word would read as garbage, as it does
     /// in real memory) before the guards go.
     #[inline]
+    #[cfg_attr(not(loom), allow(unused_variables))]
     pub(crate) fn end_write(&self, span: WriteSpan) {
         #[cfg(loom)]
         {

@@ -137,6 +137,8 @@ impl Drop for Producer {
 
 impl fmt::Debug for Producer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Producer").field("ring", &*self.ring).finish()
+        f.debug_struct("Producer")
+            .field("ring", &*self.ring)
+            .finish()
     }
 }

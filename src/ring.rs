@@ -94,9 +94,7 @@ impl Ring {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[allow(clippy::new_ret_no_self)] // like `std::sync::mpsc::channel`: the ring lives in its handles
-    pub fn new(
-        capacity: usize,
-    ) -> Result<(crate::Producer, crate::Consumer), BuildError> {
+    pub fn new(capacity: usize) -> Result<(crate::Producer, crate::Consumer), BuildError> {
         crate::Builder::new(capacity).build()
     }
 
@@ -208,10 +206,12 @@ impl Ring {
             // AcqRel on success: Acquire pairs with a hand-back's Release
             // (whose zeroes we are about to overwrite); Release passes our
             // own chain on. Relaxed on failure: we only retry.
-            match line
-                .tail
-                .compare_exchange_weak(tail, new_tail, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match line.tail.compare_exchange_weak(
+                tail,
+                new_tail,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break (tail + pad, pad),
                 Err(actual) => {
                     tail = actual;
@@ -274,7 +274,10 @@ impl Ring {
                     let word = unsafe { self.buffer.header(self.position(start + used)) };
                     // Relaxed: the Release store of our header below
                     // publishes it; the consumer reads it only after that.
-                    word.store(Header::Skip((end - start - used) as usize).encode(), Ordering::Relaxed);
+                    word.store(
+                        Header::Skip((end - start - used) as usize).encode(),
+                        Ordering::Relaxed,
+                    );
                 }
                 Header::Entry(len)
             }

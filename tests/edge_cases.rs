@@ -76,8 +76,10 @@ fn largest_payload_at_every_start_position() {
         for capacity in [32usize, 64, 256] {
             let align = alignment.bytes();
             for pos in (0..capacity).step_by(align) {
-                let (producer, mut consumer) =
-                    Ring::builder(capacity).alignment(alignment).build().unwrap();
+                let (producer, mut consumer) = Ring::builder(capacity)
+                    .alignment(alignment)
+                    .build()
+                    .unwrap();
                 let max = producer.max_payload();
                 assert_eq!(max, capacity / 2 - align);
                 advance_to(&producer, &mut consumer, pos);

@@ -21,13 +21,19 @@ fn capacity_must_be_a_power_of_two() {
 fn capacity_must_hold_an_entry() {
     assert_eq!(
         Ring::new(8).unwrap_err(),
-        BuildError::TooSmall { capacity: 8, min: 16 }
+        BuildError::TooSmall {
+            capacity: 8,
+            min: 16
+        }
     );
     assert!(Ring::new(16).is_ok());
     let sixteen = Ring::builder(16).alignment(Alignment::Sixteen).build();
     assert_eq!(
         sixteen.unwrap_err(),
-        BuildError::TooSmall { capacity: 16, min: 32 }
+        BuildError::TooSmall {
+            capacity: 16,
+            min: 32
+        }
     );
 }
 
@@ -48,11 +54,20 @@ fn too_large_entry_says_the_limit() {
     let (producer, _consumer) = Ring::new(4096).unwrap();
     assert_eq!(producer.max_payload(), 2040);
     let err = producer.reserve(2041).unwrap_err();
-    assert_eq!(err, ReserveError::TooLarge { len: 2041, max: 2040 });
+    assert_eq!(
+        err,
+        ReserveError::TooLarge {
+            len: 2041,
+            max: 2040
+        }
+    );
     assert!(err.to_string().contains("2040"));
     assert_eq!(
         producer.reserve(usize::MAX).unwrap_err(),
-        ReserveError::TooLarge { len: usize::MAX, max: 2040 }
+        ReserveError::TooLarge {
+            len: usize::MAX,
+            max: 2040
+        }
     );
     assert!(producer.reserve(2040).is_ok());
 }

@@ -67,7 +67,10 @@ fn set(model: &mut VecDeque<Slot>, id: u64, slot: Slot) {
 fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let align = alignment.bytes();
     let stride = |len: usize| (align + len).div_ceil(align) * align;
-    let (producer, mut consumer) = Ring::builder(capacity).alignment(alignment).build().unwrap();
+    let (producer, mut consumer) = Ring::builder(capacity)
+        .alignment(alignment)
+        .build()
+        .unwrap();
     let max = producer.max_payload();
     let mut model: VecDeque<Slot> = VecDeque::new();
     let mut live = Vec::new(); // (id, reservation)
@@ -100,7 +103,12 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
                         prop_assert!(len <= max);
                         // Full only when the entry plus the worst padding
                         // before it does not fit.
-                        prop_assert!(used + 2 * stride(len) > capacity, "spurious Full: used {} len {}", used, len);
+                        prop_assert!(
+                            used + 2 * stride(len) > capacity,
+                            "spurious Full: used {} len {}",
+                            used,
+                            len
+                        );
                     }
                     Err(e) => return Err(TestCaseError::fail(format!("unexpected {e}"))),
                 }
@@ -113,7 +121,11 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
             }
             Op::Shrink { which, keep } if !live.is_empty() => {
                 let (id, r) = live.remove(which % live.len());
-                let keep = if r.is_empty() { 0 } else { keep % (r.len() + 1) };
+                let keep = if r.is_empty() {
+                    0
+                } else {
+                    keep % (r.len() + 1)
+                };
                 let bytes = r[..keep].to_vec();
                 r.commit_len(keep);
                 set(&mut model, id, Slot::Committed(bytes));
@@ -164,13 +176,19 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
 }
 
 fn case() -> impl Strategy<Value = (usize, Alignment, Vec<Op>)> {
-    (5u32..13, prop_oneof![Just(Alignment::Eight), Just(Alignment::Sixteen)]).prop_flat_map(
-        |(shift, alignment)| {
+    (
+        5u32..13,
+        prop_oneof![Just(Alignment::Eight), Just(Alignment::Sixteen)],
+    )
+        .prop_flat_map(|(shift, alignment)| {
             let capacity = 1usize << shift;
             let max = capacity / 2 - alignment.bytes();
-            (Just(capacity), Just(alignment), prop::collection::vec(op(max), 1..200))
-        },
-    )
+            (
+                Just(capacity),
+                Just(alignment),
+                prop::collection::vec(op(max), 1..200),
+            )
+        })
 }
 
 proptest! {

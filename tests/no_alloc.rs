@@ -64,7 +64,9 @@ fn hot_path_allocates_nothing() {
                     r.commit_len(100);
                 }
                 2 => producer.reserve(64).unwrap().abort(),
-                _ => producer.push_parts(&[&payload[..16], &payload[..200]]).unwrap(),
+                _ => producer
+                    .push_parts(&[&payload[..16], &payload[..200]])
+                    .unwrap(),
             }
             if i % 2 == 1 {
                 read += consumer.read_batch(8, |e| assert!(e.len() <= 1350));

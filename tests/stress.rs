@@ -63,7 +63,11 @@ impl Plan {
             0..=84 => Step::Commit(len),
             85..=92 => {
                 let keep = self.rng.gen_range(0..=len);
-                let keep = if keep < self.id { len } else { self.tagged(keep) };
+                let keep = if keep < self.id {
+                    len
+                } else {
+                    self.tagged(keep)
+                };
                 Step::Shrink(len, keep)
             }
             _ => Step::Abort(len),
@@ -83,7 +87,10 @@ fn fill(buf: &mut [u8], id: usize, seq: u64) {
 }
 
 fn stress(capacity: usize, alignment: Alignment, producers: usize, steps: u64, seed: u64) {
-    let (producer, mut consumer) = Ring::builder(capacity).alignment(alignment).build().unwrap();
+    let (producer, mut consumer) = Ring::builder(capacity)
+        .alignment(alignment)
+        .build()
+        .unwrap();
     let max = producer.max_payload();
     let workers: Vec<_> = (0..producers)
         .map(|id| {
@@ -152,7 +159,11 @@ fn stress(capacity: usize, alignment: Alignment, producers: usize, steps: u64, s
         };
         assert_eq!(entry.len(), len, "producer {id} step {} length", *seq - 1);
         fill(&mut expected[..len], id, *seq - 1);
-        assert!(entry == &expected[..len], "producer {id} step {} bytes", *seq - 1);
+        assert!(
+            entry == &expected[..len],
+            "producer {id} step {} bytes",
+            *seq - 1
+        );
     };
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut entries = 0u64;
