@@ -13,8 +13,14 @@ use mpring::{ReserveError, Ring};
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let producers = args.next().unwrap_or(Ok(2)).expect("producers: a number");
-    let messages = args.next().unwrap_or(Ok(2_000_000)).expect("messages: a number");
-    let capacity = args.next().unwrap_or(Ok(1 << 20)).expect("capacity: a number");
+    let messages = args
+        .next()
+        .unwrap_or(Ok(2_000_000))
+        .expect("messages: a number");
+    let capacity = args
+        .next()
+        .unwrap_or(Ok(1 << 20))
+        .expect("capacity: a number");
 
     let (producer, mut consumer) = Ring::new(capacity).expect("capacity: a power of two");
     println!(
@@ -22,7 +28,10 @@ fn main() {
     );
     // Every message carries a slice of this pattern, copied in by the
     // producer (as a datagram would be) and compared by the consumer.
-    let pattern: &'static [u8] = (0..1500u32).map(|i| (i * 7) as u8).collect::<Vec<_>>().leak();
+    let pattern: &'static [u8] = (0..1500u32)
+        .map(|i| (i * 7) as u8)
+        .collect::<Vec<_>>()
+        .leak();
     let start = Instant::now();
     let workers: Vec<_> = (0..producers)
         .map(|id| {

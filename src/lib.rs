@@ -106,3 +106,8 @@ pub use error::{BuildError, ReserveError};
 pub use producer::Producer;
 pub use reservation::Reservation;
 pub use ring::Ring;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
