@@ -6,12 +6,12 @@
 //! Run with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test --release --test loom
 //! ```
 //!
-//! The bound of 3 preemptions (CI's setting) explores every interleaving
-//! with at most three forced context switches; the models are small enough
-//! that raising it only costs time.
+//! The bound of 4 preemptions (CI's setting) explores every interleaving
+//! with at most four forced context switches. With 5 the same models pass
+//! too and take about a minute on a 2-core machine.
 #![cfg(loom)]
 
 use loom::thread;

@@ -1,0 +1,702 @@
+//! mpring against the queues a Rust user would pick instead, on one job:
+//! P producer threads each push N messages, one consumer drains them,
+//! checks every producer's sequence numbers and reads every payload byte.
+//!
+//! ```text
+//! cargo bench --bench peers              # everything, then the table
+//! cargo bench --bench peers -- 1350      # only cells whose name matches
+//! ```
+//!
+//! Criterion measures each cell; the table printed at the end gives the
+//! median of its samples as M msgs/s and GB/s, and mpring's ratio to each
+//! peer. It starts with the cache-line round trip between two threads
+//! measured at the start of the run: thread placement varies from run to
+//! run, so only ratios inside one run are comparable.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
+use crossbeam_utils::{Backoff, CachePadded};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Bytes of the byte rings (mpring, nexus-logbuf, rtrb).
+const RING_BYTES: usize = 1 << 20;
+const PRODUCERS: [usize; 4] = [1, 2, 4, 8];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Sizes {
+    Small,
+    Datagram,
+    Mixed,
+}
+
+impl Sizes {
+    fn name(self) -> &'static str {
+        match self {
+            Sizes::Small => "64B",
+            Sizes::Datagram => "1350B",
+            Sizes::Mixed => "20-1500B",
+        }
+    }
+
+    /// Messages per producer per iteration, so that an iteration moves a
+    /// similar number of bytes whatever the size.
+    fn messages(self, producers: usize) -> usize {
+        let total = match self {
+            Sizes::Small => 400_000,
+            Sizes::Datagram => 100_000,
+            Sizes::Mixed => 150_000,
+        };
+        total / producers
+    }
+
+    /// Precomputed from a fixed seed, before timing.
+    fn lengths(self, producer: usize, n: usize) -> Vec<usize> {
+        match self {
+            Sizes::Small => vec![64; n],
+            Sizes::Datagram => vec![1350; n],
+            Sizes::Mixed => {
+                let mut rng = SmallRng::seed_from_u64(0x5EED ^ producer as u64);
+                (0..n).map(|_| rng.gen_range(20..=1500)).collect()
+            }
+        }
+    }
+
+    fn mean(self) -> usize {
+        match self {
+            Sizes::Small => 64,
+            Sizes::Datagram => 1350,
+            Sizes::Mixed => 760,
+        }
+    }
+}
+
+/// Source bytes every producer copies from.
+static SOURCE: [u8; 1500] = {
+    let mut s = [0u8; 1500];
+    let mut i = 0;
+    while i < 1500 {
+        s[i] = (i * 31 % 251) as u8;
+        i += 1;
+    }
+    s
+};
+
+/// Writes a message: an 8-byte tag (producer, sequence), then source bytes.
+#[inline]
+fn write_message(buf: &mut [u8], producer: usize, seq: u64) {
+    let tag = (producer as u64) << 56 | seq;
+    buf[..8].copy_from_slice(&tag.to_le_bytes());
+    let len = buf.len();
+    buf[8..].copy_from_slice(&SOURCE[8..len]);
+}
+
+/// What the consumer does with every message, whatever the queue.
+struct Checker {
+    next: Vec<u64>,
+    sum: u64,
+    bytes: u64,
+}
+
+impl Checker {
+    fn new(producers: usize) -> Checker {
+        Checker {
+            next: vec![0; producers],
+            sum: 0,
+            bytes: 0,
+        }
+    }
+
+    #[inline]
+    fn check(&mut self, msg: &[u8]) {
+        let tag = u64::from_le_bytes(msg[..8].try_into().unwrap());
+        let (producer, seq) = ((tag >> 56) as usize, tag & ((1 << 56) - 1));
+        assert_eq!(seq, self.next[producer], "producer {producer} out of order");
+        self.next[producer] += 1;
+        // Read every payload byte (8 at a time, as a real checksum would).
+        let mut words = msg.chunks_exact(8);
+        let mut sum = 0u64;
+        for w in &mut words {
+            sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().unwrap()));
+        }
+        for &b in words.remainder() {
+            sum = sum.wrapping_add(b as u64);
+        }
+        self.sum = self.sum.wrapping_add(sum);
+        self.bytes += msg.len() as u64;
+    }
+
+    fn finish(self, producers: usize, n: usize) -> u64 {
+        assert!(self.next.iter().all(|&s| s == n as u64), "lost messages");
+        let _ = producers;
+        std::hint::black_box(self.sum);
+        self.bytes
+    }
+}
+
+/// One queue under test: spawns `producers` threads that each send their
+/// lengths' messages, consumes everything on this thread, and returns the
+/// elapsed time (from the moment all threads are released).
+type Runner = fn(usize, &[Vec<usize>], &AtomicU64) -> Duration;
+
+/// Retries `attempt` until it succeeds: spin, then yield. Counts failures.
+#[inline]
+fn retry<T>(fulls: &mut u64, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let backoff = Backoff::new();
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        *fulls += 1;
+        backoff.snooze();
+    }
+}
+
+/// Waits (spin, then yield) on an empty queue.
+struct Idle(Backoff);
+
+impl Idle {
+    fn new() -> Idle {
+        Idle(Backoff::new())
+    }
+    #[inline]
+    fn got(&mut self, n: usize) {
+        if n == 0 {
+            self.0.snooze();
+        } else {
+            self.0.reset();
+        }
+    }
+}
+
+/// The common shape: spawn producers behind a barrier, time the consumer.
+fn harness<P, C>(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64, make: P, consume: C) -> Duration
+where
+    P: Fn(usize) -> Box<dyn FnOnce(&[usize]) -> u64 + Send>,
+    C: FnOnce(&mut Checker, usize),
+{
+    let total: usize = lengths.iter().map(Vec::len).sum();
+    let barrier = Arc::new(Barrier::new(producers + 1));
+    let threads: Vec<_> = (0..producers)
+        .map(|id| {
+            let work = make(id);
+            let lens = lengths[id].clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                work(&lens)
+            })
+        })
+        .collect();
+    let mut checker = Checker::new(producers);
+    barrier.wait();
+    let start = Instant::now();
+    consume(&mut checker, total);
+    let elapsed = start.elapsed();
+    for t in threads {
+        fulls.fetch_add(t.join().unwrap(), Ordering::Relaxed);
+    }
+    checker.finish(producers, lengths[0].len());
+    elapsed
+}
+
+fn run_mpring(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+    let (producer, mut consumer) = mpring::Ring::new(RING_BYTES).unwrap();
+    harness(
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let producer = producer.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let mut r = retry(&mut fulls, || producer.reserve(len).ok());
+                    write_message(&mut r, id, seq as u64);
+                    r.commit();
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let mut seen = 0;
+            let mut idle = Idle::new();
+            while seen < total {
+                let n = consumer.read_batch(256, |m| checker.check(m));
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
+fn run_nexus(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+    let (producer, mut consumer) = nexus_logbuf::queue::mpsc::new(RING_BYTES);
+    harness(
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let mut producer = producer.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let backoff = Backoff::new();
+                    let mut claim = loop {
+                        // The claim borrows the producer: retry by hand.
+                        match producer.try_claim(len) {
+                            Ok(claim) => break claim,
+                            Err(_) => {
+                                fulls += 1;
+                                backoff.snooze();
+                            }
+                        }
+                    };
+                    write_message(&mut claim, id, seq as u64);
+                    claim.commit();
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let mut seen = 0;
+            let mut idle = Idle::new();
+            while seen < total {
+                let mut n = 0;
+                while let Some(record) = consumer.try_claim() {
+                    checker.check(&record);
+                    n += 1;
+                    if n == 256 {
+                        break;
+                    }
+                }
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
+fn make_vec(len: usize, id: usize, seq: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    write_message(&mut v, id, seq as u64);
+    v
+}
+
+/// Channels of `Vec<u8>`: one allocation and fill per message, as their
+/// users pay. `send` hands the message back when the queue is full.
+macro_rules! vec_channel {
+    ($name:ident, |$slots:ident| $make:expr, |$tx:ident, $m:ident| $send:expr, |$rx:ident| $recv:expr) => {
+        fn $name(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+            let mean: usize = lengths.iter().flatten().sum::<usize>() / lengths.iter().map(Vec::len).sum::<usize>();
+            let $slots = RING_BYTES / mean.max(1);
+            let (tx, rx) = $make;
+            let producer_tx = tx;
+            harness(
+                producers,
+                lengths,
+                fulls,
+                |id| {
+                    let $tx = producer_tx.clone();
+                    Box::new(move |lens: &[usize]| {
+                        let mut fulls = 0;
+                        for (seq, &len) in lens.iter().enumerate() {
+                            let mut msg = Some(make_vec(len, id, seq));
+                            retry(&mut fulls, || {
+                                let $m = msg.take().unwrap();
+                                match $send {
+                                    Ok(()) => Some(()),
+                                    Err(back) => {
+                                        msg = Some(back);
+                                        None
+                                    }
+                                }
+                            });
+                        }
+                        fulls
+                    })
+                },
+                |checker, total| {
+                    let $rx = rx;
+                    let mut seen = 0;
+                    let mut idle = Idle::new();
+                    while seen < total {
+                        let mut n = 0;
+                        while let Some(m) = $recv {
+                            checker.check(&m);
+                            n += 1;
+                            if n == 256 {
+                                break;
+                            }
+                        }
+                        seen += n;
+                        idle.got(n);
+                    }
+                },
+            )
+        }
+    };
+}
+
+vec_channel!(
+    run_crossbeam_channel,
+    |slots| crossbeam_channel::bounded::<Vec<u8>>(slots),
+    |tx, m| tx.try_send(m).map_err(|e| e.into_inner()),
+    |rx| rx.try_recv().ok()
+);
+
+vec_channel!(
+    run_std_mpsc,
+    |slots| std::sync::mpsc::sync_channel::<Vec<u8>>(slots),
+    |tx, m| tx.try_send(m).map_err(|e| match e {
+        std::sync::mpsc::TrySendError::Full(m) | std::sync::mpsc::TrySendError::Disconnected(m) => m,
+    }),
+    |rx| rx.try_recv().ok()
+);
+
+vec_channel!(
+    run_flume,
+    |slots| flume::bounded::<Vec<u8>>(slots),
+    |tx, m| tx.try_send(m).map_err(|e| e.into_inner()),
+    |rx| rx.try_recv().ok()
+);
+
+vec_channel!(
+    run_kanal,
+    |slots| kanal::bounded::<Vec<u8>>(slots),
+    |tx, m| {
+        let mut slot = Some(m);
+        match tx.try_send_option(&mut slot) {
+            Ok(true) => Ok(()),
+            _ => Err(slot.take().unwrap()),
+        }
+    },
+    |rx| rx.try_recv().ok().flatten()
+);
+
+vec_channel!(
+    run_array_queue,
+    |slots| {
+        let q = Arc::new(crossbeam_queue::ArrayQueue::<Vec<u8>>::new(slots));
+        (q.clone(), q)
+    },
+    |tx, m| tx.push(m),
+    |rx| rx.pop()
+);
+
+/// thingbuf, in its best case: slots keep their `Vec`s, so nothing is
+/// allocated after warm-up; the producer copies into the slot's buffer.
+fn run_thingbuf(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+    use thingbuf::recycling::WithCapacity;
+    let mean: usize = lengths.iter().flatten().sum::<usize>() / lengths.iter().map(Vec::len).sum::<usize>();
+    let slots = RING_BYTES / mean.max(1);
+    let q: Arc<thingbuf::ThingBuf<Vec<u8>, WithCapacity>> = Arc::new(thingbuf::ThingBuf::with_recycle(
+        slots,
+        WithCapacity::new().with_min_capacity(1500),
+    ));
+    harness(
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let q = q.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let mut slot = retry(&mut fulls, || q.push_ref().ok());
+                    slot.resize(len, 0);
+                    write_message(&mut slot, id, seq as u64);
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let mut seen = 0;
+            let mut idle = Idle::new();
+            while seen < total {
+                let mut n = 0;
+                while let Some(m) = q.pop_ref() {
+                    checker.check(&m);
+                    n += 1;
+                    if n == 256 {
+                        break;
+                    }
+                }
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
+/// rtrb, the SPSC reference (P = 1 only): a byte ring with a 4-byte length
+/// prefix per message, written and read through chunks.
+fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+    assert_eq!(producers, 1);
+    let (tx, mut rx) = rtrb::RingBuffer::<u8>::new(RING_BYTES);
+    let tx = Mutex::new(Some(tx));
+    harness(
+        1,
+        lengths,
+        fulls,
+        |id| {
+            let mut tx = tx.lock().unwrap().take().unwrap();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                let mut msg = [0u8; 1504];
+                for (seq, &len) in lens.iter().enumerate() {
+                    msg[..4].copy_from_slice(&(len as u32).to_le_bytes());
+                    write_message(&mut msg[4..4 + len], id, seq as u64);
+                    let backoff = Backoff::new();
+                    let mut chunk = loop {
+                        // The chunk borrows the producer: retry by hand.
+                        match tx.write_chunk_uninit(4 + len) {
+                            Ok(chunk) => break chunk,
+                            Err(_) => {
+                                fulls += 1;
+                                backoff.snooze();
+                            }
+                        }
+                    };
+                    let (a, b) = chunk.as_mut_slices();
+                    let split = a.len();
+                    // SAFETY: `a` and `b` are the chunk's 4 + len slots; we
+                    // initialise all of them before `commit_all`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(msg.as_ptr(), a.as_mut_ptr().cast::<u8>(), split);
+                        std::ptr::copy_nonoverlapping(msg[split..].as_ptr(), b.as_mut_ptr().cast::<u8>(), b.len());
+                        chunk.commit_all();
+                    }
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let mut seen = 0;
+            let mut idle = Idle::new();
+            let mut scratch = [0u8; 1500];
+            while seen < total {
+                let mut n = 0;
+                while let Ok(head) = rx.read_chunk(4) {
+                    let (a, b) = head.as_slices();
+                    let mut len = [0u8; 4];
+                    len[..a.len()].copy_from_slice(a);
+                    len[a.len()..].copy_from_slice(b);
+                    let len = u32::from_le_bytes(len) as usize;
+                    drop(head);
+                    let chunk = rx.read_chunk(4 + len).expect("whole message is there");
+                    let (a, b) = chunk.as_slices();
+                    if a.len() >= 4 + len {
+                        checker.check(&a[4..4 + len]);
+                    } else {
+                        // Wrapped: read it through one copy.
+                        let joined = a.iter().chain(b).skip(4);
+                        for (d, s) in scratch[..len].iter_mut().zip(joined) {
+                            *d = *s;
+                        }
+                        checker.check(&scratch[..len]);
+                    }
+                    chunk.commit_all();
+                    n += 1;
+                    if n == 256 {
+                        break;
+                    }
+                }
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
+/// The floor: one thread copies the same bytes into a buffer and reads them
+/// back; what any queue pays at least.
+fn run_memcpy(_producers: usize, lengths: &[Vec<usize>], _fulls: &AtomicU64) -> Duration {
+    let mut buf = vec![0u8; RING_BYTES];
+    let mut checker = Checker::new(lengths.len());
+    let start = Instant::now();
+    for (id, lens) in lengths.iter().enumerate() {
+        let mut at = 0;
+        for (seq, &len) in lens.iter().enumerate() {
+            if at + len > buf.len() {
+                at = 0;
+            }
+            write_message(&mut buf[at..at + len], id, seq as u64);
+            checker.check(&buf[at..at + len]);
+            at += (len + 15) & !7;
+        }
+    }
+    let elapsed = start.elapsed();
+    checker.finish(lengths.len(), lengths[0].len());
+    elapsed
+}
+
+const QUEUES: &[(&str, Runner, bool)] = &[
+    // (name, runner, multi-producer)
+    ("mpring", run_mpring, true),
+    ("nexus-logbuf", run_nexus, true),
+    ("crossbeam-channel", run_crossbeam_channel, true),
+    ("ArrayQueue", run_array_queue, true),
+    ("std sync_channel", run_std_mpsc, true),
+    ("flume", run_flume, true),
+    ("kanal", run_kanal, true),
+    ("thingbuf", run_thingbuf, true),
+    ("rtrb (SPSC)", run_rtrb, false),
+    ("memcpy floor", run_memcpy, false),
+];
+
+#[derive(Default)]
+struct Cell {
+    /// Seconds per iteration, one per sample.
+    samples: Vec<f64>,
+    msgs: u64,
+    bytes: u64,
+    fulls: u64,
+    iterations: u64,
+}
+
+type Results = BTreeMap<(Sizes, usize, usize), Cell>; // (sizes, producers, queue index)
+
+static RESULTS: Mutex<Results> = Mutex::new(BTreeMap::new());
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Nanoseconds per round trip of a cache line between two threads.
+fn round_trip_ns() -> f64 {
+    let flag = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    const TRIPS: u64 = 200_000;
+    let other = flag.clone();
+    let t = thread::spawn(move || {
+        for i in 0..TRIPS {
+            while other.load(Ordering::Acquire) != 2 * i + 1 {
+                std::hint::spin_loop();
+            }
+            other.store(2 * i + 2, Ordering::Release);
+        }
+    });
+    let start = Instant::now();
+    for i in 0..TRIPS {
+        flag.store(2 * i + 1, Ordering::Release);
+        while flag.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / TRIPS as f64;
+    t.join().unwrap();
+    ns
+}
+
+fn peers(c: &mut Criterion) {
+    for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
+        let mut group = c.benchmark_group(format!("peers/{}", sizes.name()));
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
+        for producers in PRODUCERS {
+            let n = sizes.messages(producers);
+            let lengths: Vec<Vec<usize>> = (0..producers).map(|p| sizes.lengths(p, n)).collect();
+            let msgs = (n * producers) as u64;
+            let bytes: u64 = lengths.iter().flatten().map(|&l| l as u64).sum();
+            group.throughput(Throughput::Elements(msgs));
+            for (index, &(name, runner, multi)) in QUEUES.iter().enumerate() {
+                if !multi && producers > 1 {
+                    continue;
+                }
+                group.bench_function(BenchmarkId::new(name, format!("P{producers}")), |b| {
+                    b.iter_custom(|iters| {
+                        let fulls = AtomicU64::new(0);
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            total += runner(producers, &lengths, &fulls);
+                        }
+                        let mut results = RESULTS.lock().unwrap();
+                        let cell = results.entry((sizes, producers, index)).or_default();
+                        cell.samples.push(total.as_secs_f64() / iters as f64);
+                        cell.msgs = msgs;
+                        cell.bytes = bytes;
+                        cell.fulls += fulls.load(Ordering::Relaxed);
+                        cell.iterations += iters;
+                        total
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+fn print_table(round_trip: f64) {
+    let results = RESULTS.lock().unwrap();
+    if results.is_empty() {
+        return;
+    }
+    println!();
+    println!("cache-line round trip between two threads: {round_trip:.0} ns");
+    println!(
+        "space per entry: mpring align8(8 + len) (8-byte header, 0-7 bytes of alignment); \
+         nexus-logbuf align8(8 + len) (the same)"
+    );
+    println!();
+    println!(
+        "| sizes | P | queue | M msgs/s | GB/s | mpring / queue | full retries per msg |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|");
+    let mut keys: Vec<(Sizes, usize)> = results.keys().map(|&(s, p, _)| (s, p)).collect();
+    keys.dedup();
+    for (sizes, producers) in keys {
+        let mpring = results
+            .get(&(sizes, producers, 0))
+            .map(|c| c.msgs as f64 / median(&c.samples));
+        for (index, &(name, _, _)) in QUEUES.iter().enumerate() {
+            let Some(cell) = results.get(&(sizes, producers, index)) else {
+                continue;
+            };
+            if cell.samples.is_empty() {
+                continue;
+            }
+            let secs = median(&cell.samples);
+            let rate = cell.msgs as f64 / secs;
+            let ratio = match mpring {
+                Some(m) if index != 0 => format!("{:.2}x", m / rate),
+                _ => "-".into(),
+            };
+            println!(
+                "| {} | {} | {} | {:.2} | {:.2} | {} | {:.3} |",
+                sizes.name(),
+                producers,
+                name,
+                rate / 1e6,
+                cell.bytes as f64 / secs / 1e9,
+                ratio,
+                cell.fulls as f64 / (cell.msgs * cell.iterations) as f64,
+            );
+        }
+    }
+}
+
+criterion_group!(benches, peers);
+
+fn main() {
+    let round_trip = round_trip_ns();
+    println!("cache-line round trip between two threads: {round_trip:.0} ns");
+    println!(
+        "mean sizes: 64B = {}, 1350B = {}, 20-1500B = {} bytes",
+        Sizes::Small.mean(),
+        Sizes::Datagram.mean(),
+        Sizes::Mixed.mean()
+    );
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    print_table(round_trip);
+}
