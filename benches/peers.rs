@@ -157,6 +157,10 @@ fn retry<T>(fulls: &mut u64, mut attempt: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Pause hints a consumer spends after finding its queue empty, before the
+/// usual spin-then-yield backoff; the same for every queue.
+const IDLE_SPINS: usize = 256;
+
 /// Waits (spin, then yield) on an empty queue.
 struct Idle(Backoff);
 
@@ -167,6 +171,11 @@ impl Idle {
     #[inline]
     fn got(&mut self, n: usize) {
         if n == 0 {
+            // Let the producers write a few lines before polling again:
+            // re-reading the line a producer is writing slows both sides.
+            for _ in 0..IDLE_SPINS {
+                std::hint::spin_loop();
+            }
             self.0.snooze();
         } else {
             self.0.reset();
