@@ -184,7 +184,13 @@ impl Idle {
 }
 
 /// The common shape: spawn producers behind a barrier, time the consumer.
-fn harness<P, C>(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64, make: P, consume: C) -> Duration
+fn harness<P, C>(
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+    make: P,
+    consume: C,
+) -> Duration
 where
     P: Fn(usize) -> Box<dyn FnOnce(&[usize]) -> u64 + Send>,
     C: FnOnce(&mut Checker, usize),
@@ -302,7 +308,8 @@ fn make_vec(len: usize, id: usize, seq: usize) -> Vec<u8> {
 macro_rules! vec_channel {
     ($name:ident, |$slots:ident| $make:expr, |$tx:ident, $m:ident| $send:expr, |$rx:ident| $recv:expr) => {
         fn $name(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
-            let mean: usize = lengths.iter().flatten().sum::<usize>() / lengths.iter().map(Vec::len).sum::<usize>();
+            let mean: usize = lengths.iter().flatten().sum::<usize>()
+                / lengths.iter().map(Vec::len).sum::<usize>();
             let $slots = RING_BYTES / mean.max(1);
             let (tx, rx) = $make;
             let producer_tx = tx;
@@ -363,7 +370,8 @@ vec_channel!(
     run_std_mpsc,
     |slots| std::sync::mpsc::sync_channel::<Vec<u8>>(slots),
     |tx, m| tx.try_send(m).map_err(|e| match e {
-        std::sync::mpsc::TrySendError::Full(m) | std::sync::mpsc::TrySendError::Disconnected(m) => m,
+        std::sync::mpsc::TrySendError::Full(m) | std::sync::mpsc::TrySendError::Disconnected(m) =>
+            m,
     }),
     |rx| rx.try_recv().ok()
 );
@@ -402,12 +410,12 @@ vec_channel!(
 /// allocated after warm-up; the producer copies into the slot's buffer.
 fn run_thingbuf(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
     use thingbuf::recycling::WithCapacity;
-    let mean: usize = lengths.iter().flatten().sum::<usize>() / lengths.iter().map(Vec::len).sum::<usize>();
+    let mean: usize =
+        lengths.iter().flatten().sum::<usize>() / lengths.iter().map(Vec::len).sum::<usize>();
     let slots = RING_BYTES / mean.max(1);
-    let q: Arc<thingbuf::ThingBuf<Vec<u8>, WithCapacity>> = Arc::new(thingbuf::ThingBuf::with_recycle(
-        slots,
-        WithCapacity::new().with_min_capacity(1500),
-    ));
+    let q: Arc<thingbuf::ThingBuf<Vec<u8>, WithCapacity>> = Arc::new(
+        thingbuf::ThingBuf::with_recycle(slots, WithCapacity::new().with_min_capacity(1500)),
+    );
     harness(
         producers,
         lengths,
@@ -477,8 +485,16 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                     // SAFETY: `a` and `b` are the chunk's 4 + len slots; we
                     // initialise all of them before `commit_all`.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(msg.as_ptr(), a.as_mut_ptr().cast::<u8>(), split);
-                        std::ptr::copy_nonoverlapping(msg[split..].as_ptr(), b.as_mut_ptr().cast::<u8>(), b.len());
+                        std::ptr::copy_nonoverlapping(
+                            msg.as_ptr(),
+                            a.as_mut_ptr().cast::<u8>(),
+                            split,
+                        );
+                        std::ptr::copy_nonoverlapping(
+                            msg[split..].as_ptr(),
+                            b.as_mut_ptr().cast::<u8>(),
+                            b.len(),
+                        );
                         chunk.commit_all();
                     }
                 }
@@ -657,9 +673,7 @@ fn print_table(round_trip: f64) {
          nexus-logbuf align8(8 + len) (the same)"
     );
     println!();
-    println!(
-        "| sizes | P | queue | M msgs/s | GB/s | mpring / queue | full retries per msg |"
-    );
+    println!("| sizes | P | queue | M msgs/s | GB/s | mpring / queue | full retries per msg |");
     println!("|---|---|---|---:|---:|---:|---:|");
     let mut keys: Vec<(Sizes, usize)> = results.keys().map(|&(s, p, _)| (s, p)).collect();
     keys.dedup();

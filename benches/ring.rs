@@ -18,9 +18,14 @@ fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("round_trip");
     group.throughput(Throughput::Elements(BATCH as u64));
     for len in [64usize, 1350] {
-        for (name, alignment) in [("mpring-8", Alignment::Eight), ("mpring-16", Alignment::Sixteen)] {
-            let (producer, mut consumer) =
-                Ring::builder(CAPACITY).alignment(alignment).build().unwrap();
+        for (name, alignment) in [
+            ("mpring-8", Alignment::Eight),
+            ("mpring-16", Alignment::Sixteen),
+        ] {
+            let (producer, mut consumer) = Ring::builder(CAPACITY)
+                .alignment(alignment)
+                .build()
+                .unwrap();
             group.bench_function(BenchmarkId::new(name, len), |b| {
                 b.iter(|| {
                     for _ in 0..BATCH {

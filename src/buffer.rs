@@ -19,9 +19,7 @@
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-use crate::loom::AtomicU64;
-#[cfg(loom)]
-use crate::loom::Ordering;
+use crate::loom::{AtomicU64, Ordering};
 
 /// The buffer is aligned to this, so header words never straddle cache lines
 /// and position 0 starts a line.
@@ -77,21 +75,24 @@ impl Buffer {
     ///
     /// # Safety
     /// `pos` is a multiple of 8 below `capacity`, and no live span covers the
-    /// word at `pos` (so every access to it, while the returned reference
+    /// word at `pos` (so every access to it, while the returned handle
     /// lives, is atomic, or ordered by happens-before with this one).
     #[inline]
-    pub(crate) unsafe fn header(&self, pos: usize) -> &AtomicU64 {
+    pub(crate) unsafe fn header(&self, pos: usize) -> HeaderWord<'_> {
         debug_assert!(pos % 8 == 0 && pos < self.capacity);
         #[cfg(not(loom))]
         {
             // SAFETY: in bounds and 8-aligned (the buffer is 128-aligned and
             // `pos` a multiple of 8), the memory lives as long as `self`, and
             // the caller guarantees no non-atomic access races with this one.
-            unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(pos).cast::<u64>()) }
+            HeaderWord(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(pos).cast::<u64>()) })
         }
         #[cfg(loom)]
         {
-            &self.headers[pos / 8]
+            HeaderWord {
+                atomic: &self.headers[pos / 8],
+                cell: &self.cells[pos / 8],
+            }
         }
     }
 
@@ -103,6 +104,15 @@ impl Buffer {
     /// those bytes (header words inside it included).
     #[inline]
     pub(crate) unsafe fn claim_write(&self, pos: usize, len: usize) -> WriteSpan {
+        // Invariant 4, checked by loom: free space reads as zero.
+        #[cfg(loom)]
+        for w in self.words(pos, len) {
+            assert_eq!(
+                self.headers[w].load(Ordering::Relaxed),
+                0,
+                "claimed a word that is not zero"
+            );
+        }
         WriteSpan {
             pos,
             len,
@@ -207,6 +217,50 @@ impl Drop for Buffer {
             .expect("layout was valid at allocation");
         // SAFETY: allocated in `new` with this very layout, freed only here.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+/// A header word. Under loom, every access is also recorded as a read of
+/// the word's cell, so that loom checks each atomic header access against
+/// the non-atomic zeroing of the same word (both must be ordered).
+#[cfg(not(loom))]
+pub(crate) struct HeaderWord<'a>(&'a AtomicU64);
+
+#[cfg(loom)]
+pub(crate) struct HeaderWord<'a> {
+    atomic: &'a AtomicU64,
+    cell: &'a loom::cell::UnsafeCell<()>,
+}
+
+impl HeaderWord<'_> {
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> u64 {
+        #[cfg(not(loom))]
+        {
+            self.0.load(order)
+        }
+        #[cfg(loom)]
+        {
+            let value = self.atomic.load(order);
+            // After the load, so that an Acquire orders it before what the
+            // reader does next.
+            self.cell.with(|_| ());
+            value
+        }
+    }
+
+    #[inline]
+    pub(crate) fn store(&self, value: u64, order: Ordering) {
+        #[cfg(not(loom))]
+        {
+            self.0.store(value, order)
+        }
+        #[cfg(loom)]
+        {
+            // Before the store, so that a Release publishes it.
+            self.cell.with(|_| ());
+            self.atomic.store(value, order)
+        }
     }
 }
 

@@ -16,9 +16,13 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// [`Ring::builder`].
 ///
 /// # Invariants
-/// - `head <= tail <= head + capacity`; both only grow (a producer whose
-///   reservation is the last one may move `tail` back to hand unused bytes
-///   back, never below its own reservation's start).
+/// - `head <= tail <= head + capacity`. `head` only grows; `tail` grows,
+///   except that a producer whose reservation is the last one may move it
+///   back to hand unused bytes back (never below its own entry's start, so
+///   never over a published padding header).
+/// - A tail value can therefore recur (ABA), harmlessly: whatever the
+///   history, everything from `tail` to `head + capacity` is zero and
+///   unclaimed, and how a reservation pads depends only on the tail value.
 /// - Bytes in `[head, tail)` belong to reservations, entries, padding or
 ///   skipped spans, each starting with a header word; spans never cross the
 ///   buffer's end.
@@ -367,7 +371,9 @@ impl Ring {
             // SAFETY: `read` is a span boundary less than a lap ahead of
             // `head`: either free space (zero until a producer publishes it)
             // or the header of a claim, which producers only store atomically;
-            // no span ever covers a header word.
+            // no span ever covers a header word, and no producer ever zeroes
+            // a word the consumer can be polling (hand-backs start after the
+            // claim's own header).
             let word = unsafe { self.buffer.header(pos) };
             // Acquire: pairs with the producer's Release store, so the
             // payload it wrote is visible before we read it.

@@ -369,3 +369,16 @@ fn push_parts_concatenates() {
     producer.push_parts(&[]).unwrap();
     assert_eq!(read_all(&mut consumer), vec![b"abcde".to_vec(), vec![]]);
 }
+
+#[test]
+fn handles_are_send_and_sync_as_documented() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Producer>();
+    sync::<Producer>();
+    send::<Consumer>();
+    send::<mpring::Reservation<'static>>();
+    send::<mpring::Entry<'static>>();
+    send::<mpring::Ring>();
+    sync::<mpring::Ring>();
+}

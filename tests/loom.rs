@@ -216,3 +216,36 @@ fn disconnection_after_the_last_commit() {
         writer.join().unwrap();
     });
 }
+
+/// Sixteen-byte alignment, a 0-byte entry, and an abort of a reservation
+/// that padded at the wrap (its padding stays, its space comes back or is
+/// skipped) while another producer pushes.
+#[test]
+fn sixteen_byte_alignment_zero_length_and_abort_after_padding() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::builder(64)
+            .alignment(mpring::Alignment::Sixteen)
+            .build()
+            .unwrap();
+        // Move an empty ring to position 48: 16 bytes before the end.
+        producer.push(&[0; 16]).unwrap();
+        producer.push(&[0; 0]).unwrap();
+        producer.push(&[0; 0]).unwrap();
+        assert_eq!(drain(&mut consumer).len(), 3);
+        consumer.release();
+        let other = producer.clone();
+        let aborter = thread::spawn(move || {
+            if let Ok(mut r) = other.reserve(16) {
+                // Stride 32 from position 48: pads to the end first.
+                r.fill(0xFF);
+                r.abort();
+            }
+        });
+        let pusher = thread::spawn(move || push(&producer, &[]));
+        let got = read_n(&mut consumer, 1);
+        aborter.join().unwrap();
+        pusher.join().unwrap();
+        assert_eq!(got, vec![Vec::<u8>::new()]);
+        assert!(drain(&mut consumer).is_empty());
+    });
+}
