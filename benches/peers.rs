@@ -467,8 +467,6 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                 let mut fulls = 0;
                 let mut msg = [0u8; 1504];
                 for (seq, &len) in lens.iter().enumerate() {
-                    msg[..4].copy_from_slice(&(len as u32).to_le_bytes());
-                    write_message(&mut msg[4..4 + len], id, seq as u64);
                     let backoff = Backoff::new();
                     let mut chunk = loop {
                         // The chunk borrows the producer: retry by hand.
@@ -481,22 +479,31 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                         }
                     };
                     let (a, b) = chunk.as_mut_slices();
-                    let split = a.len();
-                    // SAFETY: `a` and `b` are the chunk's 4 + len slots; we
-                    // initialise all of them before `commit_all`.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            msg.as_ptr(),
-                            a.as_mut_ptr().cast::<u8>(),
-                            split,
-                        );
-                        std::ptr::copy_nonoverlapping(
-                            msg[split..].as_ptr(),
-                            b.as_mut_ptr().cast::<u8>(),
-                            b.len(),
-                        );
-                        chunk.commit_all();
+                    let tag = ((id as u64) << 56 | seq as u64).to_le_bytes();
+                    if a.len() >= 4 + len {
+                        // Contiguous: write in place, as the byte rings do.
+                        let dst = a.as_mut_ptr().cast::<u8>();
+                        // SAFETY: `dst` has 4 + len writable slots; the three
+                        // copies fill them all, before `commit_all`.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping((len as u32).to_le_bytes().as_ptr(), dst, 4);
+                            std::ptr::copy_nonoverlapping(tag.as_ptr(), dst.add(4), 8);
+                            std::ptr::copy_nonoverlapping(SOURCE[8..].as_ptr(), dst.add(12), len - 8);
+                        }
+                    } else {
+                        // Split at the end of the buffer: stage, then copy.
+                        msg[..4].copy_from_slice(&(len as u32).to_le_bytes());
+                        write_message(&mut msg[4..4 + len], id, seq as u64);
+                        let split = a.len();
+                        // SAFETY: `a` and `b` are the chunk's 4 + len slots;
+                        // both copies together fill them.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(msg.as_ptr(), a.as_mut_ptr().cast::<u8>(), split);
+                            std::ptr::copy_nonoverlapping(msg[split..].as_ptr(), b.as_mut_ptr().cast::<u8>(), b.len());
+                        }
                     }
+                    // SAFETY: all 4 + len slots were written above.
+                    unsafe { chunk.commit_all() };
                 }
                 fulls
             })
@@ -504,39 +511,49 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
         |checker, total| {
             let mut seen = 0;
             let mut idle = Idle::new();
-            let mut scratch = [0u8; 1500];
+            let mut scratch = [0u8; 1504];
             while seen < total {
+                // Everything readable as one chunk, parsed in place, one
+                // commit per batch (rtrb's best case).
+                let available = rx.slots();
                 let mut n = 0;
-                while let Ok(head) = rx.read_chunk(4) {
-                    let (a, b) = head.as_slices();
-                    let mut len = [0u8; 4];
-                    len[..a.len()].copy_from_slice(a);
-                    len[a.len()..].copy_from_slice(b);
-                    let len = u32::from_le_bytes(len) as usize;
-                    drop(head);
-                    let chunk = rx.read_chunk(4 + len).expect("whole message is there");
+                if available > 0 {
+                    let chunk = rx.read_chunk(available).expect("slots are readable");
                     let (a, b) = chunk.as_slices();
-                    if a.len() >= 4 + len {
-                        checker.check(&a[4..4 + len]);
-                    } else {
-                        // Wrapped: read it through one copy.
-                        let joined = a.iter().chain(b).skip(4);
-                        for (d, s) in scratch[..len].iter_mut().zip(joined) {
-                            *d = *s;
+                    let mut at = 0;
+                    while at + 4 <= available {
+                        let len = u32::from_le_bytes(
+                            span(a, b, at, 4, &mut scratch).try_into().unwrap(),
+                        ) as usize;
+                        if at + 4 + len > available {
+                            break;
                         }
-                        checker.check(&scratch[..len]);
+                        checker.check(span(a, b, at + 4, len, &mut scratch));
+                        at += 4 + len;
+                        n += 1;
                     }
-                    chunk.commit_all();
-                    n += 1;
-                    if n == 256 {
-                        break;
-                    }
+                    chunk.commit(at);
                 }
                 seen += n;
                 idle.got(n);
             }
         },
     )
+}
+
+/// Bytes `[at, at + len)` of a chunk split in two slices; copied into
+/// `scratch` only when they straddle the split.
+fn span<'a>(a: &'a [u8], b: &'a [u8], at: usize, len: usize, scratch: &'a mut [u8]) -> &'a [u8] {
+    if at + len <= a.len() {
+        &a[at..at + len]
+    } else if at >= a.len() {
+        &b[at - a.len()..at - a.len() + len]
+    } else {
+        let first = a.len() - at;
+        scratch[..first].copy_from_slice(&a[at..]);
+        scratch[first..len].copy_from_slice(&b[..len - first]);
+        &scratch[..len]
+    }
 }
 
 /// The floor: one thread copies the same bytes into a buffer and reads them
