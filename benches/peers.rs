@@ -3,8 +3,10 @@
 //! checks every producer's sequence numbers and reads every payload byte.
 //!
 //! ```text
-//! cargo bench --bench peers              # everything, then the table
-//! cargo bench --bench peers -- 1350      # only cells whose name matches
+//! cargo bench --bench peers              # the table (7 interleaved rounds per cell)
+//! PEERS_ROUNDS=15 cargo bench --bench peers
+//! PEERS_CRITERION=1 cargo bench --bench peers  # then criterion on every cell
+//! cargo bench --bench peers -- 1350B/    # only cells whose name contains this
 //! ```
 //!
 //! Criterion measures each cell; the table printed at the end gives the
@@ -678,13 +680,14 @@ fn peers(c: &mut Criterion) {
     }
 }
 
-fn print_table(round_trip: f64) {
+fn print_table(round_trip: f64, rounds: usize) {
     let results = RESULTS.lock().unwrap();
     if results.is_empty() {
         return;
     }
     println!();
     println!("cache-line round trip between two threads: {round_trip:.0} ns");
+    println!("medians of {rounds} interleaved rounds per cell");
     println!(
         "space per entry: mpring align8(8 + len) (8-byte header, 0-7 bytes of alignment); \
          nexus-logbuf align8(8 + len) (the same)"
@@ -725,6 +728,46 @@ fn print_table(round_trip: f64) {
     }
 }
 
+/// The table's measurements: for every cell, `rounds` rounds, each of
+/// which runs every queue once in turn, so that all queues of a cell see
+/// the same machine conditions (placement drifts during a run here).
+fn interleaved(rounds: usize, filter: Option<&str>) {
+    for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
+        for producers in PRODUCERS {
+            let n = sizes.messages(producers);
+            let lengths: Vec<Vec<usize>> = (0..producers).map(|p| sizes.lengths(p, n)).collect();
+            let msgs = (n * producers) as u64;
+            let bytes: u64 = lengths.iter().flatten().map(|&l| l as u64).sum();
+            let queues: Vec<usize> = QUEUES
+                .iter()
+                .enumerate()
+                .filter(|(_, &(name, _, multi))| {
+                    let id = format!("peers/{}/{}/P{}", sizes.name(), name, producers);
+                    (multi || producers == 1) && filter.map_or(true, |f| id.contains(f))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            // One untimed warm-up run each.
+            for &q in &queues {
+                QUEUES[q].1(producers, &lengths, &AtomicU64::new(0));
+            }
+            for _ in 0..rounds {
+                for &q in &queues {
+                    let fulls = AtomicU64::new(0);
+                    let secs = QUEUES[q].1(producers, &lengths, &fulls).as_secs_f64();
+                    let mut results = RESULTS.lock().unwrap();
+                    let cell = results.entry((sizes, producers, q)).or_default();
+                    cell.samples.push(secs);
+                    cell.msgs = msgs;
+                    cell.bytes = bytes;
+                    cell.fulls += fulls.load(Ordering::Relaxed);
+                    cell.iterations += 1;
+                }
+            }
+        }
+    }
+}
+
 criterion_group!(benches, peers);
 
 fn main() {
@@ -736,7 +779,20 @@ fn main() {
         Sizes::Datagram.mean(),
         Sizes::Mixed.mean()
     );
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    print_table(round_trip);
+    // `cargo bench --bench peers -- FILTER`: the first free argument filters
+    // both the table's cells and criterion's benchmarks.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'));
+    let rounds = std::env::var("PEERS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7);
+    interleaved(rounds, filter.as_deref());
+    print_table(round_trip, rounds);
+    if std::env::var_os("PEERS_CRITERION").is_some() {
+        RESULTS.lock().unwrap().clear();
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
 }

@@ -96,6 +96,24 @@ impl Buffer {
         }
     }
 
+    /// Hints the CPU to fetch the cache line at `pos` for writing soon.
+    #[inline]
+    pub(crate) fn prefetch_write(&self, pos: usize) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            let at = self.ptr.as_ptr().wrapping_add(pos & (self.capacity - 1));
+            // SAFETY: a prefetch has no architectural effect and cannot
+            // fault; the address is inside the buffer anyway.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(
+                    at.cast::<i8>(),
+                )
+            };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        let _ = pos;
+    }
+
     /// Claims `len` payload bytes at `pos` for writing.
     ///
     /// # Safety

@@ -63,6 +63,9 @@ struct Lifecycle {
     consumer_alive: AtomicBool,
 }
 
+/// How far past its own entry a producer prefetches for writing.
+const PREFETCH_AHEAD: usize = 256;
+
 /// Bytes claimed by one reservation. `start` is the offset of its header.
 pub(crate) struct Claim {
     start: u64,
@@ -224,6 +227,7 @@ impl Ring {
                 }
             }
         };
+        self.buffer.prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
         if pad > 0 {
             // SAFETY: `tail`'s word starts the padding our CAS just claimed;
             // the consumer reads it only atomically, nobody else touches it.
