@@ -488,9 +488,17 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                         // SAFETY: `dst` has 4 + len writable slots; the three
                         // copies fill them all, before `commit_all`.
                         unsafe {
-                            std::ptr::copy_nonoverlapping((len as u32).to_le_bytes().as_ptr(), dst, 4);
+                            std::ptr::copy_nonoverlapping(
+                                (len as u32).to_le_bytes().as_ptr(),
+                                dst,
+                                4,
+                            );
                             std::ptr::copy_nonoverlapping(tag.as_ptr(), dst.add(4), 8);
-                            std::ptr::copy_nonoverlapping(SOURCE[8..].as_ptr(), dst.add(12), len - 8);
+                            std::ptr::copy_nonoverlapping(
+                                SOURCE[8..].as_ptr(),
+                                dst.add(12),
+                                len - 8,
+                            );
                         }
                     } else {
                         // Split at the end of the buffer: stage, then copy.
@@ -500,8 +508,16 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                         // SAFETY: `a` and `b` are the chunk's 4 + len slots;
                         // both copies together fill them.
                         unsafe {
-                            std::ptr::copy_nonoverlapping(msg.as_ptr(), a.as_mut_ptr().cast::<u8>(), split);
-                            std::ptr::copy_nonoverlapping(msg[split..].as_ptr(), b.as_mut_ptr().cast::<u8>(), b.len());
+                            std::ptr::copy_nonoverlapping(
+                                msg.as_ptr(),
+                                a.as_mut_ptr().cast::<u8>(),
+                                split,
+                            );
+                            std::ptr::copy_nonoverlapping(
+                                msg[split..].as_ptr(),
+                                b.as_mut_ptr().cast::<u8>(),
+                                b.len(),
+                            );
                         }
                     }
                     // SAFETY: all 4 + len slots were written above.
@@ -524,9 +540,9 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                     let (a, b) = chunk.as_slices();
                     let mut at = 0;
                     while at + 4 <= available {
-                        let len = u32::from_le_bytes(
-                            span(a, b, at, 4, &mut scratch).try_into().unwrap(),
-                        ) as usize;
+                        let len =
+                            u32::from_le_bytes(span(a, b, at, 4, &mut scratch).try_into().unwrap())
+                                as usize;
                         if at + 4 + len > available {
                             break;
                         }
@@ -781,9 +797,7 @@ fn main() {
     );
     // `cargo bench --bench peers -- FILTER`: the first free argument filters
     // both the table's cells and criterion's benchmarks.
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'));
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rounds = std::env::var("PEERS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -99,25 +99,25 @@ impl Buffer {
     /// Hints the CPU to fetch the cache line at `pos` for writing soon.
     #[inline]
     pub(crate) fn prefetch_write(&self, pos: usize) {
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
         {
             let at = self.ptr.as_ptr().wrapping_add(pos & (self.capacity - 1));
-            // SAFETY: a prefetch has no architectural effect and cannot
-            // fault; the address is inside the buffer anyway.
+            // SAFETY: PREFETCHW only hints the cache (executes as a NOP
+            // where unsupported), reads and writes no memory, cannot fault
+            // and touches no register but the address input.
             unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(
-                    at.cast::<i8>(),
-                )
-            };
+                core::arch::asm!("prefetchw [{}]", in(reg) at, options(nostack, preserves_flags, readonly));
+            }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
         let _ = pos;
     }
 
     /// Claims `len` payload bytes at `pos` for writing.
     ///
     /// # Safety
-    /// `[pos, pos + len)` lies inside the buffer, and until the returned span
+    /// `[pos, pos + len)` lies inside this buffer, the span is used with
+    /// this buffer only, and until the returned span
     /// is dropped no other span covers it and no one else reads or writes
     /// those bytes (header words inside it included).
     #[inline]
@@ -145,7 +145,8 @@ impl Buffer {
     /// Claims `len` payload bytes at `pos` for reading.
     ///
     /// # Safety
-    /// `[pos, pos + len)` lies inside the buffer, its bytes were published to
+    /// `[pos, pos + len)` lies inside this buffer, the span is used with this
+    /// buffer only, its bytes were published to
     /// this thread (happens-before), and no one writes them until the
     /// returned span is dropped.
     #[inline]
@@ -161,9 +162,9 @@ impl Buffer {
     /// The bytes a write span owns.
     #[inline]
     pub(crate) fn bytes_mut<'a>(&'a self, span: &'a mut WriteSpan) -> &'a mut [u8] {
-        assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
-        // SAFETY: in bounds (checked above); the span's claim guarantees that
-        // nothing else accesses these bytes while the span lives, and the
+        debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
+        // SAFETY: the span's claim guarantees that it is in bounds and that
+        // nothing else accesses these bytes while the span lives; the
         // returned borrow cannot outlive the span.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(span.pos), span.len) }
     }
@@ -171,19 +172,19 @@ impl Buffer {
     /// The bytes a write span owns, for reading back.
     #[inline]
     pub(crate) fn bytes_written<'a>(&'a self, span: &'a WriteSpan) -> &'a [u8] {
-        assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
-        // SAFETY: in bounds (checked above); the span's claim guarantees that
-        // nothing else accesses these bytes while the span lives, and the
-        // shared borrow of the span excludes `bytes_mut` while this lives.
+        debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
+        // SAFETY: the span's claim guarantees that it is in bounds and that
+        // nothing else accesses these bytes while the span lives; the shared
+        // borrow of the span excludes `bytes_mut` while this lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
     }
 
     /// The bytes a read span covers.
     #[inline]
     pub(crate) fn bytes<'a>(&'a self, span: &'a ReadSpan) -> &'a [u8] {
-        assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
-        // SAFETY: in bounds (checked above); the span's claim guarantees the
-        // bytes were published to us and stay unwritten while it lives.
+        debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
+        // SAFETY: the span's claim guarantees that it is in bounds, and that
+        // the bytes were published to us and stay unwritten while it lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
     }
 

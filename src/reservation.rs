@@ -107,6 +107,7 @@ impl DerefMut for Reservation<'_> {
 }
 
 impl Drop for Reservation<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
             self.ring

@@ -43,6 +43,8 @@ pub struct Ring {
     mask: u64,
     /// Alignment of every span, which is also the header's size.
     align: usize,
+    /// `2 * align - 1`: header plus rounding, in one add.
+    stride_bias: usize,
     max_payload: usize,
     /// The consumer releases at least this often (in bytes).
     release_every: u64,
@@ -138,6 +140,7 @@ impl Ring {
             buffer,
             mask: capacity as u64 - 1,
             align,
+            stride_bias: 2 * align - 1,
             // A stride of at most half the buffer fits an empty ring at any
             // position: the padding before it is then shorter than it.
             max_payload: capacity / 2 - align,
@@ -159,7 +162,7 @@ impl Ring {
     /// `max_payload`, so this cannot overflow.
     #[inline]
     fn stride(&self, len: usize) -> u64 {
-        ((self.align + len + self.align - 1) & !(self.align - 1)) as u64
+        ((len + self.stride_bias) & !(self.align - 1)) as u64
     }
 
     #[inline]
@@ -227,7 +230,8 @@ impl Ring {
                 }
             }
         };
-        self.buffer.prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
+        self.buffer
+            .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
         if pad > 0 {
             // SAFETY: `tail`'s word starts the padding our CAS just claimed;
             // the consumer reads it only atomically, nobody else touches it.
