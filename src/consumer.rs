@@ -1,10 +1,12 @@
 //! The consumer side.
 
 use std::fmt;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use crate::loom::Arc;
 use crate::ring::Cursor;
-use crate::{Entry, Ring};
+use crate::{Entry, Ready, Ring, WaitError, WakeHandle};
 
 /// The consumer side: exactly one per ring, `Send`, not `Clone`.
 ///
@@ -128,6 +130,219 @@ impl Consumer {
     }
 }
 
+/// # Waiting
+impl Consumer {
+    /// Blocks until an entry is ready to read, every producer is gone (and
+    /// the ring drained), or a [`WakeHandle`] wakes the consumer.
+    ///
+    /// Waiting costs producers nothing while the consumer is busy: a
+    /// producer only wakes the consumer when the header it publishes is
+    /// the one the consumer went to sleep on.
+    ///
+    /// # Errors
+    /// [`WaitError::Disconnected`] or [`WaitError::Woken`].
+    pub fn wait(&mut self) -> Result<(), WaitError> {
+        self.wait_until(None)
+    }
+
+    /// [`wait`](Consumer::wait), for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`WaitError::Timeout`], [`WaitError::Disconnected`] or
+    /// [`WaitError::Woken`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<(), WaitError> {
+        // A timeout too large for the clock waits without one.
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// [`wait`](Consumer::wait), until `deadline` (for example the next
+    /// QUIC timer).
+    ///
+    /// # Errors
+    /// [`WaitError::Timeout`], [`WaitError::Disconnected`] or
+    /// [`WaitError::Woken`].
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// let timer = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(consumer.wait_deadline(timer), Err(mpring::WaitError::Timeout));
+    /// producer.push(b"datagram")?;
+    /// assert_eq!(consumer.wait_deadline(timer), Ok(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_deadline(&mut self, deadline: Instant) -> Result<(), WaitError> {
+        self.wait_until(Some(deadline))
+    }
+
+    /// Waits like [`wait_timeout`](Consumer::wait_timeout), then reads the
+    /// next entry.
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Consumer::wait_timeout).
+    pub fn read_timeout(&mut self, timeout: Duration) -> Result<Entry<'_>, WaitError> {
+        self.wait_timeout(timeout)?;
+        Ok(self.read().expect("a ready entry stays ready: only the consumer reads"))
+    }
+
+    /// Waits like [`wait_deadline`](Consumer::wait_deadline), then reads the
+    /// next entry.
+    ///
+    /// # Errors
+    /// As [`wait_deadline`](Consumer::wait_deadline).
+    pub fn read_deadline(&mut self, deadline: Instant) -> Result<Entry<'_>, WaitError> {
+        self.wait_deadline(deadline)?;
+        Ok(self.read().expect("a ready entry stays ready: only the consumer reads"))
+    }
+
+    /// Waits like [`wait_timeout`](Consumer::wait_timeout), then hands up to
+    /// `max` ready entries to `f` as [`read_batch`](Consumer::read_batch)
+    /// does. Returns how many (at least one).
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Consumer::wait_timeout).
+    pub fn read_batch_timeout<F>(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        f: F,
+    ) -> Result<usize, WaitError>
+    where
+        F: FnMut(&[u8]),
+    {
+        self.wait_timeout(timeout)?;
+        Ok(self.read_batch(max, f))
+    }
+
+    /// Waits like [`wait_deadline`](Consumer::wait_deadline), then hands up
+    /// to `max` ready entries to `f` as [`read_batch`](Consumer::read_batch)
+    /// does. Returns how many (at least one, unless `max` is 0).
+    ///
+    /// # Errors
+    /// As [`wait_deadline`](Consumer::wait_deadline).
+    pub fn read_batch_deadline<F>(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+        f: F,
+    ) -> Result<usize, WaitError>
+    where
+        F: FnMut(&[u8]),
+    {
+        self.wait_deadline(deadline)?;
+        Ok(self.read_batch(max, f))
+    }
+
+    /// The async form of [`wait`](Consumer::wait): `Ready(Ok(()))` once an
+    /// entry is ready, `Pending` (with the task's waker registered) until
+    /// then. Runtime-agnostic.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WaitError>> {
+        if let Some(outcome) = self.check() {
+            return Poll::Ready(outcome);
+        }
+        self.ring.waiter().register_task(cx.waker());
+        match self.ring.mark_sleeping(&mut self.cursor) {
+            None => {
+                self.ring.waiter().clear();
+                Poll::Ready(Ok(()))
+            }
+            Some(pos) => match self.check() {
+                // Conditions that do not go through headers, seen only now.
+                Some(outcome) => {
+                    self.ring.unmark_sleeping(pos);
+                    self.ring.waiter().clear();
+                    Poll::Ready(outcome)
+                }
+                // The mark stays: the producer that replaces it wakes us.
+                None => Poll::Pending,
+            },
+        }
+    }
+
+    /// A future for [`poll_ready`](Consumer::poll_ready).
+    ///
+    /// ```
+    /// # // A minimal executor; any runtime (tokio, smol, ...) works the same.
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::sync::Arc;
+    /// #     use std::task::{Context, Poll, Wake};
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl Wake for Unpark { fn wake(self: Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Arc::new(Unpark(std::thread::current())).into();
+    /// #     let mut cx = Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         match f.as_mut().poll(&mut cx) { Poll::Ready(v) => return v, Poll::Pending => std::thread::park() }
+    /// #     }
+    /// # }
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push(b"datagram")?;
+    /// block_on(async {
+    ///     consumer.ready().await.unwrap();
+    ///     consumer.read_batch(64, |datagram| assert_eq!(datagram, b"datagram"));
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ready(&mut self) -> Ready<'_> {
+        Ready::new(self)
+    }
+
+    /// A handle that wakes this consumer from another thread.
+    pub fn wake_handle(&self) -> WakeHandle {
+        WakeHandle::new(self.ring.clone())
+    }
+
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Result<(), WaitError> {
+        loop {
+            if let Some(outcome) = self.check() {
+                return outcome;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(WaitError::Timeout);
+            }
+            // Register first, then mark the header (see `Waiter`).
+            self.ring.waiter().register_thread();
+            match self.ring.mark_sleeping(&mut self.cursor) {
+                None => {
+                    self.ring.waiter().clear();
+                    return Ok(());
+                }
+                Some(pos) => {
+                    let waiter = self.ring.waiter();
+                    // Conditions that do not go through headers are
+                    // checked after registering; `check` reports them.
+                    if !waiter.is_woken() && self.ring.producers() != 0 {
+                        crate::loom::park_until(deadline);
+                    }
+                    self.ring.unmark_sleeping(pos);
+                    self.ring.waiter().clear();
+                }
+            }
+        }
+    }
+
+    /// `Some` when waiting is over: an entry is ready, or an error.
+    fn check(&mut self) -> Option<Result<(), WaitError>> {
+        if self.ring.next(&mut self.cursor).is_some() {
+            return Some(Ok(()));
+        }
+        // Caught up: hold back no space while waiting.
+        self.ring.release(&mut self.cursor);
+        if self.ring.waiter().take_woken() {
+            return Some(Err(WaitError::Woken));
+        }
+        if self.ring.producers() == 0 {
+            // The last commits happen before the count's Acquire: look again.
+            if self.ring.next(&mut self.cursor).is_some() {
+                return Some(Ok(()));
+            }
+            return Some(Err(WaitError::Disconnected));
+        }
+        None
+    }
+}
+
 /// Releases at the end of a batch, also when the callback panics.
 struct Batch<'a> {
     ring: &'a Ring,
@@ -142,6 +357,7 @@ impl Drop for Batch<'_> {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        self.ring.waiter().clear();
         self.ring.close_consumer();
     }
 }

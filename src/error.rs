@@ -83,3 +83,31 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+/// Why a wait ended without an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The timeout or deadline passed first.
+    Timeout,
+    /// Every producer is gone and no entry is left to read: the stream has
+    /// ended.
+    Disconnected,
+    /// A [`WakeHandle`](crate::WakeHandle) woke the consumer on purpose
+    /// (for example to shut it down).
+    Woken,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::Timeout => f.write_str("timed out waiting for an entry"),
+            WaitError::Disconnected => {
+                f.write_str("every producer has been dropped and the ring is drained")
+            }
+            WaitError::Woken => f.write_str("woken on purpose"),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}

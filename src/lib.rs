@@ -96,16 +96,21 @@ mod error;
 mod header;
 mod loom;
 mod producer;
+mod ready;
 mod reservation;
 mod ring;
+mod waiter;
+mod wake_handle;
 
 pub use builder::{Alignment, Builder};
 pub use consumer::Consumer;
 pub use entry::Entry;
-pub use error::{BuildError, ReserveError};
+pub use error::{BuildError, ReserveError, WaitError};
 pub use producer::Producer;
+pub use ready::Ready;
 pub use reservation::Reservation;
 pub use ring::Ring;
+pub use wake_handle::WakeHandle;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -24,3 +24,33 @@ pub(crate) fn spin_hint() {
     #[cfg(not(loom))]
     std::hint::spin_loop();
 }
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::thread::{current, Thread};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{current, Thread};
+
+/// Parks the current thread until unparked or, outside loom, until
+/// `deadline` (loom has no clock: its models wait without one).
+pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
+    #[cfg(loom)]
+    {
+        let _ = deadline;
+        loom::thread::park();
+    }
+    #[cfg(not(loom))]
+    match deadline {
+        None => std::thread::park(),
+        Some(deadline) => {
+            let now = std::time::Instant::now();
+            if deadline > now {
+                std::thread::park_timeout(deadline - now);
+            }
+        }
+    }
+}

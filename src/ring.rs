@@ -5,11 +5,12 @@ use std::fmt;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::buffer::{Buffer, ReadSpan, WriteSpan};
+use crate::buffer::{Buffer, HeaderWord, ReadSpan, WriteSpan};
 use crate::builder::Alignment;
 use crate::error::{BuildError, ReserveError};
-use crate::header::Header;
+use crate::header::{Header, SLEEPING};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::waiter::Waiter;
 
 /// The ring shared by the [`Producer`](crate::Producer) handles and the
 /// [`Consumer`](crate::Consumer); build one with [`Ring::new`] or
@@ -31,6 +32,9 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 ///   publishes a new head, and a producer zeroes what it hands back before it
 ///   moves the tail back.
 /// - `cached_head <= head`.
+/// - The header at the consumer's read position may hold the `SLEEPING`
+///   mark instead of zero (also once it is free space at `tail`): producers
+///   publish every header there with a swap, which finds the mark.
 pub struct Ring {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
@@ -38,6 +42,8 @@ pub struct Ring {
     head: CachePadded<AtomicU64>,
     /// Who is still there; written only when handles come and go.
     lifecycle: CachePadded<Lifecycle>,
+    /// Where a waiting consumer leaves its wake-up target.
+    waiter: Waiter,
     buffer: Buffer,
     /// `capacity - 1`.
     mask: u64,
@@ -137,6 +143,7 @@ impl Ring {
                 producers: AtomicUsize::new(1),
                 consumer_alive: AtomicBool::new(true),
             }),
+            waiter: Waiter::new(),
             buffer,
             mask: capacity as u64 - 1,
             align,
@@ -236,8 +243,7 @@ impl Ring {
             // SAFETY: `tail`'s word starts the padding our CAS just claimed;
             // the consumer reads it only atomically, nobody else touches it.
             let word = unsafe { self.buffer.header(self.position(tail)) };
-            // Release: the consumer zeroes this word after reading it.
-            word.store(Header::Padding.encode(), Ordering::Release);
+            self.publish(&word, Header::Padding);
         }
         // SAFETY: our CAS claimed `[start, start + stride)` for us alone; it
         // lies within one lap (no wrap), its payload follows the header, and
@@ -304,9 +310,27 @@ impl Ring {
         // SAFETY: `start` is our own header word; the consumer only loads it
         // atomically.
         let word = unsafe { self.buffer.header(self.position(start)) };
+        self.publish(&word, header);
+    }
+
+    /// Stores a header the consumer may be waiting on, and wakes it if it
+    /// sleeps there.
+    ///
+    /// A swap rather than a store: the consumer marks the header it stops
+    /// at with a compare-exchange from zero, and the two read-modify-writes
+    /// on one word are ordered, so either the consumer sees this header or
+    /// this swap sees its mark. Producers thus pay nothing extra for waking
+    /// when nobody waits: no fence, no second load.
+    #[inline]
+    fn publish(&self, word: &HeaderWord<'_>, header: Header) {
         // Release: the payload (and any skip header) must be visible to the
-        // consumer once it acquires this word.
-        word.store(header.encode(), Ordering::Release);
+        // consumer once it acquires this word; the consumer also zeroes the
+        // word after reading it. Acquire: if we replace the mark, the
+        // consumer's registration (made before its mark) must be visible
+        // to our `wake`.
+        if word.swap(header.encode(), Ordering::AcqRel) == SLEEPING {
+            self.waiter.wake();
+        }
     }
 
     /// Gives `[new_tail, end)` back when nothing was reserved after it:
@@ -344,7 +368,10 @@ impl Ring {
     pub(crate) fn remove_producer(&self) {
         // Release: pairs with the consumer's Acquire in `producers`, so the
         // last producer's commits are visible when it sees zero.
-        self.lifecycle.producers.fetch_sub(1, Ordering::Release);
+        if self.lifecycle.producers.fetch_sub(1, Ordering::Release) == 1 {
+            // The last one: a waiting consumer must learn it.
+            self.waiter.wake();
+        }
     }
 
     pub(crate) fn producers(&self) -> usize {
@@ -353,6 +380,10 @@ impl Ring {
 
     pub(crate) fn consumer_alive(&self) -> bool {
         self.lifecycle.consumer_alive.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn waiter(&self) -> &Waiter {
+        &self.waiter
     }
 
     pub(crate) fn close_consumer(&self) {
@@ -452,6 +483,46 @@ impl Ring {
         // bytes, so our zeroes (and reads) happen before their writes.
         self.head.store(cursor.read, Ordering::Release);
         cursor.head = cursor.read;
+    }
+
+    /// Prepares the consumer to sleep: steps over padding and skipped spans
+    /// to the next header and marks it `SLEEPING` if it is still zero.
+    /// Returns the marked position, or `None` when an entry is ready.
+    /// The caller registers its wake-up target first.
+    pub(crate) fn mark_sleeping(&self, cursor: &mut Cursor) -> Option<usize> {
+        let capacity = self.capacity() as u64;
+        loop {
+            if cursor.read - cursor.head == capacity {
+                self.release(cursor);
+            }
+            let pos = self.position(cursor.read);
+            // SAFETY: as in `next`: a span boundary, only accessed atomically.
+            let word = unsafe { self.buffer.header(pos) };
+            // AcqRel on success: Release orders our registration before the
+            // mark for the producer that swaps it out. Acquire on failure:
+            // we may read what the header published next.
+            match word.compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(pos),
+                Err(word) => match Header::decode(word) {
+                    // Marked by an earlier wait that was not woken.
+                    Header::NotReady => return Some(pos),
+                    Header::Padding => cursor.read += capacity - pos as u64,
+                    Header::Skip(span) => cursor.read += span as u64,
+                    Header::Entry(_) => return None,
+                },
+            }
+        }
+    }
+
+    /// Takes the sleeping mark back after waking (if no producer replaced
+    /// it), so that the next producer does not wake a consumer that is
+    /// not waiting.
+    pub(crate) fn unmark_sleeping(&self, pos: usize) {
+        // SAFETY: as in `next`: the mark sits on a span boundary.
+        let word = unsafe { self.buffer.header(pos) };
+        // Relaxed: a failure means a producer published there, which the
+        // next read acquires.
+        let _ = word.compare_exchange(SLEEPING, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Bytes consumed but not released yet.

@@ -1,0 +1,92 @@
+//! Where a waiting consumer leaves its wake-up target.
+//!
+//! Producers touch this only when their header swap found the consumer's
+//! "sleeping" mark (see `ring.rs`), when the last producer goes, or when a
+//! [`WakeHandle`](crate::WakeHandle) is used: never on the common path.
+
+use std::task::Waker;
+
+use crate::loom::{AtomicBool, Mutex, Ordering, Thread};
+
+/// What to wake.
+pub(crate) enum Target {
+    /// A consumer blocked in `wait*`: unpark its thread.
+    Thread(Thread),
+    /// A consumer polled as a future: wake its task.
+    Task(Waker),
+}
+
+/// The consumer's registered wake-up target, plus the "woken on purpose"
+/// flag of [`WakeHandle`](crate::WakeHandle).
+///
+/// Ordering: a waker of either kind changes its condition (header,
+/// producer count, `woken`) *before* it locks `slot`; the consumer
+/// registers in `slot` *before* it checks the conditions. The mutex orders
+/// the two, so either the waker finds the target or the consumer sees the
+/// condition: no lost wake-up.
+pub(crate) struct Waiter {
+    slot: Mutex<Option<Target>>,
+    woken: AtomicBool,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Waiter {
+        Waiter {
+            slot: Mutex::new(None),
+            woken: AtomicBool::new(false),
+        }
+    }
+
+    fn slot(&self) -> crate::loom::MutexGuard<'_, Option<Target>> {
+        // A panic while holding this lock cannot leave the slot invalid.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers the current thread as the one to unpark.
+    pub(crate) fn register_thread(&self) {
+        *self.slot() = Some(Target::Thread(crate::loom::current()));
+    }
+
+    /// Registers a task's waker (cloned only when it changed).
+    pub(crate) fn register_task(&self, waker: &Waker) {
+        let mut slot = self.slot();
+        if !matches!(&*slot, Some(Target::Task(w)) if w.will_wake(waker)) {
+            *slot = Some(Target::Task(waker.clone()));
+        }
+    }
+
+    /// Forgets the registered target.
+    pub(crate) fn clear(&self) {
+        *self.slot() = None;
+    }
+
+    /// Wakes the registered target, if any.
+    pub(crate) fn wake(&self) {
+        let target = self.slot().take();
+        match target {
+            Some(Target::Thread(thread)) => thread.unpark(),
+            Some(Target::Task(waker)) => waker.wake(),
+            None => {}
+        }
+    }
+
+    /// Marks a wake-up on purpose, then wakes.
+    pub(crate) fn wake_on_purpose(&self) {
+        // Relaxed: the slot's mutex, locked in `wake` after this store,
+        // orders it before the consumer's check (see the type's docs).
+        self.woken.store(true, Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// Whether a wake-up on purpose is pending (without taking it).
+    pub(crate) fn is_woken(&self) -> bool {
+        // Relaxed: as in `wake_on_purpose`.
+        self.woken.load(Ordering::Relaxed)
+    }
+
+    /// Takes a pending wake-up on purpose.
+    pub(crate) fn take_woken(&self) -> bool {
+        // Relaxed: as in `wake_on_purpose`.
+        self.woken.swap(false, Ordering::Relaxed)
+    }
+}

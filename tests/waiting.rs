@@ -1,0 +1,203 @@
+//! Blocking and async waits: timeouts, wake-ups by commits, padding,
+//! disconnection and wake handles.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpring::{Ring, WaitError};
+
+/// A minimal executor: polls on this thread, parks while pending.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => thread::park(),
+        }
+    }
+}
+
+#[test]
+fn timeout_and_deadline_expire_on_an_empty_ring() {
+    let (_producer, mut consumer) = Ring::new(1024).unwrap();
+    let start = Instant::now();
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_millis(20)),
+        Err(WaitError::Timeout)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_millis(10);
+    assert_eq!(consumer.wait_deadline(deadline), Err(WaitError::Timeout));
+    assert!(Instant::now() >= deadline);
+    // A deadline in the past does not block.
+    assert_eq!(consumer.wait_deadline(start), Err(WaitError::Timeout));
+    assert_eq!(
+        consumer.read_batch_timeout(8, Duration::ZERO, |_| ()),
+        Err(WaitError::Timeout)
+    );
+}
+
+#[test]
+fn ready_entries_return_at_once() {
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    producer.push(b"a").unwrap();
+    producer.push(b"b").unwrap();
+    assert_eq!(consumer.wait(), Ok(()));
+    let mut got = Vec::new();
+    let n = consumer
+        .read_batch_deadline(8, Instant::now(), |e| got.push(e.to_vec()))
+        .unwrap();
+    assert_eq!((n, got), (2, vec![b"a".to_vec(), b"b".to_vec()]));
+}
+
+#[test]
+fn a_sleeping_consumer_is_woken_by_each_commit() {
+    let (producer, mut consumer) = Ring::new(256).unwrap(); // laps often: padding too
+    let rounds = if cfg!(miri) { 20 } else { 2_000 };
+    let writer = thread::spawn(move || {
+        for i in 0..rounds as u32 {
+            // Let the consumer go to sleep before most pushes.
+            if i % 2 == 0 {
+                thread::yield_now();
+            }
+            let len = (i % 50) as usize + 4;
+            let mut r = loop {
+                match producer.reserve(len) {
+                    Ok(r) => break r,
+                    Err(mpring::ReserveError::Full) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            r[..4].copy_from_slice(&i.to_le_bytes());
+            r.commit();
+        }
+    });
+    let mut next = 0u32;
+    loop {
+        match consumer.read_timeout(Duration::from_secs(30)) {
+            Ok(entry) => {
+                assert_eq!(entry[..4], next.to_le_bytes());
+                assert_eq!(entry.len(), (next % 50) as usize + 4);
+                next += 1;
+            }
+            Err(WaitError::Disconnected) => break,
+            Err(e) => panic!("{e} after {next} entries"),
+        }
+    }
+    assert_eq!(next, rounds as u32);
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_reservation_held_while_the_consumer_sleeps_wakes_it_on_commit() {
+    let (producer, mut consumer) = Ring::new(256).unwrap();
+    thread::scope(|s| {
+        let mut r = producer.reserve(3).unwrap();
+        s.spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            r.copy_from_slice(b"udp");
+            r.commit();
+        });
+        let entry = consumer.read_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(&*entry, b"udp");
+    });
+}
+
+#[test]
+fn disconnection_wakes_the_consumer_after_the_last_entries() {
+    let (producer, mut consumer) = Ring::new(256).unwrap();
+    let writer = thread::spawn(move || {
+        producer.push(b"last").unwrap();
+        thread::sleep(Duration::from_millis(10));
+        drop(producer);
+    });
+    assert_eq!(&*consumer.read_timeout(Duration::from_secs(30)).unwrap(), b"last");
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_secs(30)),
+        Err(WaitError::Disconnected)
+    );
+    writer.join().unwrap();
+}
+
+#[test]
+fn wake_handle_wakes_a_waiting_consumer_once() {
+    let (producer, mut consumer) = Ring::new(256).unwrap();
+    let handle = consumer.wake_handle();
+    let waker = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(10));
+        handle.wake();
+    });
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_secs(30)),
+        Err(WaitError::Woken)
+    );
+    waker.join().unwrap();
+    // Taken once: the next wait blocks again.
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_millis(5)),
+        Err(WaitError::Timeout)
+    );
+    // Ready entries come before a wake-up.
+    consumer.wake_handle().wake();
+    producer.push(b"x").unwrap();
+    assert_eq!(consumer.wait(), Ok(()));
+    assert_eq!(&*consumer.read().unwrap(), b"x");
+    assert_eq!(consumer.wait(), Err(WaitError::Woken));
+}
+
+#[test]
+fn async_wait_is_woken_by_commits_and_disconnection() {
+    let (producer, mut consumer) = Ring::new(256).unwrap();
+    let rounds = if cfg!(miri) { 10 } else { 1_000 };
+    let writer = thread::spawn(move || {
+        for i in 0..rounds as u32 {
+            if i % 2 == 0 {
+                thread::yield_now();
+            }
+            while producer.push(&i.to_le_bytes()).is_err() {
+                thread::yield_now();
+            }
+        }
+    });
+    let mut next = 0u32;
+    let end = block_on(async {
+        loop {
+            if let Err(e) = consumer.ready().await {
+                return e;
+            }
+            consumer.read_batch(16, |e| {
+                assert_eq!(e, next.to_le_bytes());
+                next += 1;
+            });
+        }
+    });
+    assert_eq!(end, WaitError::Disconnected);
+    assert_eq!(next, rounds as u32);
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_wait_that_timed_out_leaves_the_ring_usable() {
+    let (producer, mut consumer) = Ring::new(64).unwrap();
+    for round in 0..20u8 {
+        assert_eq!(
+            consumer.wait_timeout(Duration::ZERO),
+            Err(WaitError::Timeout)
+        );
+        // Aborts handed back over the mark, pushes that pad over it.
+        producer.reserve(20).unwrap().abort();
+        producer.push(&[round; 20]).unwrap();
+        assert_eq!(&*consumer.read().unwrap(), &[round; 20]);
+        assert!(consumer.read().is_none());
+    }
+}
