@@ -183,7 +183,9 @@ impl Consumer {
     /// As [`wait_timeout`](Consumer::wait_timeout).
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<Entry<'_>, WaitError> {
         self.wait_timeout(timeout)?;
-        Ok(self.read().expect("a ready entry stays ready: only the consumer reads"))
+        Ok(self
+            .read()
+            .expect("a ready entry stays ready: only the consumer reads"))
     }
 
     /// Waits like [`wait_deadline`](Consumer::wait_deadline), then reads the
@@ -193,7 +195,9 @@ impl Consumer {
     /// As [`wait_deadline`](Consumer::wait_deadline).
     pub fn read_deadline(&mut self, deadline: Instant) -> Result<Entry<'_>, WaitError> {
         self.wait_deadline(deadline)?;
-        Ok(self.read().expect("a ready entry stays ready: only the consumer reads"))
+        Ok(self
+            .read()
+            .expect("a ready entry stays ready: only the consumer reads"))
     }
 
     /// Waits like [`wait_timeout`](Consumer::wait_timeout), then hands up to

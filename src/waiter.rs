@@ -6,7 +6,7 @@
 
 use std::task::Waker;
 
-use crate::loom::{AtomicBool, Mutex, Ordering, Thread};
+use crate::loom::{Mutex, MutexGuard, Thread};
 
 /// What to wake.
 pub(crate) enum Target {
@@ -17,76 +17,87 @@ pub(crate) enum Target {
 }
 
 /// The consumer's registered wake-up target, plus the "woken on purpose"
-/// flag of [`WakeHandle`](crate::WakeHandle).
+/// flag of [`WakeHandle`](crate::WakeHandle), both behind one mutex.
 ///
-/// Ordering: a waker of either kind changes its condition (header,
-/// producer count, `woken`) *before* it locks `slot`; the consumer
-/// registers in `slot` *before* it checks the conditions. The mutex orders
-/// the two, so either the waker finds the target or the consumer sees the
-/// condition: no lost wake-up.
+/// Ordering: a waker of either kind changes its condition (a header, the
+/// producer count, the `woken` flag) *before* it locks the slot; the
+/// consumer registers in the slot *before* it checks the conditions. The
+/// mutex orders the two, so either the waker finds the target or the
+/// consumer sees the condition: no lost wake-up.
 pub(crate) struct Waiter {
-    slot: Mutex<Option<Target>>,
-    woken: AtomicBool,
+    slot: Mutex<Slot>,
+}
+
+struct Slot {
+    target: Option<Target>,
+    woken: bool,
 }
 
 impl Waiter {
     pub(crate) fn new() -> Waiter {
         Waiter {
-            slot: Mutex::new(None),
-            woken: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                target: None,
+                woken: false,
+            }),
         }
     }
 
-    fn slot(&self) -> crate::loom::MutexGuard<'_, Option<Target>> {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
         // A panic while holding this lock cannot leave the slot invalid.
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers the current thread as the one to unpark.
     pub(crate) fn register_thread(&self) {
-        *self.slot() = Some(Target::Thread(crate::loom::current()));
+        self.slot().target = Some(Target::Thread(crate::loom::current()));
     }
 
     /// Registers a task's waker (cloned only when it changed).
     pub(crate) fn register_task(&self, waker: &Waker) {
         let mut slot = self.slot();
-        if !matches!(&*slot, Some(Target::Task(w)) if w.will_wake(waker)) {
-            *slot = Some(Target::Task(waker.clone()));
+        if !matches!(&slot.target, Some(Target::Task(w)) if w.will_wake(waker)) {
+            slot.target = Some(Target::Task(waker.clone()));
         }
     }
 
     /// Forgets the registered target.
     pub(crate) fn clear(&self) {
-        *self.slot() = None;
+        self.slot().target = None;
     }
 
     /// Wakes the registered target, if any.
     pub(crate) fn wake(&self) {
-        let target = self.slot().take();
-        match target {
-            Some(Target::Thread(thread)) => thread.unpark(),
-            Some(Target::Task(waker)) => waker.wake(),
-            None => {}
-        }
+        let target = self.slot().target.take();
+        wake(target);
     }
 
     /// Marks a wake-up on purpose, then wakes.
     pub(crate) fn wake_on_purpose(&self) {
-        // Relaxed: the slot's mutex, locked in `wake` after this store,
-        // orders it before the consumer's check (see the type's docs).
-        self.woken.store(true, Ordering::Relaxed);
-        self.wake();
+        let target = {
+            let mut slot = self.slot();
+            slot.woken = true;
+            slot.target.take()
+        };
+        wake(target);
     }
 
     /// Whether a wake-up on purpose is pending (without taking it).
     pub(crate) fn is_woken(&self) -> bool {
-        // Relaxed: as in `wake_on_purpose`.
-        self.woken.load(Ordering::Relaxed)
+        self.slot().woken
     }
 
     /// Takes a pending wake-up on purpose.
     pub(crate) fn take_woken(&self) -> bool {
-        // Relaxed: as in `wake_on_purpose`.
-        self.woken.swap(false, Ordering::Relaxed)
+        std::mem::take(&mut self.slot().woken)
+    }
+}
+
+/// Wakes a target outside the lock.
+fn wake(target: Option<Target>) {
+    match target {
+        Some(Target::Thread(thread)) => thread.unpark(),
+        Some(Target::Task(waker)) => waker.wake(),
+        None => {}
     }
 }

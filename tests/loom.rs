@@ -249,3 +249,104 @@ fn sixteen_byte_alignment_zero_length_and_abort_after_padding() {
         assert!(drain(&mut consumer).is_empty());
     });
 }
+
+// ---- waiting ---------------------------------------------------------------
+// A lost wake-up shows up as loom's deadlock report: the consumer parked and
+// nothing unparks it.
+
+/// The consumer goes to sleep while a producer commits: every interleaving
+/// ends with the consumer holding the entry.
+#[test]
+fn wait_is_woken_by_a_concurrent_commit() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let writer = thread::spawn(move || {
+            producer.push(b"hi").unwrap();
+            producer // keep it alive: disconnection is another model
+        });
+        assert_eq!(consumer.wait(), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), b"hi");
+        drop(writer.join().unwrap());
+    });
+}
+
+/// The consumer sleeps on a reservation's header; the commit wakes it.
+#[test]
+fn wait_on_a_reservation_is_woken_by_its_commit() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let producer = std::sync::Arc::new(producer);
+        let p = producer.clone();
+        let writer = thread::spawn(move || {
+            let mut r = p.reserve(2).unwrap();
+            r.copy_from_slice(b"ok");
+            r.commit();
+        });
+        assert_eq!(consumer.wait(), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), b"ok");
+        writer.join().unwrap();
+    });
+}
+
+/// The consumer sleeps at the end of a lap; the producer's padding header
+/// replaces the mark (waking it), and the entry at the next lap's start
+/// then arrives too.
+#[test]
+fn wait_is_woken_through_padding() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        producer.push(&[0; 24]).unwrap();
+        producer.push(&[0; 8]).unwrap();
+        assert_eq!(drain(&mut consumer).len(), 2);
+        consumer.release(); // empty, at position 48
+        let writer = thread::spawn(move || {
+            producer.push(&[7; 24]).unwrap(); // pads 16 bytes
+            producer
+        });
+        assert_eq!(consumer.wait(), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), &[7; 24]);
+        drop(writer.join().unwrap());
+    });
+}
+
+/// Dropping the last producer wakes a waiting consumer, which then sees
+/// the end of the stream (after any entry committed before it).
+#[test]
+fn wait_is_woken_by_disconnection() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let writer = thread::spawn(move || drop(producer));
+        assert_eq!(consumer.wait(), Err(mpring::WaitError::Disconnected));
+        writer.join().unwrap();
+    });
+}
+
+/// A wake handle used from another thread ends a wait.
+#[test]
+fn wait_is_woken_by_a_wake_handle() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let handle = consumer.wake_handle();
+        let waker = thread::spawn(move || handle.wake());
+        assert_eq!(consumer.wait(), Err(mpring::WaitError::Woken));
+        waker.join().unwrap();
+        drop(producer);
+    });
+}
+
+/// The async wait: the task's waker is woken by the commit.
+#[test]
+fn async_wait_is_woken_by_a_commit() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let writer = thread::spawn(move || {
+            producer.push(b"task").unwrap();
+            producer
+        });
+        loom::future::block_on(async {
+            consumer.ready().await.unwrap();
+        });
+        assert_eq!(&*consumer.read().unwrap(), b"task");
+        drop(writer.join().unwrap());
+    });
+}

@@ -121,7 +121,10 @@ fn disconnection_wakes_the_consumer_after_the_last_entries() {
         thread::sleep(Duration::from_millis(10));
         drop(producer);
     });
-    assert_eq!(&*consumer.read_timeout(Duration::from_secs(30)).unwrap(), b"last");
+    assert_eq!(
+        &*consumer.read_timeout(Duration::from_secs(30)).unwrap(),
+        b"last"
+    );
     assert_eq!(
         consumer.wait_timeout(Duration::from_secs(30)),
         Err(WaitError::Disconnected)
