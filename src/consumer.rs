@@ -8,6 +8,9 @@ use crate::loom::Arc;
 use crate::ring::Cursor;
 use crate::{Entry, Ready, Ring, WaitError, WakeHandle};
 
+/// How long a blocking wait polls before it sleeps.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
+
 /// The consumer side: exactly one per ring, `Send`, not `Clone`.
 ///
 /// Entries come out in reservation order and are read in place. Consumed
@@ -298,12 +301,23 @@ impl Consumer {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<(), WaitError> {
+        // Poll for a while before sleeping: a busy ring refills within
+        // microseconds, and every sleep costs the producer that ends it a
+        // system call.
+        let mut spun = cfg!(loom);
         loop {
             if let Some(outcome) = self.check() {
                 return outcome;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(WaitError::Timeout);
+            }
+            if !spun {
+                spun = true;
+                if self.spin(deadline) {
+                    return Ok(());
+                }
+                continue;
             }
             // Register first, then mark the header (see `Waiter`).
             self.ring.waiter().register_thread();
@@ -322,6 +336,27 @@ impl Consumer {
                     self.ring.unmark_sleeping(pos);
                     self.ring.waiter().clear();
                 }
+            }
+        }
+    }
+
+    /// Polls for a ready entry for up to `SPIN_BEFORE_SLEEP` (or until the
+    /// deadline), pausing between polls so as not to steal the cache line
+    /// a producer is writing. Returns whether an entry is ready.
+    fn spin(&mut self, deadline: Option<Instant>) -> bool {
+        let start = Instant::now();
+        let until = deadline.map_or(start + SPIN_BEFORE_SLEEP, |d| {
+            d.min(start + SPIN_BEFORE_SLEEP)
+        });
+        loop {
+            for _ in 0..256 {
+                std::hint::spin_loop();
+            }
+            if self.ring.next(&mut self.cursor).is_some() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
             }
         }
     }
