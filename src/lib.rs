@@ -77,6 +77,14 @@
 //! is valid), `-1` (padding) or `-span` (a skipped span: an aborted
 //! reservation, or the unused end of one committed shorter).
 //!
+//! # Waiting
+//!
+//! The consumer can block until an entry is ready or a deadline passes
+//! ([`Consumer::read_batch_deadline`] and friends), or await the same as a
+//! future ([`Consumer::ready`]), with no runtime dependency. Producers only
+//! do extra work when the consumer is actually asleep on the header they
+//! publish; see [`Consumer::wait`].
+//!
 //! # Guarantees
 //! - Every committed entry is read exactly once, byte for byte, in
 //!   reservation order (so in commit order for each producer).

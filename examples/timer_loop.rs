@@ -1,0 +1,80 @@
+//! A datagram handler's loop: wait for datagrams *or* the next timer
+//! (QUIC loss detection, idle timeouts), whichever comes first, and shut
+//! down on request. Listener threads push bursts with pauses in between.
+//!
+//! ```text
+//! cargo run --release --example timer_loop
+//! ```
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpring::{Ring, WaitError};
+
+fn main() {
+    let (producer, mut consumer) = Ring::new(1 << 20).expect("a power of two");
+    let shutdown = consumer.wake_handle();
+
+    // Two listeners: bursts of 1,200-byte datagrams, then silence.
+    let listeners: Vec<_> = (0..2u8)
+        .map(|id| {
+            let producer = producer.clone();
+            thread::spawn(move || {
+                let datagram = [id; 1200];
+                for _burst in 0..30 {
+                    for _ in 0..500 {
+                        if producer.push(&datagram).is_err() {
+                            // Full: a UDP listener drops and counts.
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    drop(producer);
+
+    // Stop the handler after 400 ms, whatever it is doing.
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(400));
+        shutdown.wake();
+    });
+
+    let tick = Duration::from_millis(25);
+    let mut next_timer = Instant::now() + tick;
+    let (mut datagrams, mut timers, mut batches) = (0u64, 0u64, 0u64);
+    loop {
+        match consumer.read_batch_deadline(64, next_timer, |datagram| {
+            datagrams += 1;
+            assert_eq!(datagram.len(), 1200);
+        }) {
+            Ok(_) => {
+                batches += 1;
+                // Under steady load the deadline can pass between batches.
+                while Instant::now() >= next_timer {
+                    timers += 1;
+                    next_timer += tick;
+                }
+            }
+            Err(WaitError::Timeout) => {
+                // A timer fired: run loss detection, send probes...
+                timers += 1;
+                next_timer += tick;
+            }
+            Err(WaitError::Woken) => {
+                println!("shutdown requested");
+                break;
+            }
+            Err(WaitError::Disconnected) => {
+                println!("all listeners gone");
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    println!("{datagrams} datagrams in {batches} batches, {timers} timer ticks");
+    stopper.join().unwrap();
+    for l in listeners {
+        l.join().unwrap();
+    }
+}
