@@ -8,7 +8,7 @@
 //!   claim whose caller (the protocol in `ring.rs`) promises exclusivity, and
 //!   owning it is what makes [`Buffer::bytes_mut`] and [`Buffer::bytes`] safe.
 //!
-//! Under `cfg(loom)` every 8-byte word also has a loom `UnsafeCell<()>`: a span
+//! Under `cfg(mpring_loom)` every 8-byte word also has a loom `UnsafeCell<()>`: a span
 //! holds loom's access guards on its words for as long as it lives, so loom
 //! reports a data race whenever the protocol lets two spans (or a span and a
 //! zeroing) overlap in time. Header words are modelled by separate loom
@@ -29,9 +29,9 @@ const BUFFER_ALIGN: usize = 128;
 pub(crate) struct Buffer {
     ptr: NonNull<u8>,
     capacity: usize,
-    #[cfg(loom)]
+    #[cfg(mpring_loom)]
     headers: Box<[AtomicU64]>,
-    #[cfg(loom)]
+    #[cfg(mpring_loom)]
     cells: Box<[loom::cell::UnsafeCell<()>]>,
 }
 
@@ -56,9 +56,9 @@ impl Buffer {
         Some(Buffer {
             ptr,
             capacity,
-            #[cfg(loom)]
+            #[cfg(mpring_loom)]
             headers: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
-            #[cfg(loom)]
+            #[cfg(mpring_loom)]
             cells: (0..capacity / 8)
                 .map(|_| loom::cell::UnsafeCell::new(()))
                 .collect(),
@@ -80,14 +80,14 @@ impl Buffer {
     #[inline]
     pub(crate) unsafe fn header(&self, pos: usize) -> HeaderWord<'_> {
         debug_assert!(pos % 8 == 0 && pos < self.capacity);
-        #[cfg(not(loom))]
+        #[cfg(not(mpring_loom))]
         {
             // SAFETY: in bounds and 8-aligned (the buffer is 128-aligned and
             // `pos` a multiple of 8), the memory lives as long as `self`, and
             // the caller guarantees no non-atomic access races with this one.
             HeaderWord(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(pos).cast::<u64>()) })
         }
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         {
             HeaderWord {
                 atomic: &self.headers[pos / 8],
@@ -99,7 +99,7 @@ impl Buffer {
     /// Hints the CPU to fetch the cache line at `pos` for writing soon.
     #[inline]
     pub(crate) fn prefetch_write(&self, pos: usize) {
-        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        #[cfg(all(target_arch = "x86_64", not(mpring_loom), not(miri)))]
         {
             let at = self.ptr.as_ptr().wrapping_add(pos & (self.capacity - 1));
             // SAFETY: PREFETCHW only hints the cache (executes as a NOP
@@ -109,7 +109,7 @@ impl Buffer {
                 core::arch::asm!("prefetchw [{}]", in(reg) at, options(nostack, preserves_flags, readonly));
             }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        #[cfg(not(all(target_arch = "x86_64", not(mpring_loom), not(miri))))]
         let _ = pos;
     }
 
@@ -123,7 +123,7 @@ impl Buffer {
     #[inline]
     pub(crate) unsafe fn claim_write(&self, pos: usize, len: usize) -> WriteSpan {
         // Invariant 4, checked by loom: free space reads as zero.
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         for w in self.words(pos, len) {
             assert_eq!(
                 self.headers[w].load(Ordering::Relaxed),
@@ -134,7 +134,7 @@ impl Buffer {
         WriteSpan {
             pos,
             len,
-            #[cfg(loom)]
+            #[cfg(mpring_loom)]
             guards: self
                 .words(pos, len)
                 .map(|w| self.cells[w].get_mut())
@@ -154,7 +154,7 @@ impl Buffer {
         ReadSpan {
             pos,
             len,
-            #[cfg(loom)]
+            #[cfg(mpring_loom)]
             guards: self.words(pos, len).map(|w| self.cells[w].get()).collect(),
         }
     }
@@ -192,9 +192,9 @@ impl Buffer {
     /// header models (so that a stale word would read as garbage, as it does
     /// in real memory) before the guards go.
     #[inline]
-    #[cfg_attr(not(loom), allow(unused_variables))]
+    #[cfg_attr(not(mpring_loom), allow(unused_variables))]
     pub(crate) fn end_write(&self, span: WriteSpan) {
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         {
             for w in self.words(span.pos, span.len) {
                 // SAFETY: in bounds and owned by the span we still hold.
@@ -214,7 +214,7 @@ impl Buffer {
     #[inline]
     pub(crate) unsafe fn zero(&self, pos: usize, len: usize) {
         debug_assert!(pos % 8 == 0 && len % 8 == 0 && pos + len <= self.capacity);
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         for w in self.words(pos, len) {
             // Loom checks that no span holds this word right now.
             self.cells[w].with_mut(|_| ());
@@ -224,7 +224,7 @@ impl Buffer {
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(pos), 0, len) };
     }
 
-    #[cfg(loom)]
+    #[cfg(mpring_loom)]
     fn words(&self, pos: usize, len: usize) -> std::ops::Range<usize> {
         pos / 8..(pos + len).div_ceil(8)
     }
@@ -242,10 +242,10 @@ impl Drop for Buffer {
 /// A header word. Under loom, every access is also recorded as a read of
 /// the word's cell, so that loom checks each atomic header access against
 /// the non-atomic zeroing of the same word (both must be ordered).
-#[cfg(not(loom))]
+#[cfg(not(mpring_loom))]
 pub(crate) struct HeaderWord<'a>(&'a AtomicU64);
 
-#[cfg(loom)]
+#[cfg(mpring_loom)]
 pub(crate) struct HeaderWord<'a> {
     atomic: &'a AtomicU64,
     cell: &'a loom::cell::UnsafeCell<()>,
@@ -254,11 +254,11 @@ pub(crate) struct HeaderWord<'a> {
 impl HeaderWord<'_> {
     #[inline]
     pub(crate) fn load(&self, order: Ordering) -> u64 {
-        #[cfg(not(loom))]
+        #[cfg(not(mpring_loom))]
         {
             self.0.load(order)
         }
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         {
             let value = self.atomic.load(order);
             // After the load, so that an Acquire orders it before what the
@@ -270,11 +270,11 @@ impl HeaderWord<'_> {
 
     #[inline]
     pub(crate) fn swap(&self, value: u64, order: Ordering) -> u64 {
-        #[cfg(not(loom))]
+        #[cfg(not(mpring_loom))]
         {
             self.0.swap(value, order)
         }
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         {
             // Before the swap, so that its Release part publishes it.
             self.cell.with(|_| ());
@@ -290,11 +290,11 @@ impl HeaderWord<'_> {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64> {
-        #[cfg(not(loom))]
+        #[cfg(not(mpring_loom))]
         {
             self.0.compare_exchange(current, new, success, failure)
         }
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         {
             self.cell.with(|_| ());
             self.atomic.compare_exchange(current, new, success, failure)
@@ -303,11 +303,11 @@ impl HeaderWord<'_> {
 
     #[inline]
     pub(crate) fn store(&self, value: u64, order: Ordering) {
-        #[cfg(not(loom))]
+        #[cfg(not(mpring_loom))]
         {
             self.0.store(value, order)
         }
-        #[cfg(loom)]
+        #[cfg(mpring_loom)]
         {
             // Before the store, so that a Release publishes it.
             self.cell.with(|_| ());
@@ -321,7 +321,7 @@ impl HeaderWord<'_> {
 pub(crate) struct WriteSpan {
     pos: usize,
     len: usize,
-    #[cfg(loom)]
+    #[cfg(mpring_loom)]
     #[allow(dead_code)] // held for its drop: the access lasts as long as it
     guards: Vec<loom::cell::MutPtr<()>>,
 }
@@ -331,12 +331,12 @@ pub(crate) struct WriteSpan {
 pub(crate) struct ReadSpan {
     pos: usize,
     len: usize,
-    #[cfg(loom)]
+    #[cfg(mpring_loom)]
     #[allow(dead_code)] // held for its drop: the access lasts as long as it
     guards: Vec<loom::cell::ConstPtr<()>>,
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(mpring_loom)))]
 mod tests {
     use super::Buffer;
     use crate::loom::Ordering;

@@ -304,7 +304,7 @@ impl Consumer {
         // Poll for a while before sleeping: a busy ring refills within
         // microseconds, and every sleep costs the producer that ends it a
         // system call.
-        let mut spun = cfg!(loom);
+        let mut spun = cfg!(mpring_loom);
         loop {
             if let Some(outcome) = self.check() {
                 return outcome;

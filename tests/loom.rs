@@ -6,13 +6,13 @@
 //! Run with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test --release --test loom
+//! RUSTFLAGS="--cfg mpring_loom" LOOM_MAX_PREEMPTIONS=4 cargo test --release --test loom
 //! ```
 //!
 //! The bound of 4 preemptions (CI's setting) explores every interleaving
 //! with at most four forced context switches. With 5 the same models pass
 //! too and take about a minute on a 2-core machine.
-#![cfg(loom)]
+#![cfg(mpring_loom)]
 
 use loom::thread;
 use mpring::{Consumer, Producer, ReserveError, Ring};
