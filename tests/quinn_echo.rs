@@ -1,0 +1,56 @@
+//! A real QUIC stack on the ring: a quinn server whose socket receives
+//! through listener threads and mpring, a stock quinn client (tokio, rustls,
+//! a self-signed certificate), many concurrent bidirectional streams and
+//! QUIC datagrams echoed, every byte checked. Ends by itself (60 s limit).
+#![cfg(not(miri))] // sockets, TLS and a runtime: not for Miri
+
+#[path = "support/quic.rs"]
+mod quic;
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = quic::configs();
+        let server = quic::ring_server(server_config, 2).expect("bind the ring server");
+        let addr = server.local_addr().unwrap();
+        let echo = tokio::spawn(quic::echo(server.clone()));
+
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client.set_default_client_config(client_config);
+        let connection = client
+            .connect(addr, "localhost")
+            .unwrap()
+            .await
+            .expect("handshake through the ring");
+
+        // Streams: 64 at once, 32 KiB each, every echoed byte compared.
+        let echoed = quic::echo_streams(&connection, 64, 32 * 1024).await;
+        assert_eq!(echoed, 64 * 32 * 1024);
+
+        // Datagrams: ping-pong, each echo compared with what was sent.
+        let mut lost = 0;
+        for seq in 0..50u32 {
+            let len = 16 + (seq as usize * 37) % 900;
+            let mut payload = quic::stream_bytes(u64::from(seq) + 1000, len);
+            payload[..4].copy_from_slice(&seq.to_le_bytes());
+            connection
+                .send_datagram(payload.clone().into())
+                .expect("send a datagram");
+            match tokio::time::timeout(Duration::from_secs(2), connection.read_datagram()).await {
+                Ok(echo) => assert_eq!(&echo.expect("read a datagram")[..], &payload[..]),
+                Err(_) => lost += 1, // datagrams are unreliable, even on loopback
+            }
+        }
+        assert!(lost <= 5, "{lost} of 50 datagram echoes lost");
+
+        connection.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        server.close(0u32.into(), b"done");
+        server.wait_idle().await;
+        echo.abort();
+    })
+    .await
+    .expect("the echo test finished in time");
+}
