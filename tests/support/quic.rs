@@ -36,6 +36,8 @@ const MAX_DATAGRAM: usize = 2048;
 pub struct RingSocket {
     consumer: Mutex<mpring::Consumer>,
     send: UdpSocket,
+    /// quinn-udp's sender: GSO batches when the kernel offers them.
+    send_state: quinn::udp::UdpSocketState,
     local: SocketAddr,
     stop: Arc<AtomicBool>,
     listeners: Mutex<Vec<JoinHandle<()>>>,
@@ -54,6 +56,21 @@ impl RingSocket {
             sockets.push(reuseport_socket(local)?);
         }
         let send = sockets[0].try_clone()?;
+        let send_state = quinn::udp::UdpSocketState::new((&send).into())?;
+        // quinn-udp turns on GRO for receiving, but this socket is read by a
+        // listener with plain `recv_from`, which must get one datagram per
+        // call: turn it back off.
+        let off: libc::c_int = 0;
+        // SAFETY: a valid option value of the size passed, on an open socket.
+        unsafe {
+            libc::setsockopt(
+                send.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&off as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let threads = sockets
             .into_iter()
@@ -66,6 +83,7 @@ impl RingSocket {
         Ok(RingSocket {
             consumer: Mutex::new(consumer),
             send,
+            send_state,
             local,
             stop,
             listeners: Mutex::new(threads),
@@ -147,9 +165,11 @@ impl AsyncUdpSocket for RingSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        // One segment per transmit (`max_transmit_segments` is 1).
-        self.send.send_to(transmit.contents, transmit.destination)?;
-        Ok(())
+        self.send_state.try_send((&self.send).into(), transmit)
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.send_state.max_gso_segments()
     }
 
     fn poll_recv(
