@@ -10,6 +10,8 @@
 
 #[path = "../tests/support/quic.rs"]
 mod quic;
+#[path = "../tests/support/udp.rs"]
+mod udp;
 
 use std::time::{Duration, Instant};
 

@@ -20,8 +20,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -29,7 +28,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mpring::{ReserveError, Ring, WaitError};
-use socket2::{Domain, Protocol, Socket, Type};
+
+#[path = "../tests/support/udp.rs"]
+mod udp;
+use udp::{reuseport_group, wait_readable};
 
 /// Bytes of metadata in front of every datagram in the ring (or `Vec`).
 const META: usize = 32;
@@ -274,37 +276,6 @@ fn write_meta(meta: &mut [u8], from: SocketAddr, listener: usize, base: Instant)
 
 // ---- sockets ---------------------------------------------------------------------
 
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_recv_buffer_size(4 << 20)?;
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// K sockets on one loopback port.
-fn listener_sockets(k: usize) -> std::io::Result<(Vec<UdpSocket>, SocketAddr)> {
-    let first = reuseport_socket(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())?;
-    let addr = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..k {
-        sockets.push(reuseport_socket(addr)?);
-    }
-    Ok((sockets, addr))
-}
-
-/// Waits until `socket` is readable or `timeout` passes.
-fn wait_readable(socket: &UdpSocket, timeout: Duration) {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the duration of the call.
-    unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
-}
-
 /// CPU time the calling thread has used.
 fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
@@ -484,7 +455,7 @@ impl Pipeline for ChannelPipeline {
 }
 
 fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io::Result<Report> {
-    let (sockets, addr) = listener_sockets(config.listeners)?;
+    let (sockets, addr) = reuseport_group(config.listeners)?;
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let base = Instant::now();

@@ -395,47 +395,64 @@ impl Ring {
 
     // ---- the consumer -----------------------------------------------------
 
+    /// The header word at the consumer's read position. Releases first when
+    /// a whole lap is consumed but not zeroed: the word at `read` would
+    /// otherwise be the stale header at `head`.
+    #[inline]
+    fn read_header(&self, cursor: &mut Cursor) -> (usize, HeaderWord<'_>) {
+        if cursor.read - cursor.head == self.capacity() as u64 {
+            self.release(cursor);
+        }
+        let pos = self.position(cursor.read);
+        // SAFETY: `read` is a span boundary less than a lap ahead of `head`:
+        // either free space (zero, or the consumer's sleep mark, until a
+        // producer publishes it) or the header of a claim, which producers
+        // only access atomically; no span ever covers a header word, and no
+        // producer ever zeroes a word the consumer can be polling
+        // (hand-backs start after the claim's own header).
+        (pos, unsafe { self.buffer.header(pos) })
+    }
+
+    /// Moves the cursor past padding or a skipped span at `pos`; `false`
+    /// for any other header.
+    #[inline]
+    fn step_over(&self, cursor: &mut Cursor, pos: usize, header: Header) -> bool {
+        match header {
+            Header::Padding => cursor.read += (self.capacity() - pos) as u64,
+            Header::Skip(span) => {
+                debug_assert!(span % self.align == 0 && pos + span <= self.capacity());
+                cursor.read += span as u64;
+            }
+            Header::NotReady | Header::Entry(_) => return false,
+        }
+        true
+    }
+
     /// The next committed entry at the cursor, stepping over padding and
     /// skipped spans; `None` when the next header is not published yet.
     #[inline]
     pub(crate) fn next(&self, cursor: &mut Cursor) -> Option<Delivery> {
-        let capacity = self.capacity() as u64;
         loop {
-            if cursor.read - cursor.head == capacity {
-                // A whole lap is consumed but not zeroed: the word at `read`
-                // is the stale header at `head`. Release before reading it.
-                self.release(cursor);
+            let (pos, word) = self.read_header(cursor);
+            // Acquire: pairs with the producer's Release, so the payload it
+            // wrote is visible before we read it.
+            let header = Header::decode(word.load(Ordering::Acquire));
+            if self.step_over(cursor, pos, header) {
+                continue;
             }
-            let pos = self.position(cursor.read);
-            // SAFETY: `read` is a span boundary less than a lap ahead of
-            // `head`: either free space (zero until a producer publishes it)
-            // or the header of a claim, which producers only store atomically;
-            // no span ever covers a header word, and no producer ever zeroes
-            // a word the consumer can be polling (hand-backs start after the
-            // claim's own header).
-            let word = unsafe { self.buffer.header(pos) };
-            // Acquire: pairs with the producer's Release store, so the
-            // payload it wrote is visible before we read it.
-            match Header::decode(word.load(Ordering::Acquire)) {
-                Header::NotReady => return None,
-                Header::Padding => cursor.read += capacity - pos as u64,
-                Header::Skip(span) => {
-                    debug_assert!(span % self.align == 0 && pos + span <= self.capacity());
-                    cursor.read += span as u64;
-                }
-                Header::Entry(len) => {
-                    debug_assert!(len <= self.max_payload);
-                    // SAFETY: the producer published these bytes with the
-                    // Release store we just acquired; nobody writes them
-                    // until we release past them, which needs the cursor
-                    // that this delivery must be given back to first.
-                    let span = unsafe { self.buffer.claim_read(pos + self.align, len) };
-                    return Some(Delivery {
-                        span,
-                        stride: self.stride(len),
-                    });
-                }
-            }
+            let Header::Entry(len) = header else {
+                return None;
+            };
+            debug_assert!(len <= self.max_payload);
+            // SAFETY: the producer published these bytes with the Release
+            // we just acquired; nobody writes them until we release past
+            // them, which needs the cursor that this delivery must be given
+            // back to first.
+            let span = unsafe { self.buffer.claim_read(pos + self.align, len) };
+            return Some(Delivery {
+                span,
+                stride: self.stride(len),
+            });
         }
     }
 
@@ -490,27 +507,24 @@ impl Ring {
     /// Returns the marked position, or `None` when an entry is ready.
     /// The caller registers its wake-up target first.
     pub(crate) fn mark_sleeping(&self, cursor: &mut Cursor) -> Option<usize> {
-        let capacity = self.capacity() as u64;
         loop {
-            if cursor.read - cursor.head == capacity {
-                self.release(cursor);
-            }
-            let pos = self.position(cursor.read);
-            // SAFETY: as in `next`: a span boundary, only accessed atomically.
-            let word = unsafe { self.buffer.header(pos) };
+            let (pos, word) = self.read_header(cursor);
             // AcqRel on success: Release orders our registration before the
             // mark for the producer that swaps it out. Acquire on failure:
             // we may read what the header published next.
-            match word.compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(pos),
-                Err(word) => match Header::decode(word) {
-                    // Marked by an earlier wait that was not woken.
-                    Header::NotReady => return Some(pos),
-                    Header::Padding => cursor.read += capacity - pos as u64,
-                    Header::Skip(span) => cursor.read += span as u64,
-                    Header::Entry(_) => return None,
-                },
+            let header =
+                match word.compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Some(pos),
+                    Err(word) => Header::decode(word),
+                };
+            if self.step_over(cursor, pos, header) {
+                continue;
             }
+            // A mark left by an earlier wait decodes as not ready.
+            return match header {
+                Header::Entry(_) => None,
+                _ => Some(pos),
+            };
         }
     }
 

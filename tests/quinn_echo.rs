@@ -6,6 +6,8 @@
 
 #[path = "support/quic.rs"]
 mod quic;
+#[path = "support/udp.rs"]
+mod udp;
 
 use std::time::Duration;
 
@@ -14,16 +16,8 @@ async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let (server_config, client_config) = quic::configs();
         let server = quic::ring_server(server_config, 2).expect("bind the ring server");
-        let addr = server.local_addr().unwrap();
         let echo = tokio::spawn(quic::echo(server.clone()));
-
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(client_config);
-        let connection = client
-            .connect(addr, "localhost")
-            .unwrap()
-            .await
-            .expect("handshake through the ring");
+        let (client, connection) = quic::connect(&server, client_config).await;
 
         // Streams: 64 at once, 32 KiB each, every echoed byte compared.
         let echoed = quic::echo_streams(&connection, 64, 32 * 1024).await;

@@ -24,7 +24,8 @@ use std::time::Duration;
 use mpring::{ReserveError, WaitError};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::udp::{is_writable, reuseport_group, wait_readable};
 
 /// Metadata in front of every datagram in the ring: the source address as
 /// IPv6 (16 bytes), its port (2), the listener id (1), padding.
@@ -49,12 +50,7 @@ impl RingSocket {
     pub fn bind(listeners: usize, capacity: usize) -> io::Result<RingSocket> {
         let (producer, consumer) =
             mpring::Ring::new(capacity).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
-        let first = reuseport_socket(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())?;
-        let local = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..listeners.max(1) {
-            sockets.push(reuseport_socket(local)?);
-        }
+        let (sockets, local) = reuseport_group(listeners)?;
         let send = sockets[0].try_clone()?;
         let send_state = quinn::udp::UdpSocketState::new((&send).into())?;
         // quinn-udp turns on GRO for receiving, but this socket is read by a
@@ -128,26 +124,6 @@ fn listen(id: usize, socket: &UdpSocket, producer: &mpring::Producer, stop: &Ato
             }
         }
     }
-}
-
-fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_recv_buffer_size(4 << 20)?;
-    socket.set_send_buffer_size(4 << 20)?;
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-fn wait_readable(socket: &UdpSocket, timeout: Duration) {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the duration of the call.
-    unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
 }
 
 fn source(meta: &[u8]) -> SocketAddr {
@@ -237,13 +213,7 @@ struct WritablePoller(Arc<RingSocket>);
 
 impl UdpPoller for WritablePoller {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
-        let mut fd = libc::pollfd {
-            fd: self.0.send.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, for the duration of the call; no wait.
-        if unsafe { libc::poll(&mut fd, 1, 0) } > 0 {
+        if is_writable(&self.0.send) {
             Poll::Ready(Ok(()))
         } else {
             cx.waker().wake_by_ref();
@@ -285,6 +255,22 @@ pub fn ring_server(config: quinn::ServerConfig, listeners: usize) -> io::Result<
 /// A quinn server endpoint on quinn's own socket, for comparison.
 pub fn default_server(config: quinn::ServerConfig) -> io::Result<quinn::Endpoint> {
     quinn::Endpoint::server(config, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
+}
+
+/// A stock quinn client endpoint connected to `server`.
+pub async fn connect(
+    server: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(config);
+    let addr = server.local_addr().unwrap();
+    let connection = client
+        .connect(addr, "localhost")
+        .unwrap()
+        .await
+        .expect("handshake");
+    (client, connection)
 }
 
 /// Echoes every bidirectional stream and every datagram of every
