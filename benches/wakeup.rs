@@ -16,10 +16,13 @@ const RING_BYTES: usize = 1 << 20;
 
 /// Moves `n` messages of `len` bytes from `producers` threads; the consumer
 /// either polls (spin, then yield, as in the peer benchmark) or waits with
-/// `read_batch_timeout`, and spends `work` rounds of a cheap hash on every
-/// message (a busy handler). Returns messages per second.
-fn throughput(producers: usize, len: usize, n: usize, work: u32, wait: bool) -> f64 {
+/// `read_batch_timeout` after `set_spin(spin)`, and spends `work` rounds of
+/// a cheap hash on every message (a busy handler). Returns messages per second.
+fn throughput(producers: usize, len: usize, n: usize, work: u32, wait: Option<Duration>) -> f64 {
     let (producer, mut consumer) = Ring::new(RING_BYTES).unwrap();
+    if let Some(spin) = wait {
+        consumer.set_spin(spin);
+    }
     let source = vec![0x5Au8; len];
     let start = Instant::now();
     let threads: Vec<_> = (0..producers)
@@ -44,7 +47,7 @@ fn throughput(producers: usize, len: usize, n: usize, work: u32, wait: bool) -> 
     let mut sum = 0u64;
     let backoff = Backoff::new();
     loop {
-        let got = if wait {
+        let got = if wait.is_some() {
             match consumer
                 .read_batch_timeout(256, Duration::from_secs(10), |m| sum += handle(m, work))
             {
@@ -131,12 +134,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn main() {
     let rounds = 7;
     println!("throughput: polling vs waiting consumer (medians of {rounds} interleaved rounds)");
-    println!("| consumer | P | size | polling M msgs/s | waiting M msgs/s | waiting / polling |");
-    println!("|---|---|---|---:|---:|---:|");
-    for (consumer, work) in [
-        ("busy (200 hash rounds a message)", 200),
-        ("fast (no work)", 0),
-    ] {
+    println!("| consumer | P | size | polling M msgs/s | waiting, spin 5 us (default) | waiting, spin 20 us | waiting, spin 0 |");
+    println!("|---|---|---|---:|---:|---:|---:|");
+    let spins = [
+        Duration::from_micros(5),
+        Duration::from_micros(20),
+        Duration::ZERO,
+    ];
+    for (consumer, work) in [("busy", 200), ("fast", 0)] {
         for (producers, len, n) in [
             (1, 64, 1_000_000),
             (1, 1350, 400_000),
@@ -144,18 +149,27 @@ fn main() {
             (2, 1350, 400_000),
         ] {
             let n = if work > 0 { n / 4 } else { n };
-            let (mut poll, mut wait) = (Vec::new(), Vec::new());
-            throughput(producers, len, n, work, false);
+            let mut poll = Vec::new();
+            let mut wait: Vec<Vec<f64>> = vec![Vec::new(); spins.len()];
+            throughput(producers, len, n, work, None);
             for _ in 0..rounds {
-                poll.push(throughput(producers, len, n, work, false));
-                wait.push(throughput(producers, len, n, work, true));
+                poll.push(throughput(producers, len, n, work, None));
+                for (i, &spin) in spins.iter().enumerate() {
+                    wait[i].push(throughput(producers, len, n, work, Some(spin)));
+                }
             }
-            let (poll, wait) = (median(poll), median(wait));
+            let poll = median(poll);
+            let cells: Vec<String> = wait
+                .into_iter()
+                .map(|w| {
+                    let w = median(w);
+                    format!("{:.2} ({:.3}x)", w / 1e6, w / poll)
+                })
+                .collect();
             println!(
-                "| {consumer} | {producers} | {len} B | {:.2} | {:.2} | {:.3} |",
+                "| {consumer} | {producers} | {len} B | {:.2} | {} |",
                 poll / 1e6,
-                wait / 1e6,
-                wait / poll
+                cells.join(" | ")
             );
         }
     }

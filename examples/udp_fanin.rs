@@ -382,6 +382,10 @@ impl Pipeline for RingPipeline {
             mut consumer,
         } = self;
         drop(producer);
+        // Listeners make a system call per datagram, so the ring does not
+        // refill within the microseconds a wait would poll: sleep at once
+        // and leave the CPU to them.
+        consumer.set_spin(Duration::ZERO);
         let tick = Duration::from_millis(100);
         let mut next_timer = Instant::now() + tick;
         loop {

@@ -8,8 +8,8 @@ use crate::loom::Arc;
 use crate::ring::Cursor;
 use crate::{Entry, Ready, Ring, WaitError, WakeHandle};
 
-/// How long a blocking wait polls before it sleeps.
-const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
+/// How long a blocking wait polls before it sleeps, unless set otherwise.
+const DEFAULT_SPIN: Duration = Duration::from_micros(5);
 
 /// The consumer side: exactly one per ring, `Send`, not `Clone`.
 ///
@@ -24,6 +24,8 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 pub struct Consumer {
     ring: Arc<Ring>,
     cursor: Cursor,
+    /// How long a blocking wait polls before it sleeps.
+    spin: Duration,
 }
 
 impl Consumer {
@@ -31,6 +33,7 @@ impl Consumer {
         Consumer {
             ring,
             cursor: Cursor::default(),
+            spin: DEFAULT_SPIN,
         }
     }
 
@@ -295,6 +298,20 @@ impl Consumer {
         Ready::new(self)
     }
 
+    /// Sets how long a blocking wait polls the ring before it sleeps
+    /// (default 5 µs).
+    ///
+    /// Each sleep costs the producer that ends it a system call (a futex
+    /// wake), and the consumer one more to sleep. Polling longer suits a
+    /// consumer that keeps up with very fast in-memory producers: it then
+    /// rarely sleeps. Polling burns CPU, though: a datagram handler fed by
+    /// listener threads (a system call per datagram each) gains little and
+    /// may prefer less, or zero (sleep at once). BENCHMARKS.md has figures
+    /// for both. The async [`poll_ready`](Consumer::poll_ready) never polls.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
     /// A handle that wakes this consumer from another thread.
     pub fn wake_handle(&self) -> WakeHandle {
         WakeHandle::new(self.ring.clone())
@@ -304,7 +321,7 @@ impl Consumer {
         // Poll for a while before sleeping: a busy ring refills within
         // microseconds, and every sleep costs the producer that ends it a
         // system call.
-        let mut spun = cfg!(mpring_loom);
+        let mut spun = cfg!(mpring_loom) || self.spin.is_zero();
         loop {
             if let Some(outcome) = self.check() {
                 return outcome;
@@ -340,14 +357,12 @@ impl Consumer {
         }
     }
 
-    /// Polls for a ready entry for up to `SPIN_BEFORE_SLEEP` (or until the
+    /// Polls for a ready entry for up to `self.spin` (or until the
     /// deadline), pausing between polls so as not to steal the cache line
     /// a producer is writing. Returns whether an entry is ready.
     fn spin(&mut self, deadline: Option<Instant>) -> bool {
         let start = Instant::now();
-        let until = deadline.map_or(start + SPIN_BEFORE_SLEEP, |d| {
-            d.min(start + SPIN_BEFORE_SLEEP)
-        });
+        let until = deadline.map_or(start + self.spin, |d| d.min(start + self.spin));
         loop {
             for _ in 0..256 {
                 std::hint::spin_loop();
