@@ -269,39 +269,6 @@ impl HeaderWord<'_> {
     }
 
     #[inline]
-    pub(crate) fn swap(&self, value: u64, order: Ordering) -> u64 {
-        #[cfg(not(mpring_loom))]
-        {
-            self.0.swap(value, order)
-        }
-        #[cfg(mpring_loom)]
-        {
-            // Before the swap, so that its Release part publishes it.
-            self.cell.with(|_| ());
-            self.atomic.swap(value, order)
-        }
-    }
-
-    #[inline]
-    pub(crate) fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        #[cfg(not(mpring_loom))]
-        {
-            self.0.compare_exchange(current, new, success, failure)
-        }
-        #[cfg(mpring_loom)]
-        {
-            self.cell.with(|_| ());
-            self.atomic.compare_exchange(current, new, success, failure)
-        }
-    }
-
-    #[inline]
     pub(crate) fn store(&self, value: u64, order: Ordering) {
         #[cfg(not(mpring_loom))]
         {

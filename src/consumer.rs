@@ -251,22 +251,17 @@ impl Consumer {
         if let Some(outcome) = self.check() {
             return Poll::Ready(outcome);
         }
+        // Register, announce, then look again (see `Waiter` and `barrier.rs`).
         self.ring.waiter().register_task(cx.waker());
-        match self.ring.mark_sleeping(&mut self.cursor) {
-            None => {
+        self.ring.announce_sleep();
+        match self.check() {
+            Some(outcome) => {
+                self.ring.end_sleep();
                 self.ring.waiter().clear();
-                Poll::Ready(Ok(()))
+                Poll::Ready(outcome)
             }
-            Some(pos) => match self.check() {
-                // Conditions that do not go through headers, seen only now.
-                Some(outcome) => {
-                    self.ring.unmark_sleeping(pos);
-                    self.ring.waiter().clear();
-                    Poll::Ready(outcome)
-                }
-                // The mark stays: the producer that replaces it wakes us.
-                None => Poll::Pending,
-            },
+            // The producer that sees the flag wakes the task.
+            None => Poll::Pending,
         }
     }
 
@@ -336,24 +331,18 @@ impl Consumer {
                 }
                 continue;
             }
-            // Register first, then mark the header (see `Waiter`).
+            // Register, announce, then look again (see `Waiter` and
+            // `barrier.rs`): a commit after this point sees the flag.
             self.ring.waiter().register_thread();
-            match self.ring.mark_sleeping(&mut self.cursor) {
-                None => {
-                    self.ring.waiter().clear();
-                    return Ok(());
-                }
-                Some(pos) => {
-                    let waiter = self.ring.waiter();
-                    // Conditions that do not go through headers are
-                    // checked after registering; `check` reports them.
-                    if !waiter.is_woken() && self.ring.producers() != 0 {
-                        crate::loom::park_until(deadline);
-                    }
-                    self.ring.unmark_sleeping(pos);
-                    self.ring.waiter().clear();
-                }
+            self.ring.announce_sleep();
+            if self.ring.next(&mut self.cursor).is_none()
+                && !self.ring.waiter().is_woken()
+                && self.ring.producers() != 0
+            {
+                crate::loom::park_until(deadline);
             }
+            self.ring.end_sleep();
+            self.ring.waiter().clear();
         }
     }
 

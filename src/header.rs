@@ -6,7 +6,6 @@
 //! | `n > 0`         | a committed entry whose payload is `n - 1` bytes long |
 //! | `-1`            | padding: the rest of the buffer is unused             |
 //! | `-s < -1`       | a skipped span of `s` bytes (header included)         |
-//! | `i64::MIN`      | not published yet, and the consumer sleeps on it      |
 //!
 //! Lengths are stored plus one so that a 0-byte payload (a valid UDP
 //! datagram) is `1`, not the "not ready" `0`. A skipped span is at least one
@@ -27,12 +26,6 @@ pub(crate) enum Header {
 
 const PADDING: u64 = u64::MAX;
 
-/// The mark a waiting consumer leaves in the (still zero) header it stopped
-/// at. A producer publishes headers with a swap, so the one that replaces
-/// this mark learns that the consumer sleeps and wakes it. No span reaches
-/// `2^63` bytes, so no skip header can take this value.
-pub(crate) const SLEEPING: u64 = 1 << 63;
-
 impl Header {
     /// Decodes a header word.
     #[inline]
@@ -44,8 +37,6 @@ impl Header {
             Header::NotReady
         } else if word == PADDING {
             Header::Padding
-        } else if word == SLEEPING {
-            Header::NotReady
         } else {
             Header::Skip(signed.unsigned_abs() as usize)
         }
@@ -91,12 +82,6 @@ mod tests {
     fn empty_entry_is_not_the_zero_word() {
         assert_ne!(Header::Entry(0).encode(), 0);
         assert_eq!(Header::NotReady.encode(), 0);
-    }
-
-    #[test]
-    fn sleeping_mark_reads_as_not_ready() {
-        assert_eq!(Header::decode(super::SLEEPING), Header::NotReady);
-        assert_ne!(Header::Skip(1 << 62).encode(), super::SLEEPING);
     }
 
     #[test]

@@ -10,12 +10,12 @@
 //! to their own loom modes.
 
 #[cfg(mpring_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(mpring_loom)]
 pub(crate) use loom::sync::Arc;
 
 #[cfg(not(mpring_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(mpring_loom))]
 pub(crate) use std::sync::Arc;
 

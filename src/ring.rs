@@ -5,10 +5,11 @@ use std::fmt;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
+use crate::barrier::Barrier;
 use crate::buffer::{Buffer, HeaderWord, ReadSpan, WriteSpan};
 use crate::builder::Alignment;
 use crate::error::{BuildError, ReserveError};
-use crate::header::{Header, SLEEPING};
+use crate::header::Header;
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::waiter::Waiter;
 
@@ -32,9 +33,10 @@ use crate::waiter::Waiter;
 ///   publishes a new head, and a producer zeroes what it hands back before it
 ///   moves the tail back.
 /// - `cached_head <= head`.
-/// - The header at the consumer's read position may hold the `SLEEPING`
-///   mark instead of zero (also once it is free space at `tail`): producers
-///   publish every header there with a swap, which finds the mark.
+/// - A consumer about to sleep sets `sleeping`, then (after the heavy
+///   barrier) reads the header it waits on again; a producer stores its
+///   header, then (after the light barrier) reads `sleeping`. One of the
+///   two sees the other's store: no lost wake-up (see `barrier.rs`).
 pub struct Ring {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
@@ -42,8 +44,12 @@ pub struct Ring {
     head: CachePadded<AtomicU64>,
     /// Who is still there; written only when handles come and go.
     lifecycle: CachePadded<Lifecycle>,
+    /// Whether the consumer is (about to be) asleep: read by producers after
+    /// every header they publish, written only around sleeps.
+    sleeping: CachePadded<AtomicBool>,
     /// Where a waiting consumer leaves its wake-up target.
     waiter: Waiter,
+    barrier: Barrier,
     buffer: Buffer,
     /// `capacity - 1`.
     mask: u64,
@@ -143,7 +149,9 @@ impl Ring {
                 producers: AtomicUsize::new(1),
                 consumer_alive: AtomicBool::new(true),
             }),
+            sleeping: CachePadded::new(AtomicBool::new(false)),
             waiter: Waiter::new(),
+            barrier: Barrier::new(),
             buffer,
             mask: capacity as u64 - 1,
             align,
@@ -313,22 +321,29 @@ impl Ring {
         self.publish(&word, header);
     }
 
-    /// Stores a header the consumer may be waiting on, and wakes it if it
-    /// sleeps there.
-    ///
-    /// A swap rather than a store: the consumer marks the header it stops
-    /// at with a compare-exchange from zero, and the two read-modify-writes
-    /// on one word are ordered, so either the consumer sees this header or
-    /// this swap sees its mark. Producers thus pay nothing extra for waking
-    /// when nobody waits: no fence, no second load.
+    /// Stores a header the consumer may be waiting on, and wakes the
+    /// consumer if it sleeps.
     #[inline]
     fn publish(&self, word: &HeaderWord<'_>, header: Header) {
         // Release: the payload (and any skip header) must be visible to the
         // consumer once it acquires this word; the consumer also zeroes the
-        // word after reading it. Acquire: if we replace the mark, the
-        // consumer's registration (made before its mark) must be visible
-        // to our `wake`.
-        if word.swap(header.encode(), Ordering::AcqRel) == SLEEPING {
+        // word after reading it.
+        word.store(header.encode(), Ordering::Release);
+        // Store-load: the header before the flag (paired with the
+        // consumer's heavy barrier). On Linux only a compiler fence.
+        self.barrier.light();
+        // Acquire: a consumer that set the flag registered its target first.
+        if self.sleeping.load(Ordering::Acquire) {
+            self.wake_sleeper();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_sleeper(&self) {
+        // Relaxed: the waiter's mutex orders the target; only one producer
+        // needs to take the wake-up.
+        if self.sleeping.swap(false, Ordering::Relaxed) {
             self.waiter.wake();
         }
     }
@@ -502,41 +517,20 @@ impl Ring {
         cursor.head = cursor.read;
     }
 
-    /// Prepares the consumer to sleep: steps over padding and skipped spans
-    /// to the next header and marks it `SLEEPING` if it is still zero.
-    /// Returns the marked position, or `None` when an entry is ready.
-    /// The caller registers its wake-up target first.
-    pub(crate) fn mark_sleeping(&self, cursor: &mut Cursor) -> Option<usize> {
-        loop {
-            let (pos, word) = self.read_header(cursor);
-            // AcqRel on success: Release orders our registration before the
-            // mark for the producer that swaps it out. Acquire on failure:
-            // we may read what the header published next.
-            let header =
-                match word.compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return Some(pos),
-                    Err(word) => Header::decode(word),
-                };
-            if self.step_over(cursor, pos, header) {
-                continue;
-            }
-            // A mark left by an earlier wait decodes as not ready.
-            return match header {
-                Header::Entry(_) => None,
-                _ => Some(pos),
-            };
-        }
+    /// Tells producers that the consumer is about to sleep. The caller has
+    /// registered its wake-up target, and looks for a ready entry once more
+    /// after this returns (its store before that load: the heavy barrier).
+    pub(crate) fn announce_sleep(&self) {
+        // Release: the registered target is visible to a producer that
+        // reads the flag with Acquire.
+        self.sleeping.store(true, Ordering::Release);
+        self.barrier.heavy();
     }
 
-    /// Takes the sleeping mark back after waking (if no producer replaced
-    /// it), so that the next producer does not wake a consumer that is
-    /// not waiting.
-    pub(crate) fn unmark_sleeping(&self, pos: usize) {
-        // SAFETY: as in `next`: the mark sits on a span boundary.
-        let word = unsafe { self.buffer.header(pos) };
-        // Relaxed: a failure means a producer published there, which the
-        // next read acquires.
-        let _ = word.compare_exchange(SLEEPING, 0, Ordering::Relaxed, Ordering::Relaxed);
+    /// The consumer is awake again.
+    pub(crate) fn end_sleep(&self) {
+        // Relaxed: only saves producers a useless wake-up.
+        self.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// Bytes consumed but not released yet.
