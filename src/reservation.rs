@@ -25,10 +25,9 @@ use crate::Ring;
 #[must_use = "a reservation is aborted when dropped; call `commit` to publish it"]
 pub struct Reservation<'a> {
     ring: &'a Ring,
-    /// `None` once finished (only inside `drop`).
+    /// `None` once finished (only inside `commit` and `drop`).
     claim: Option<Claim>,
     len: usize,
-    commit: bool,
 }
 
 impl<'a> Reservation<'a> {
@@ -37,15 +36,19 @@ impl<'a> Reservation<'a> {
             ring,
             claim: Some(claim),
             len,
-            commit: false,
         }
     }
 
     /// Publishes the entry: the consumer can read it from now on.
     #[inline]
     pub fn commit(mut self) {
-        self.commit = true;
-        // Dropping publishes.
+        let (ring, claim, len) = (self.ring, self.claim.take(), self.len);
+        // Nothing is left to drop (the claim is out), and skipping the drop
+        // glue keeps this path free of a call and of spills.
+        std::mem::forget(self);
+        if let Some(claim) = claim {
+            ring.finish(claim, Some(len));
+        }
     }
 
     /// Publishes only the first `len` bytes.
@@ -110,8 +113,7 @@ impl Drop for Reservation<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            self.ring
-                .finish(claim, if self.commit { Some(self.len) } else { None });
+            self.ring.finish(claim, None);
         }
     }
 }
