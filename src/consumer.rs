@@ -251,7 +251,7 @@ impl Consumer {
         if let Some(outcome) = self.check() {
             return Poll::Ready(outcome);
         }
-        // Register, announce, then look again (see `Waiter` and `barrier.rs`).
+        // Register, announce, then look again (see `Waiter` and `Ring::publish`).
         self.ring.waiter().register_task(cx.waker());
         self.ring.announce_sleep();
         match self.check() {
@@ -332,7 +332,7 @@ impl Consumer {
                 continue;
             }
             // Register, announce, then look again (see `Waiter` and
-            // `barrier.rs`): a commit after this point sees the flag.
+            // `Ring::publish`): a commit after this point sees the flag.
             self.ring.waiter().register_thread();
             self.ring.announce_sleep();
             if self.ring.next(&mut self.cursor).is_none()

@@ -96,7 +96,6 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-mod barrier;
 mod buffer;
 mod builder;
 mod consumer;

@@ -5,12 +5,11 @@ use std::fmt;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::barrier::Barrier;
 use crate::buffer::{Buffer, HeaderWord, ReadSpan, WriteSpan};
 use crate::builder::Alignment;
 use crate::error::{BuildError, ReserveError};
 use crate::header::Header;
-use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::loom::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::waiter::Waiter;
 
 /// The ring shared by the [`Producer`](crate::Producer) handles and the
@@ -33,10 +32,10 @@ use crate::waiter::Waiter;
 ///   publishes a new head, and a producer zeroes what it hands back before it
 ///   moves the tail back.
 /// - `cached_head <= head`.
-/// - A consumer about to sleep sets `sleeping`, then (after the heavy
-///   barrier) reads the header it waits on again; a producer stores its
-///   header, then (after the light barrier) reads `sleeping`. One of the
-///   two sees the other's store: no lost wake-up (see `barrier.rs`).
+/// - A consumer about to sleep sets `sleeping`, then reads the header it
+///   waits on again; a producer stores its header, then reads `sleeping`.
+///   A SeqCst fence between store and load on both sides (Dekker) makes one
+///   of the two see the other's store: no lost wake-up.
 pub struct Ring {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
@@ -49,7 +48,6 @@ pub struct Ring {
     sleeping: CachePadded<AtomicBool>,
     /// Where a waiting consumer leaves its wake-up target.
     waiter: Waiter,
-    barrier: Barrier,
     buffer: Buffer,
     /// `capacity - 1`.
     mask: u64,
@@ -151,7 +149,6 @@ impl Ring {
             }),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             waiter: Waiter::new(),
-            barrier: Barrier::new(),
             buffer,
             mask: capacity as u64 - 1,
             align,
@@ -329,9 +326,10 @@ impl Ring {
         // consumer once it acquires this word; the consumer also zeroes the
         // word after reading it.
         word.store(header.encode(), Ordering::Release);
-        // Store-load: the header before the flag (paired with the
-        // consumer's heavy barrier). On Linux only a compiler fence.
-        self.barrier.light();
+        // SeqCst fence: orders the header store before the flag load,
+        // paired with the fence in `announce_sleep` (a store-load barrier
+        // needs a full fence on each side).
+        fence(Ordering::SeqCst);
         // Acquire: a consumer that set the flag registered its target first.
         if self.sleeping.load(Ordering::Acquire) {
             self.wake_sleeper();
@@ -519,12 +517,14 @@ impl Ring {
 
     /// Tells producers that the consumer is about to sleep. The caller has
     /// registered its wake-up target, and looks for a ready entry once more
-    /// after this returns (its store before that load: the heavy barrier).
+    /// after this returns.
     pub(crate) fn announce_sleep(&self) {
         // Release: the registered target is visible to a producer that
         // reads the flag with Acquire.
         self.sleeping.store(true, Ordering::Release);
-        self.barrier.heavy();
+        // SeqCst fence: the flag store before the header re-check, paired
+        // with the fence in `publish`.
+        fence(Ordering::SeqCst);
     }
 
     /// The consumer is awake again.
