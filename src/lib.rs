@@ -81,9 +81,10 @@
 //!
 //! The consumer can block until an entry is ready or a deadline passes
 //! ([`Consumer::read_batch_deadline`] and friends), or await the same as a
-//! future ([`Consumer::ready`]), with no runtime dependency. Producers only
-//! do extra work when the consumer is actually asleep on the header they
-//! publish; see [`Consumer::wait`].
+//! future ([`Consumer::ready`]), with no runtime dependency. Producers pay
+//! a fence and the load of a flag per commit; the wake-up itself (a lock
+//! and an unpark) only when the consumer actually sleeps. See
+//! [`Consumer::wait`].
 //!
 //! # Guarantees
 //! - Every committed entry is read exactly once, byte for byte, in

@@ -418,9 +418,8 @@ impl Ring {
         }
         let pos = self.position(cursor.read);
         // SAFETY: `read` is a span boundary less than a lap ahead of `head`:
-        // either free space (zero, or the consumer's sleep mark, until a
-        // producer publishes it) or the header of a claim, which producers
-        // only access atomically; no span ever covers a header word, and no
+        // either free space (zero until a producer publishes it) or the
+        // header of a claim, which producers only access atomically; no span ever covers a header word, and no
         // producer ever zeroes a word the consumer can be polling
         // (hand-backs start after the claim's own header).
         (pos, unsafe { self.buffer.header(pos) })

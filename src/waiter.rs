@@ -1,7 +1,8 @@
 //! Where a waiting consumer leaves its wake-up target.
 //!
-//! Producers touch this only when their header swap found the consumer's
-//! "sleeping" mark (see `ring.rs`), when the last producer goes, or when a
+//! Producers touch this only when they find the consumer's sleeping flag
+//! set after publishing a header (see `Ring::publish`), when the last
+//! producer goes, or when a
 //! [`WakeHandle`](crate::WakeHandle) is used: never on the common path.
 
 use std::task::Waker;
@@ -19,11 +20,13 @@ pub(crate) enum Target {
 /// The consumer's registered wake-up target, plus the "woken on purpose"
 /// flag of [`WakeHandle`](crate::WakeHandle), both behind one mutex.
 ///
-/// Ordering: a waker of either kind changes its condition (a header, the
-/// producer count, the `woken` flag) *before* it locks the slot; the
-/// consumer registers in the slot *before* it checks the conditions. The
-/// mutex orders the two, so either the waker finds the target or the
-/// consumer sees the condition: no lost wake-up.
+/// Ordering: a waker changes its condition (the producer count, the
+/// `woken` flag) *before* it locks the slot; the consumer registers in the
+/// slot *before* it checks the conditions. The mutex orders the two, so
+/// either the waker finds the target or the consumer sees the condition: no
+/// lost wake-up. (New headers go through the sleeping flag and fences of
+/// `Ring::publish` instead, and reach the slot only when the flag is set,
+/// which the consumer does after registering.)
 pub(crate) struct Waiter {
     slot: Mutex<Slot>,
 }
