@@ -141,9 +141,10 @@ impl Consumer {
     /// Blocks until an entry is ready to read, every producer is gone (and
     /// the ring drained), or a [`WakeHandle`] wakes the consumer.
     ///
-    /// Waiting costs producers nothing while the consumer is busy: a
-    /// producer only wakes the consumer when the header it publishes is
-    /// the one the consumer went to sleep on.
+    /// The wait polls for a few microseconds first ([`set_spin`](Consumer::set_spin)),
+    /// then sleeps. While the consumer is busy, producers pay only a fence
+    /// and a flag load per commit; the first commit after the consumer
+    /// fell asleep wakes it (a lock and an unpark).
     ///
     /// # Errors
     /// [`WaitError::Disconnected`] or [`WaitError::Woken`].
