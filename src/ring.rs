@@ -225,13 +225,14 @@ impl Ring {
                     return Err(ReserveError::Full);
                 }
             }
-            // AcqRel on success: Acquire pairs with a hand-back's Release
-            // (whose zeroes we are about to overwrite); Release passes our
-            // own chain on. Relaxed on failure: we only retry.
+            // Acquire on success: pairs with a hand-back's Release, whose
+            // zeroes we are about to overwrite (every tail write is an RMW,
+            // so that chain passes through later CASes too). We publish
+            // nothing here. Relaxed on failure: we only retry.
             match line.tail.compare_exchange_weak(
                 tail,
                 new_tail,
-                Ordering::AcqRel,
+                Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break (tail + pad, pad),
@@ -417,12 +418,12 @@ impl Ring {
             self.release(cursor);
         }
         let pos = self.position(cursor.read);
-        // SAFETY: `read` is a span boundary less than a lap ahead of `head`:
-        // either free space (zero until a producer publishes it) or the
-        // header of a claim, which producers only access atomically; no span ever covers a header word, and no
-        // producer ever zeroes a word the consumer can be polling
-        // (hand-backs start after the claim's own header).
-        (pos, unsafe { self.buffer.header(pos) })
+        // SAFETY: `read` is a span boundary less than a lap ahead of `head`
+        // (free space, or a claim's header, which producers only access
+        // atomically); no span covers a header word and no producer zeroes
+        // a word the consumer can poll (hand-backs start past the header).
+        let word = unsafe { self.buffer.header(pos) };
+        (pos, word)
     }
 
     /// Moves the cursor past padding or a skipped span at `pos`; `false`
