@@ -66,8 +66,13 @@ impl Consumer {
         }
     }
 
-    /// Hands up to `max` ready entries to `f`, in order, then releases their
-    /// space with one head update. Returns how many entries `f` saw.
+    /// Hands up to `max` ready entries to `f`, in order, and returns how
+    /// many entries `f` saw.
+    ///
+    /// Space is released (zeroed and handed back to producers) at the end
+    /// of the batch and, inside a long batch, each time an eighth of the
+    /// ring has been consumed: producers never see `Full` for as long as a
+    /// batch lasts.
     ///
     /// If `f` panics, the entries before the one it panicked on are
     /// consumed and released; that one is not (it is read again next time).
@@ -97,7 +102,7 @@ impl Consumer {
                 break;
             };
             f(batch.ring.bytes(&delivery));
-            batch.ring.advance(batch.cursor, delivery);
+            batch.ring.consume(batch.cursor, delivery);
             n += 1;
         }
         n
@@ -112,6 +117,10 @@ impl Consumer {
     /// Whether nothing is left to read: no entry committed or reserved
     /// after the ones already consumed. A snapshot: producers may reserve
     /// right after.
+    ///
+    /// Also `false` while only padding or a skipped span (an aborted or
+    /// shortened reservation) lies ahead: the next [`read`](Consumer::read)
+    /// steps over it and then returns `None`.
     pub fn is_empty(&self) -> bool {
         self.ring.unread_bytes(&self.cursor) == 0
     }
@@ -209,7 +218,7 @@ impl Consumer {
 
     /// Waits like [`wait_timeout`](Consumer::wait_timeout), then hands up to
     /// `max` ready entries to `f` as [`read_batch`](Consumer::read_batch)
-    /// does. Returns how many (at least one).
+    /// does. Returns how many (at least one, unless `max` is 0).
     ///
     /// # Errors
     /// As [`wait_timeout`](Consumer::wait_timeout).
@@ -248,6 +257,12 @@ impl Consumer {
     /// The async form of [`wait`](Consumer::wait): `Ready(Ok(()))` once an
     /// entry is ready, `Pending` (with the task's waker registered) until
     /// then. Runtime-agnostic.
+    ///
+    /// One waker is kept: polling from two tasks wakes only the one that
+    /// polled last. A `Pending` poll leaves the consumer announced as
+    /// asleep, so the next commit pays for a wake-up even if the task has
+    /// lost interest; the [`ready`](Consumer::ready) future takes that back
+    /// when it is dropped, so prefer it in `select!`.
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WaitError>> {
         if let Some(outcome) = self.check() {
             return Poll::Ready(outcome);
@@ -264,6 +279,13 @@ impl Consumer {
             // The producer that sees the flag wakes the task.
             None => Poll::Pending,
         }
+    }
+
+    /// Takes back the announcement of a `poll_ready` that returned
+    /// `Pending` and will not be polled again.
+    pub(crate) fn cancel_sleep(&mut self) {
+        self.ring.end_sleep();
+        self.ring.waiter().clear();
     }
 
     /// A future for [`poll_ready`](Consumer::poll_ready).
@@ -327,8 +349,8 @@ impl Consumer {
             }
             if !spun {
                 spun = true;
-                if self.spin(deadline) {
-                    return Ok(());
+                if let Some(outcome) = self.spin(deadline) {
+                    return outcome;
                 }
                 continue;
             }
@@ -347,21 +369,27 @@ impl Consumer {
         }
     }
 
-    /// Polls for a ready entry for up to `self.spin` (or until the
-    /// deadline), pausing between polls so as not to steal the cache line
-    /// a producer is writing. Returns whether an entry is ready.
-    fn spin(&mut self, deadline: Option<Instant>) -> bool {
-        let start = Instant::now();
-        let until = deadline.map_or(start + self.spin, |d| d.min(start + self.spin));
+    /// Polls for up to `self.spin` (or until the deadline), pausing
+    /// between polls so as not to steal the cache line a producer is
+    /// writing. Returns the outcome if waiting ended (an entry is ready,
+    /// a wake-up, the end of the stream), `None` when the time is up.
+    fn spin(&mut self, deadline: Option<Instant>) -> Option<Result<(), WaitError>> {
+        // A spin too long for the clock (`Duration::MAX`) spins until
+        // something happens or the deadline passes.
+        let spin_end = Instant::now().checked_add(self.spin);
+        let until = match (deadline, spin_end) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
         loop {
             for _ in 0..256 {
                 std::hint::spin_loop();
             }
-            if self.ring.next(&mut self.cursor).is_some() {
-                return true;
+            if let Some(outcome) = self.check() {
+                return Some(outcome);
             }
-            if Instant::now() >= until {
-                return false;
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return None;
             }
         }
     }

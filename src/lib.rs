@@ -70,8 +70,9 @@
 //! as padding. It writes its payload in place and publishes it by storing
 //! the header word (Release). The consumer loads the header at `head`
 //! (Acquire): zero means "not yet", so order is kept; it reads entries in
-//! place, then zeroes what it consumed and stores the new `head` once per
-//! batch.
+//! place, then zeroes what it consumed and stores the new `head`: when it
+//! has caught up, at the end of a batch, and whenever an eighth of the ring
+//! is pending.
 //!
 //! Each header word is `0` (not ready), `len + 1` (an entry: a 0-byte payload
 //! is valid), `-1` (padding) or `-span` (a skipped span: an aborted
@@ -87,8 +88,11 @@
 //! [`Consumer::wait`].
 //!
 //! # Guarantees
-//! - Every committed entry is read exactly once, byte for byte, in
-//!   reservation order (so in commit order for each producer).
+//! - Every committed entry is read once, byte for byte, in reservation
+//!   order (so in commit order for each producer). Two cases read an entry
+//!   again, by design: an [`Entry`] leaked with `mem::forget` (it was never
+//!   consumed), and the entry a [`Consumer::read_batch`] callback panicked
+//!   on. An `Entry` dropped while unwinding counts as consumed.
 //! - No panic, leak or drop order leads to undefined behaviour. A leaked
 //!   [`Reservation`] (`mem::forget`) blocks the entries reserved after it.
 //! - No heap allocation after [`Ring::new`].

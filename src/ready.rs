@@ -14,11 +14,16 @@ use crate::{Consumer, WaitError};
 #[must_use = "futures do nothing unless polled"]
 pub struct Ready<'a> {
     consumer: &'a mut Consumer,
+    /// The last poll left the consumer announced as asleep.
+    pending: bool,
 }
 
 impl<'a> Ready<'a> {
     pub(crate) fn new(consumer: &'a mut Consumer) -> Ready<'a> {
-        Ready { consumer }
+        Ready {
+            consumer,
+            pending: false,
+        }
     }
 }
 
@@ -26,7 +31,20 @@ impl Future for Ready<'_> {
     type Output = Result<(), WaitError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.consumer.poll_ready(cx)
+        let poll = self.consumer.poll_ready(cx);
+        self.pending = poll.is_pending();
+        poll
+    }
+}
+
+impl Drop for Ready<'_> {
+    fn drop(&mut self) {
+        // Dropped while pending (a `select!` took another branch): take the
+        // sleeping flag and the waker back, so that the next commit does
+        // not pay for a wake-up nobody waits for.
+        if self.pending {
+            self.consumer.cancel_sleep();
+        }
     }
 }
 

@@ -39,7 +39,7 @@ use crate::waiter::Waiter;
 pub struct Ring {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
-    /// Next byte the consumer has not released; written once per batch.
+    /// Next byte the consumer has not released; written at most once per eighth of the ring consumed.
     head: CachePadded<AtomicU64>,
     /// Who is still there; written only when handles come and go.
     lifecycle: CachePadded<Lifecycle>,
@@ -409,14 +409,12 @@ impl Ring {
 
     // ---- the consumer -----------------------------------------------------
 
-    /// The header word at the consumer's read position. Releases first when
-    /// a whole lap is consumed but not zeroed: the word at `read` would
-    /// otherwise be the stale header at `head`.
+    /// The header word at the consumer's read position.
     #[inline]
-    fn read_header(&self, cursor: &mut Cursor) -> (usize, HeaderWord<'_>) {
-        if cursor.read - cursor.head == self.capacity() as u64 {
-            self.release(cursor);
-        }
+    fn read_header(&self, cursor: &Cursor) -> (usize, HeaderWord<'_>) {
+        // Every step releases once `release_every` (under a lap) is
+        // pending, so `read` never reaches the stale header at `head`.
+        debug_assert!(cursor.read - cursor.head < self.capacity() as u64);
         let pos = self.position(cursor.read);
         // SAFETY: `read` is a span boundary less than a lap ahead of `head`
         // (free space, or a claim's header, which producers only access
@@ -438,6 +436,7 @@ impl Ring {
             }
             Header::NotReady | Header::Entry(_) => return false,
         }
+        self.release_if_due(cursor);
         true
     }
 
@@ -475,17 +474,20 @@ impl Ring {
         self.buffer.bytes(&delivery.span)
     }
 
-    /// Marks a delivery consumed, without releasing.
-    #[inline]
-    pub(crate) fn advance(&self, cursor: &mut Cursor, delivery: Delivery) {
-        cursor.read += delivery.stride;
-        // The delivery (and under loom its guards) ends as this returns.
-    }
-
     /// Marks a delivery consumed; releases when enough is pending.
     #[inline]
     pub(crate) fn consume(&self, cursor: &mut Cursor, delivery: Delivery) {
-        self.advance(cursor, delivery);
+        cursor.read += delivery.stride;
+        // The delivery (and under loom its guards) ends here, before a
+        // release may zero its bytes.
+        drop(delivery);
+        self.release_if_due(cursor);
+    }
+
+    /// Releases once `release_every` bytes (an eighth of the ring) are
+    /// consumed but not released, so producers never wait on a long batch.
+    #[inline]
+    fn release_if_due(&self, cursor: &mut Cursor) {
         if cursor.read - cursor.head >= self.release_every {
             self.release(cursor);
         }

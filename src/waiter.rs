@@ -7,7 +7,7 @@
 
 use std::task::Waker;
 
-use crate::loom::{Mutex, MutexGuard, Thread};
+use crate::loom::{AtomicBool, Mutex, MutexGuard, Ordering, Thread};
 
 /// What to wake.
 pub(crate) enum Target {
@@ -17,8 +17,8 @@ pub(crate) enum Target {
     Task(Waker),
 }
 
-/// The consumer's registered wake-up target, plus the "woken on purpose"
-/// flag of [`WakeHandle`](crate::WakeHandle), both behind one mutex.
+/// The consumer's registered wake-up target, behind a mutex, and the
+/// "woken on purpose" flag of [`WakeHandle`](crate::WakeHandle).
 ///
 /// Ordering: a waker changes its condition (the producer count, the
 /// `woken` flag) *before* it locks the slot; the consumer registers in the
@@ -26,73 +26,70 @@ pub(crate) enum Target {
 /// either the waker finds the target or the consumer sees the condition: no
 /// lost wake-up. (New headers go through the sleeping flag and fences of
 /// `Ring::publish` instead, and reach the slot only when the flag is set,
-/// which the consumer does after registering.)
+/// which the consumer does after registering.) Checking the conditions
+/// takes no lock: between registering and parking the consumer blocks on
+/// nothing.
 pub(crate) struct Waiter {
-    slot: Mutex<Slot>,
-}
-
-struct Slot {
-    target: Option<Target>,
-    woken: bool,
+    slot: Mutex<Option<Target>>,
+    woken: AtomicBool,
 }
 
 impl Waiter {
     pub(crate) fn new() -> Waiter {
         Waiter {
-            slot: Mutex::new(Slot {
-                target: None,
-                woken: false,
-            }),
+            slot: Mutex::new(None),
+            woken: AtomicBool::new(false),
         }
     }
 
-    fn slot(&self) -> MutexGuard<'_, Slot> {
+    fn slot(&self) -> MutexGuard<'_, Option<Target>> {
         // A panic while holding this lock cannot leave the slot invalid.
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers the current thread as the one to unpark.
     pub(crate) fn register_thread(&self) {
-        self.slot().target = Some(Target::Thread(crate::loom::current()));
+        *self.slot() = Some(Target::Thread(crate::loom::current()));
     }
 
     /// Registers a task's waker (cloned only when it changed).
     pub(crate) fn register_task(&self, waker: &Waker) {
         let mut slot = self.slot();
-        if !matches!(&slot.target, Some(Target::Task(w)) if w.will_wake(waker)) {
-            slot.target = Some(Target::Task(waker.clone()));
+        if !matches!(&*slot, Some(Target::Task(w)) if w.will_wake(waker)) {
+            *slot = Some(Target::Task(waker.clone()));
         }
     }
 
     /// Forgets the registered target.
     pub(crate) fn clear(&self) {
-        self.slot().target = None;
+        *self.slot() = None;
     }
 
     /// Wakes the registered target, if any.
     pub(crate) fn wake(&self) {
-        let target = self.slot().target.take();
+        let target = self.slot().take();
         wake(target);
     }
 
     /// Marks a wake-up on purpose, then wakes.
     pub(crate) fn wake_on_purpose(&self) {
-        let target = {
-            let mut slot = self.slot();
-            slot.woken = true;
-            slot.target.take()
-        };
-        wake(target);
+        // Release: pairs with the consumer's Acquire, and the lock below
+        // comes after it (see the type's docs).
+        self.woken.store(true, Ordering::Release);
+        self.wake();
     }
 
     /// Whether a wake-up on purpose is pending (without taking it).
     pub(crate) fn is_woken(&self) -> bool {
-        self.slot().woken
+        // Acquire: see `wake_on_purpose`.
+        self.woken.load(Ordering::Acquire)
     }
 
     /// Takes a pending wake-up on purpose.
     pub(crate) fn take_woken(&self) -> bool {
-        std::mem::take(&mut self.slot().woken)
+        // Load first: the common answer (no) costs no write.
+        // Acquire: see `wake_on_purpose`.
+        self.woken.load(Ordering::Acquire) && self.woken.swap(false, Ordering::Acquire)
     }
 }
 

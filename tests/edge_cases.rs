@@ -1,6 +1,6 @@
 //! The places where rings of this design have had real bugs, one test each.
 
-use mpring::{Alignment, Consumer, Producer, Ring};
+use mpring::{Alignment, Consumer, Producer, ReserveError, Ring};
 
 fn ring(capacity: usize) -> (Producer, Consumer) {
     Ring::new(capacity).unwrap()
@@ -381,4 +381,50 @@ fn handles_are_send_and_sync_as_documented() {
     send::<mpring::Entry<'static>>();
     send::<mpring::Ring>();
     sync::<mpring::Ring>();
+}
+
+/// Review finding: a long batch must hand space back at the documented
+/// threshold (an eighth of the ring), not only at its end, or listeners get
+/// `Full` for as long as the batch lasts.
+#[test]
+fn read_batch_releases_space_inside_the_batch() {
+    // 256 bytes, 8 entries of stride 32 fill it; an eighth is 32 bytes, so
+    // every consumed entry is released before the next callback runs.
+    let (producer, mut consumer) = ring(256);
+    for i in 0..8u8 {
+        producer.push(&[i; 24]).unwrap();
+    }
+    assert_eq!(producer.push(&[0; 24]), Err(ReserveError::Full));
+    let mut pushed = Vec::new();
+    let n = consumer.read_batch(8, |entry| {
+        // The entry being read is not consumed yet; each one before it is.
+        let id = 100 + entry[0];
+        pushed.push(producer.push(&[id; 24]).is_ok());
+    });
+    assert_eq!(n, 8);
+    assert_eq!(pushed, [false, true, true, true, true, true, true, true]);
+    let rest = read_all(&mut consumer);
+    let want: Vec<Vec<u8>> = (1..8u8).map(|i| vec![100 + i; 24]).collect();
+    assert_eq!(rest, want);
+}
+
+/// The same threshold applies when the consumer steps over a long run of
+/// skipped spans: it releases on the way, never holding a lap back.
+#[test]
+fn stepping_over_many_skipped_spans_releases_as_it_goes() {
+    let (producer, mut consumer) = ring(256);
+    for lap in 0..4u8 {
+        // A held reservation at the front keeps the aborts behind it from
+        // being handed back: each becomes a skipped span.
+        let front = producer.reserve(8).unwrap();
+        let aborted: Vec<_> = (0..6).map(|_| producer.reserve(8).unwrap()).collect();
+        let last = producer.reserve(8).unwrap();
+        drop(aborted);
+        drop(front);
+        let mut last = last;
+        last.copy_from_slice(&[lap; 8]);
+        last.commit();
+        assert_eq!(read_all(&mut consumer), vec![vec![lap; 8]]);
+        assert_eq!(consumer.used_bytes(), 0);
+    }
 }

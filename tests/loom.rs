@@ -1,4 +1,4 @@
-//! Loom models of every protocol step, run on the production code (the
+//! Loom models of the protocol steps, run on the production code (the
 //! crate's `loom` shim swaps in loom's atomics and tracks every 8-byte word
 //! of the buffer as a loom cell, so a data race on payload bytes fails the
 //! model, not only a wrong header).
@@ -6,12 +6,21 @@
 //! Run with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg mpring_loom" LOOM_MAX_PREEMPTIONS=4 cargo test --release --test loom
+//! RUSTFLAGS="--cfg mpring_loom" LOOM_MAX_PREEMPTIONS=4 \
+//!     cargo test --profile loom --target-dir target/loom --test loom
 //! ```
 //!
-//! The bound of 4 preemptions (CI's setting) explores every interleaving
-//! with at most four forced context switches. With 5 the same models pass
-//! too and take about a minute on a 2-core machine.
+//! The `loom` profile is `release` with debug assertions and overflow
+//! checks on, so the protocol's `debug_assert!`s and the buffer's bounds
+//! checks run inside the models. The bound of 4 preemptions (CI's setting)
+//! explores every interleaving with at most four forced context switches.
+//!
+//! What loom cannot cover here: interleavings with more preemptions than
+//! the bound; executions outside loom's memory model (load buffering, and
+//! SeqCst fences combined with RMWs: see `wait_twice_woken_by_a_handle_and_by_a_commit`);
+//! real timing (spins, timeouts); rings and thread counts larger than the
+//! models'. The stress tests (also under ThreadSanitizer and Miri) and the
+//! proptest model cover those.
 #![cfg(mpring_loom)]
 
 use loom::thread;
@@ -250,6 +259,47 @@ fn sixteen_byte_alignment_zero_length_and_abort_after_padding() {
     });
 }
 
+/// The cached head is handed from producer to producer: one finds the
+/// cached copy stale, loads the real head and refreshes the copy; another
+/// claims on the strength of that copy alone, without loading the head.
+/// The consumer's zeroing of the released bytes must happen before the
+/// second producer's writes, through the cache's Release store and Acquire
+/// load (weaken either to Relaxed and this model reports a race on the
+/// payload words, or a claimed word that is not zero).
+#[test]
+fn cached_head_handed_from_producer_to_producer() {
+    loom::model(|| {
+        // Two 8-byte entries (stride 16 each) fill the ring; the cached
+        // head says 0.
+        let (producer, mut consumer) = Ring::new(32).unwrap();
+        producer.push(&[1; 8]).unwrap();
+        producer.push(&[2; 8]).unwrap();
+        let racers: Vec<_> = (3..=4u8)
+            .map(|id| {
+                let producer = producer.clone();
+                thread::spawn(move || producer.push(&[id; 8]).is_ok())
+            })
+            .collect();
+        // Reads both, releasing (and zeroing) each as it goes; may read a
+        // racer's entry in the same batch.
+        let mut got = drain(&mut consumer);
+        assert_eq!(got[..2], [vec![1; 8], vec![2; 8]]);
+        let won: Vec<u8> = racers
+            .into_iter()
+            .zip(3..=4u8)
+            .filter_map(|(t, id)| t.join().unwrap().then_some(id))
+            .collect();
+        got.extend(drain(&mut consumer));
+        let got = &got[2..];
+        let mut ids: Vec<u8> = got.iter().map(|e| e[0]).collect();
+        ids.sort();
+        assert_eq!(ids, won);
+        for e in got {
+            assert_eq!(e, &vec![e[0]; 8]);
+        }
+    });
+}
+
 // ---- waiting ---------------------------------------------------------------
 // A lost wake-up shows up as loom's deadlock report: the consumer parked and
 // nothing unparks it.
@@ -348,5 +398,44 @@ fn async_wait_is_woken_by_a_commit() {
         });
         assert_eq!(&*consumer.read().unwrap(), b"task");
         drop(writer.join().unwrap());
+    });
+}
+
+/// A consumer that sleeps twice: the first wait is ended by a wake handle,
+/// the second by a commit (or the other way round), so the second wait
+/// registers and announces again after the first wake-up cleared the flag.
+///
+/// Not modelled: two waits each ended by a *commit* (one producer
+/// committing twice, or two producers once each). loom 0.7 reports a
+/// deadlock there that the C11 model rules out: the producer's `swap` of
+/// the sleeping flag for its first commit is ordered before the consumer's
+/// second announcement, and after its SeqCst fence the producer's load of
+/// the flag still returns the value from before that announcement (loom
+/// models RMWs and SeqCst fences together incompletely; see loom#254 and
+/// its README). That case is covered by the `waiting` tests run under
+/// ThreadSanitizer, and by the stress test's waiting consumer with spin 0,
+/// which sleeps on almost every empty poll.
+#[test]
+fn wait_twice_woken_by_a_handle_and_by_a_commit() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let handle = consumer.wake_handle();
+        let other = thread::spawn(move || {
+            handle.wake();
+            producer.push(b"x").unwrap();
+            producer
+        });
+        let first = consumer.wait();
+        if first == Ok(()) {
+            assert_eq!(&*consumer.read().unwrap(), b"x");
+        }
+        let second = consumer.wait();
+        if second == Ok(()) {
+            assert_eq!(&*consumer.read().unwrap(), b"x");
+        }
+        let mut outcomes = [first, second];
+        outcomes.sort_by_key(|o| o.is_ok());
+        assert_eq!(outcomes, [Err(mpring::WaitError::Woken), Ok(())]);
+        drop(other.join().unwrap());
     });
 }

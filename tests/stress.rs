@@ -86,11 +86,33 @@ fn fill(buf: &mut [u8], id: usize, seq: u64) {
     }
 }
 
+/// How the consumer spends an empty poll.
+#[derive(Clone, Copy, PartialEq)]
+enum Idle {
+    /// Yields and polls again.
+    Yield,
+    /// Blocks in `wait()` with spin 0: it sleeps on almost every empty poll,
+    /// and each wake-up races with the next commit.
+    Sleep,
+}
+
 fn stress(capacity: usize, alignment: Alignment, producers: usize, steps: u64, seed: u64) {
+    stress_idle(capacity, alignment, producers, steps, seed, Idle::Yield);
+}
+
+fn stress_idle(
+    capacity: usize,
+    alignment: Alignment,
+    producers: usize,
+    steps: u64,
+    seed: u64,
+    idle: Idle,
+) {
     let (producer, mut consumer) = Ring::builder(capacity)
         .alignment(alignment)
         .build()
         .unwrap();
+    consumer.set_spin(std::time::Duration::ZERO);
     let max = producer.max_payload();
     let workers: Vec<_> = (0..producers)
         .map(|id| {
@@ -185,7 +207,13 @@ fn stress(capacity: usize, alignment: Alignment, producers: usize, steps: u64, s
             if done {
                 break;
             }
-            thread::yield_now();
+            match idle {
+                Idle::Yield => thread::yield_now(),
+                Idle::Sleep => match consumer.wait() {
+                    Ok(()) | Err(mpring::WaitError::Disconnected) => {}
+                    Err(e) => panic!("{e}"),
+                },
+            }
         }
     }
     for worker in workers {
@@ -227,6 +255,11 @@ mod full {
     }
 
     #[test]
+    fn consumer_sleeps_on_every_empty_poll() {
+        stress_idle(1024, Alignment::Eight, 3, 20_000, 7, Idle::Sleep);
+    }
+
+    #[test]
     fn more_producers_than_cores() {
         stress(4096, Alignment::Eight, 8, 5_000, 4);
     }
@@ -238,4 +271,5 @@ fn small_concurrent_stress() {
     let steps = if cfg!(miri) { 40 } else { 2_000 };
     stress(128, Alignment::Eight, 2, steps, 5);
     stress(128, Alignment::Sixteen, 3, steps / 2, 6);
+    stress_idle(256, Alignment::Eight, 2, steps, 8, Idle::Sleep);
 }

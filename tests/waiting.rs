@@ -204,3 +204,86 @@ fn a_wait_that_timed_out_leaves_the_ring_usable() {
         assert!(consumer.read().is_none());
     }
 }
+
+/// Review finding: "spin forever" (`Duration::MAX`) must not overflow the
+/// clock; such a wait still ends on an entry, a deadline, a wake-up or the
+/// end of the stream.
+#[test]
+fn a_spin_of_duration_max_waits_without_panicking() {
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    consumer.set_spin(Duration::MAX);
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_millis(10)),
+        Err(WaitError::Timeout)
+    );
+    let pusher = {
+        let producer = producer.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(10));
+            producer.push(b"late").unwrap();
+        })
+    };
+    assert_eq!(consumer.wait(), Ok(()));
+    assert_eq!(&*consumer.read().unwrap(), b"late");
+    pusher.join().unwrap();
+
+    let handle = consumer.wake_handle();
+    let waker = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(10));
+        handle.wake();
+    });
+    assert_eq!(consumer.wait(), Err(WaitError::Woken));
+    waker.join().unwrap();
+
+    let dropper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(10));
+        drop(producer);
+    });
+    assert_eq!(consumer.wait(), Err(WaitError::Disconnected));
+    dropper.join().unwrap();
+}
+
+/// Review finding: a `ready()` future dropped while pending (a `select!`
+/// that took another branch) takes its announcement back: the next commit
+/// wakes no stale waker.
+#[test]
+fn a_dropped_ready_future_leaves_no_stale_waker() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = count.clone().into();
+    let mut cx = Context::from_waker(&waker);
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    let mut ready = Box::pin(consumer.ready());
+    assert!(ready.as_mut().poll(&mut cx).is_pending());
+    drop(ready);
+    producer.push(b"x").unwrap();
+    assert_eq!(count.0.load(Ordering::SeqCst), 0, "a stale waker was woken");
+
+    assert_eq!(consumer.read().as_deref(), Some(&b"x"[..]));
+
+    // A future still alive is woken as before.
+    let mut ready = Box::pin(consumer.ready());
+    assert!(ready.as_mut().poll(&mut cx).is_pending());
+    producer.push(b"y").unwrap();
+    assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    assert_eq!(ready.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+}
+
+/// `read_batch_timeout` with `max == 0` waits, then hands out nothing.
+#[test]
+fn a_batch_of_zero_returns_zero_after_waiting() {
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    producer.push(b"a").unwrap();
+    assert_eq!(
+        consumer.read_batch_timeout(0, Duration::from_secs(1), |_| ()),
+        Ok(0)
+    );
+    assert_eq!(consumer.read().as_deref(), Some(&b"a"[..]));
+}
