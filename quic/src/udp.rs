@@ -1,5 +1,4 @@
-//! UDP socket helpers shared by the UDP examples and the quinn test.
-#![allow(dead_code)] // each includer uses a different part
+//! UDP socket helpers.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -1,5 +1,4 @@
-//! A quinn server socket whose receive path runs through mpring, shared by
-//! `tests/quinn_echo.rs` and `examples/quinn_echo.rs`.
+//! A quinn server socket whose receive path runs through mpring.
 //!
 //! Receive: listener threads block on `SO_REUSEPORT` sockets bound to one
 //! loopback port and receive straight into ring reservations (32 bytes of
@@ -7,8 +6,6 @@
 //! `poll_recv` through the consumer's async wait. Send: straight to one of
 //! the listener sockets (the same port, so peers see one address).
 //!
-//! This adapter is example and test code, not part of mpring's API.
-#![allow(dead_code)] // each includer uses a different part
 
 use std::fmt;
 use std::io::{self, ErrorKind, IoSliceMut};

@@ -1,10 +1,10 @@
 //! Space claimed by a producer, written in place.
 
 use std::fmt;
+use std::io;
 use std::ops::{Deref, DerefMut};
 
-use crate::ring::Claim;
-use crate::Ring;
+use crate::ring::{Claim, Shared};
 
 /// Space reserved in the ring by [`Producer::reserve`](crate::Producer::reserve),
 /// written in place and then published.
@@ -19,23 +19,34 @@ use crate::Ring;
 /// - dropping it (also by a panic unwinding through the writer) aborts it:
 ///   the consumer steps over its bytes.
 ///
-/// Leaking a reservation (`mem::forget`) is safe, but its header is never
-/// published, so the consumer stops there for good and the entries reserved
-/// after it are never read.
+/// It also implements [`io::Write`]: writes fill it from the start, and
+/// [`commit_written`](Reservation::commit_written) publishes exactly what
+/// was written.
+///
+/// Entries are read in reservation order, so a reservation holds up every
+/// entry reserved after it until it is committed or dropped: fill it
+/// promptly (a UDP listener waits until its socket is readable *before* it
+/// reserves, never blocks in `recv` while holding one). Leaking a
+/// reservation (`mem::forget`) is safe, but its header is never published,
+/// so the consumer stops there for good and the entries reserved after it
+/// are never read.
 #[must_use = "a reservation is aborted when dropped; call `commit` to publish it"]
 pub struct Reservation<'a> {
-    ring: &'a Ring,
+    ring: &'a Shared,
     /// `None` once finished (only inside `commit` and `drop`).
     claim: Option<Claim>,
     len: usize,
+    /// Bytes written through `io::Write`, from the start.
+    written: usize,
 }
 
 impl<'a> Reservation<'a> {
-    pub(crate) fn new(ring: &'a Ring, claim: Claim, len: usize) -> Reservation<'a> {
+    pub(crate) fn new(ring: &'a Shared, claim: Claim, len: usize) -> Reservation<'a> {
         Reservation {
             ring,
             claim: Some(claim),
             len,
+            written: 0,
         }
     }
 
@@ -51,10 +62,11 @@ impl<'a> Reservation<'a> {
         }
     }
 
-    /// Publishes only the first `len` bytes.
+    /// Publishes only the first `len` bytes; the rest goes back to the ring.
     ///
     /// # Panics
-    /// If `len` is larger than the reservation (the entry is then aborted).
+    /// If `len` is larger than the reservation (a caller bug; the entry is
+    /// then aborted, and the panic points at the caller).
     ///
     /// ```
     /// let (producer, mut consumer) = mpring::Ring::new(4096)?;
@@ -65,6 +77,7 @@ impl<'a> Reservation<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[track_caller]
     pub fn commit_len(mut self, len: usize) {
         assert!(
             len <= self.len,
@@ -75,11 +88,42 @@ impl<'a> Reservation<'a> {
         self.commit();
     }
 
+    /// Publishes the bytes written through [`io::Write`] (from the start),
+    /// whatever else was done to the reservation's bytes.
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let (producer, mut consumer) = mpring::Ring::new(4096)?;
+    /// let mut r = producer.reserve(64)?;
+    /// write!(r, "{} + {} = {}", 1, 2, 1 + 2)?;
+    /// r.commit_written();
+    /// assert_eq!(&*consumer.read().unwrap(), b"1 + 2 = 3");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn commit_written(mut self) {
+        self.len = self.written;
+        self.commit();
+    }
+
     /// Shortens the reservation to `len` bytes (no effect if it is not
     /// longer); a later `commit` publishes only those.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(4096)?;
+    /// let mut r = producer.reserve(1500)?;
+    /// r[..2].copy_from_slice(b"hi");
+    /// r.truncate(2);
+    /// assert_eq!(r.len(), 2);
+    /// r.commit();
+    /// assert_eq!(&*consumer.read().unwrap(), b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+        self.written = self.written.min(self.len);
     }
 
     /// Drops the reservation without publishing it (the same as `drop`).
@@ -109,6 +153,25 @@ impl DerefMut for Reservation<'_> {
     }
 }
 
+/// Fills the reservation from the start; a write past its end writes what
+/// fits (and then `Ok(0)`, which `write_all` reports as
+/// [`io::ErrorKind::WriteZero`]).
+impl io::Write for Reservation<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let at = self.written;
+        let n = buf.len().min(self.len - at);
+        self[at..at + n].copy_from_slice(&buf[..n]);
+        self.written += n;
+        Ok(n)
+    }
+
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Drop for Reservation<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -122,6 +185,7 @@ impl fmt::Debug for Reservation<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
             .field("len", &self.len)
+            .field("written", &self.written)
             .finish_non_exhaustive()
     }
 }

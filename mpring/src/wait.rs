@@ -1,149 +1,17 @@
-//! The consumer side.
+//! Waiting for entries: blocking waits with a deadline, the async
+//! [`Ready`] future, and how long a wait polls before it sleeps. The
+//! handshake with the producers is `crate::sleep`'s.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::loom::Arc;
-use crate::ring::Cursor;
-use crate::{Entry, Ready, Ring, WaitError, WakeHandle};
+use crate::{Consumer, Entry, WaitError, WakeHandle};
 
 /// How long a blocking wait polls before it sleeps, unless set otherwise.
-const DEFAULT_SPIN: Duration = Duration::from_micros(5);
-
-/// The consumer side: exactly one per ring, `Send`, not `Clone`.
-///
-/// Entries come out in reservation order and are read in place. Consumed
-/// space is zeroed and handed back to producers in batches: when a read
-/// finds nothing more, at the end of every [`read_batch`](Consumer::read_batch),
-/// on [`release`](Consumer::release), or once an eighth of the ring is
-/// pending. A consumer that has caught up therefore holds back no space.
-///
-/// Dropping the consumer makes every later reservation fail with
-/// [`ReserveError::Disconnected`](crate::ReserveError::Disconnected).
-pub struct Consumer {
-    ring: Arc<Ring>,
-    cursor: Cursor,
-    /// How long a blocking wait polls before it sleeps.
-    spin: Duration,
-}
-
-impl Consumer {
-    pub(crate) fn new(ring: Arc<Ring>) -> Consumer {
-        Consumer {
-            ring,
-            cursor: Cursor::default(),
-            spin: DEFAULT_SPIN,
-        }
-    }
-
-    /// The next entry, read in place, or `None` when the next entry in
-    /// reservation order is not committed yet (or there is none).
-    ///
-    /// The entry is consumed when the returned guard is dropped; a guard
-    /// leaked with `mem::forget` leaves the entry unread (it comes back on the
-    /// next call).
-    ///
-    /// ```
-    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
-    /// producer.push(b"one")?;
-    /// producer.push(b"two")?;
-    /// while let Some(entry) = consumer.read() {
-    ///     println!("{} bytes", entry.len());
-    /// }
-    /// assert!(consumer.is_empty());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[inline]
-    pub fn read(&mut self) -> Option<Entry<'_>> {
-        match self.ring.next(&mut self.cursor) {
-            Some(delivery) => Some(Entry::new(&self.ring, &mut self.cursor, delivery)),
-            None => {
-                // Caught up: hold back no space.
-                self.ring.release(&mut self.cursor);
-                None
-            }
-        }
-    }
-
-    /// Hands up to `max` ready entries to `f`, in order, and returns how
-    /// many entries `f` saw.
-    ///
-    /// Space is released (zeroed and handed back to producers) at the end
-    /// of the batch and, inside a long batch, each time an eighth of the
-    /// ring has been consumed: producers never see `Full` for as long as a
-    /// batch lasts.
-    ///
-    /// If `f` panics, the entries before the one it panicked on are
-    /// consumed and released; that one is not (it is read again next time).
-    ///
-    /// ```
-    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
-    /// for i in 0..10u8 {
-    ///     producer.push(&[i; 3])?;
-    /// }
-    /// let mut sum = 0u32;
-    /// let n = consumer.read_batch(64, |entry| sum += u32::from(entry[0]));
-    /// assert_eq!((n, sum), (10, 45));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[inline]
-    pub fn read_batch<F>(&mut self, max: usize, mut f: F) -> usize
-    where
-        F: FnMut(&[u8]),
-    {
-        let batch = Batch {
-            ring: &self.ring,
-            cursor: &mut self.cursor,
-        };
-        let mut n = 0;
-        while n < max {
-            let Some(delivery) = batch.ring.next(batch.cursor) else {
-                break;
-            };
-            f(batch.ring.bytes(&delivery));
-            batch.ring.consume(batch.cursor, delivery);
-            n += 1;
-        }
-        n
-    }
-
-    /// Zeroes the space of every consumed entry and hands it back to the
-    /// producers now, instead of at the next batch boundary.
-    pub fn release(&mut self) {
-        self.ring.release(&mut self.cursor);
-    }
-
-    /// Whether nothing is left to read: no entry committed or reserved
-    /// after the ones already consumed. A snapshot: producers may reserve
-    /// right after.
-    ///
-    /// Also `false` while only padding or a skipped span (an aborted or
-    /// shortened reservation) lies ahead: the next [`read`](Consumer::read)
-    /// steps over it and then returns `None`.
-    pub fn is_empty(&self) -> bool {
-        self.ring.unread_bytes(&self.cursor) == 0
-    }
-
-    /// Bytes not free for producers right now: entries (committed or still
-    /// being written) with their headers and padding, including consumed
-    /// entries whose space is not released yet. A snapshot.
-    pub fn used_bytes(&self) -> usize {
-        self.ring.unread_bytes(&self.cursor) + self.ring.pending_bytes(&self.cursor)
-    }
-
-    /// Whether every [`Producer`](crate::Producer) handle has been dropped.
-    /// Entries committed before that can still be read: the stream has
-    /// ended once this is true and [`read`](Consumer::read) returns `None`.
-    pub fn is_disconnected(&self) -> bool {
-        self.ring.producers() == 0
-    }
-
-    /// The buffer's size in bytes.
-    pub fn capacity(&self) -> usize {
-        self.ring.capacity()
-    }
-}
+pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(5);
 
 /// # Waiting
 impl Consumer {
@@ -222,6 +90,26 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`wait_timeout`](Consumer::wait_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mpring::WaitError;
+    ///
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// let listener = std::thread::spawn(move || producer.push(b"datagram"));
+    /// let mut seen = 0;
+    /// loop {
+    ///     match consumer.read_batch_timeout(64, Duration::from_millis(100), |_| seen += 1) {
+    ///         Ok(_) => {}
+    ///         Err(WaitError::Timeout) => { /* run timers */ }
+    ///         Err(WaitError::Disconnected) => break, // every producer is gone, all read
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// assert_eq!(seen, 1);
+    /// listener.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_batch_timeout<F>(
         &mut self,
         max: usize,
@@ -241,6 +129,21 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`wait_deadline`](Consumer::wait_deadline).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use mpring::WaitError;
+    ///
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push(b"datagram")?;
+    /// let next_timer = Instant::now() + Duration::from_millis(10);
+    /// let mut lens = Vec::new();
+    /// assert_eq!(consumer.read_batch_deadline(64, next_timer, |d| lens.push(d.len())), Ok(1));
+    /// // Nothing more before the timer is due.
+    /// assert_eq!(consumer.read_batch_deadline(64, next_timer, |_| ()), Err(WaitError::Timeout));
+    /// assert_eq!(lens, [8]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_batch_deadline<F>(
         &mut self,
         max: usize,
@@ -263,29 +166,57 @@ impl Consumer {
     /// asleep, so the next commit pays for a wake-up even if the task has
     /// lost interest; the [`ready`](Consumer::ready) future takes that back
     /// when it is dropped, so prefer it in `select!`.
+    ///
+    /// # Errors
+    /// `Ready(Err(..))` with [`WaitError::Disconnected`] or
+    /// [`WaitError::Woken`].
+    ///
+    /// ```
+    /// use std::future::poll_fn;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::sync::Arc;
+    /// #     use std::task::{Context, Poll, Wake};
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl Wake for Unpark { fn wake(self: Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Arc::new(Unpark(std::thread::current())).into();
+    /// #     let mut cx = Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         match f.as_mut().poll(&mut cx) { Poll::Ready(v) => return v, Poll::Pending => std::thread::park() }
+    /// #     }
+    /// # }
+    ///
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// let listener = std::thread::spawn(move || producer.push(b"datagram"));
+    /// block_on(async {
+    ///     // In a hand-written future's `poll`, or through `poll_fn`:
+    ///     poll_fn(|cx| consumer.poll_ready(cx)).await.unwrap();
+    /// });
+    /// assert_eq!(&*consumer.read().unwrap(), b"datagram");
+    /// listener.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WaitError>> {
         if let Some(outcome) = self.check() {
             return Poll::Ready(outcome);
         }
-        // Register, announce, then look again (see `Waiter` and `Ring::publish`).
-        self.ring.waiter().register_task(cx.waker());
-        self.ring.announce_sleep();
+        let ring = self.ring.clone();
+        let announced = ring.sleep().announce_task(cx.waker());
         match self.check() {
-            Some(outcome) => {
-                self.ring.end_sleep();
-                self.ring.waiter().clear();
-                Poll::Ready(outcome)
+            // The guard's drop takes the announcement back.
+            Some(outcome) => Poll::Ready(outcome),
+            None => {
+                // The producer that sees the flag wakes the task.
+                announced.keep();
+                Poll::Pending
             }
-            // The producer that sees the flag wakes the task.
-            None => Poll::Pending,
         }
     }
 
     /// Takes back the announcement of a `poll_ready` that returned
     /// `Pending` and will not be polled again.
     pub(crate) fn cancel_sleep(&mut self) {
-        self.ring.end_sleep();
-        self.ring.waiter().clear();
+        self.ring.sleep().cancel();
     }
 
     /// A future for [`poll_ready`](Consumer::poll_ready).
@@ -339,7 +270,7 @@ impl Consumer {
         // Poll for a while before sleeping: a busy ring refills within
         // microseconds, and every sleep costs the producer that ends it a
         // system call.
-        let mut spun = cfg!(mpring_loom) || self.spin.is_zero();
+        let mut spun = crate::loom::LOOM || self.spin.is_zero();
         loop {
             if let Some(outcome) = self.check() {
                 return outcome;
@@ -354,18 +285,16 @@ impl Consumer {
                 }
                 continue;
             }
-            // Register, announce, then look again (see `Waiter` and
-            // `Ring::publish`): a commit after this point sees the flag.
-            self.ring.waiter().register_thread();
-            self.ring.announce_sleep();
+            // Register, announce, then look again (see `crate::sleep`): a
+            // commit after this point sees the flag.
+            let announced = self.ring.sleep().announce_thread();
             if self.ring.next(&mut self.cursor).is_none()
-                && !self.ring.waiter().is_woken()
+                && !self.ring.sleep().is_woken()
                 && self.ring.producers() != 0
             {
                 crate::loom::park_until(deadline);
             }
-            self.ring.end_sleep();
-            self.ring.waiter().clear();
+            drop(announced);
         }
     }
 
@@ -401,7 +330,7 @@ impl Consumer {
         }
         // Caught up: hold back no space while waiting.
         self.ring.release(&mut self.cursor);
-        if self.ring.waiter().take_woken() {
+        if self.ring.sleep().take_woken() {
             return Some(Err(WaitError::Woken));
         }
         if self.ring.producers() == 0 {
@@ -415,30 +344,49 @@ impl Consumer {
     }
 }
 
-/// Releases at the end of a batch, also when the callback panics.
-struct Batch<'a> {
-    ring: &'a Ring,
-    cursor: &'a mut Cursor,
+/// A future that resolves once an entry is ready to read (or the stream
+/// ended, or a [`WakeHandle`](crate::WakeHandle) woke the consumer); made
+/// by [`Consumer::ready`]. Works with any executor: it only uses the
+/// task's `Waker`.
+#[must_use = "futures do nothing unless polled"]
+pub struct Ready<'a> {
+    consumer: &'a mut Consumer,
+    /// The last poll left the consumer announced as asleep.
+    pending: bool,
 }
 
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        self.ring.release(self.cursor);
+impl<'a> Ready<'a> {
+    pub(crate) fn new(consumer: &'a mut Consumer) -> Ready<'a> {
+        Ready {
+            consumer,
+            pending: false,
+        }
     }
 }
 
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        self.ring.waiter().clear();
-        self.ring.close_consumer();
+impl Future for Ready<'_> {
+    type Output = Result<(), WaitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let poll = self.consumer.poll_ready(cx);
+        self.pending = poll.is_pending();
+        poll
     }
 }
 
-impl fmt::Debug for Consumer {
+impl Drop for Ready<'_> {
+    fn drop(&mut self) {
+        // Dropped while pending (a `select!` took another branch): take the
+        // sleeping flag and the waker back, so that the next commit does
+        // not pay for a wake-up nobody waits for.
+        if self.pending {
+            self.consumer.cancel_sleep();
+        }
+    }
+}
+
+impl fmt::Debug for Ready<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer")
-            .field("ring", &*self.ring)
-            .field("cursor", &self.cursor)
-            .finish()
+        f.debug_struct("Ready").finish_non_exhaustive()
     }
 }

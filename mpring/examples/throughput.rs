@@ -10,19 +10,55 @@ use std::time::Instant;
 
 use mpring::{ReserveError, Ring};
 
-fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
-    let producers = args.next().unwrap_or(Ok(2)).expect("producers: a number");
-    let messages = args
-        .next()
-        .unwrap_or(Ok(2_000_000))
-        .expect("messages: a number");
-    let capacity = args
-        .next()
-        .unwrap_or(Ok(1 << 20))
-        .expect("capacity: a number");
+const HELP: &str = "\
+Producers -> mpring -> one consumer: entries/s and MB/s.
 
-    let (producer, mut consumer) = Ring::new(capacity).expect("capacity: a power of two");
+USAGE: cargo run --release --example throughput -- [PRODUCERS] [MESSAGES] [CAPACITY]
+
+  PRODUCERS   producer threads (default 2)
+  MESSAGES    messages per producer (default 2000000)
+  CAPACITY    ring bytes, a power of two (default 1048576)";
+
+/// The positional numbers, or the message to print and exit with.
+fn parse_args() -> Result<[usize; 3], String> {
+    let mut values = [2, 2_000_000, 1 << 20];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}");
+        std::process::exit(0);
+    }
+    if args.len() > values.len() {
+        return Err(format!("too many arguments\n\n{HELP}"));
+    }
+    for (slot, arg) in values.iter_mut().zip(&args) {
+        *slot = arg
+            .parse()
+            .map_err(|_| format!("not a number: {arg}\n\n{HELP}"))?;
+    }
+    Ok(values)
+}
+
+fn main() -> std::process::ExitCode {
+    let [producers, messages, capacity] = match parse_args() {
+        Ok(values) => values,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{} threads ({producers} producers, 1 consumer) on {cores} cores",
+        producers + 1
+    );
+
+    let (producer, mut consumer) = match Ring::new(capacity) {
+        Ok(handles) => handles,
+        Err(e) => {
+            eprintln!("CAPACITY: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     println!(
         "{producers} producers x {messages} messages of 20..=1500 bytes, ring of {capacity} bytes"
     );

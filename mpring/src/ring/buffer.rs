@@ -1,44 +1,39 @@
-//! The ring's memory: one zero-initialised allocation, and the only module
-//! (with `ring.rs`) that touches it through raw pointers.
+//! The ring's memory: one zero-initialised allocation, touched through raw
+//! pointers here and nowhere else.
 //!
 //! Two kinds of access exist:
 //! - header words, always through atomics ([`Buffer::header`]);
 //! - payload bytes, through a [`WriteSpan`] (one producer) or a [`ReadSpan`]
 //!   (the consumer). A span is a token: it can only be made by an `unsafe`
-//!   claim whose caller (the protocol in `ring.rs`) promises exclusivity, and
-//!   owning it is what makes [`Buffer::bytes_mut`] and [`Buffer::bytes`] safe.
+//!   claim whose caller (the protocol, in `ring/mod.rs`) promises
+//!   exclusivity, and owning it is what makes [`Buffer::bytes_mut`] and
+//!   [`Buffer::bytes`] safe.
 //!
-//! Under `cfg(mpring_loom)` every 8-byte word also has a loom `UnsafeCell<()>`: a span
-//! holds loom's access guards on its words for as long as it lives, so loom
-//! reports a data race whenever the protocol lets two spans (or a span and a
-//! zeroing) overlap in time. Header words are modelled by separate loom
-//! atomics, which mirror the bytes a producer wrote when its span ends, so a
-//! stale payload word still looks like garbage to a header read, as it would
-//! on real hardware.
+//! This module is private to `ring`: nothing else can make a span or reach
+//! the memory. Under loom, [`Words`] checks every span and header access
+//! for data races; otherwise it is an empty type.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
 
-use crate::loom::{AtomicU64, Ordering};
+use crate::loom::{HeaderWord, ReadGuard, Words, WriteGuard};
 
 /// The buffer is aligned to this, so header words never straddle cache lines
 /// and position 0 starts a line.
 const BUFFER_ALIGN: usize = 128;
 
 /// One contiguous, zero-initialised, heap-allocated byte buffer.
-pub(crate) struct Buffer {
+pub(super) struct Buffer {
     ptr: NonNull<u8>,
     capacity: usize,
-    #[cfg(mpring_loom)]
-    headers: Box<[AtomicU64]>,
-    #[cfg(mpring_loom)]
-    cells: Box<[loom::cell::UnsafeCell<()>]>,
+    words: Words,
 }
 
 // SAFETY: the buffer is plain bytes owned by this value. Every concurrent
 // access goes through an atomic header word or through a span, and the
-// protocol in `ring.rs` hands out spans only for disjoint, exclusively owned
-// ranges (that is the contract of `claim_write` / `claim_read`).
+// protocol hands out spans only for disjoint, exclusively owned ranges (the
+// contract of `claim_write` / `claim_read`).
 unsafe impl Send for Buffer {}
 // SAFETY: as above: shared access only ever happens through atomics or
 // through spans whose exclusivity the claim's caller guarantees.
@@ -47,7 +42,7 @@ unsafe impl Sync for Buffer {}
 impl Buffer {
     /// Allocates `capacity` zeroed bytes, or `None` when the size is not
     /// representable or the allocator refuses it (never aborts).
-    pub(crate) fn new(capacity: usize) -> Option<Buffer> {
+    pub(super) fn new(capacity: usize) -> Option<Buffer> {
         debug_assert!(capacity.is_power_of_two() && capacity >= 16);
         let layout = Layout::from_size_align(capacity, BUFFER_ALIGN).ok()?;
         // SAFETY: the layout has a non-zero size (capacity >= 16).
@@ -56,18 +51,13 @@ impl Buffer {
         Some(Buffer {
             ptr,
             capacity,
-            #[cfg(mpring_loom)]
-            headers: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
-            #[cfg(mpring_loom)]
-            cells: (0..capacity / 8)
-                .map(|_| loom::cell::UnsafeCell::new(()))
-                .collect(),
+            words: Words::new(capacity),
         })
     }
 
     /// Size in bytes.
     #[inline]
-    pub(crate) fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.capacity
     }
 
@@ -78,28 +68,19 @@ impl Buffer {
     /// word at `pos` (so every access to it, while the returned handle
     /// lives, is atomic, or ordered by happens-before with this one).
     #[inline]
-    pub(crate) unsafe fn header(&self, pos: usize) -> HeaderWord<'_> {
+    pub(super) unsafe fn header(&self, pos: usize) -> HeaderWord<'_> {
         debug_assert!(pos % 8 == 0 && pos < self.capacity);
-        #[cfg(not(mpring_loom))]
-        {
-            // SAFETY: in bounds and 8-aligned (the buffer is 128-aligned and
-            // `pos` a multiple of 8), the memory lives as long as `self`, and
-            // the caller guarantees no non-atomic access races with this one.
-            HeaderWord(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(pos).cast::<u64>()) })
-        }
-        #[cfg(mpring_loom)]
-        {
-            HeaderWord {
-                atomic: &self.headers[pos / 8],
-                cell: &self.cells[pos / 8],
-            }
-        }
+        // SAFETY: in bounds and 8-aligned (the buffer is 128-aligned and
+        // `pos` a multiple of 8), the memory lives as long as `self`, and
+        // the caller guarantees no non-atomic access races with this one.
+        let real = unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(pos).cast::<u64>()) };
+        self.words.header(real, pos)
     }
 
     /// Hints the CPU to fetch the cache line at `pos` for writing soon.
     #[inline]
-    pub(crate) fn prefetch_write(&self, pos: usize) {
-        #[cfg(all(target_arch = "x86_64", not(mpring_loom), not(miri)))]
+    pub(super) fn prefetch_write(&self, pos: usize) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         {
             let at = self.ptr.as_ptr().wrapping_add(pos & (self.capacity - 1));
             // SAFETY: PREFETCHW only hints the cache (executes as a NOP
@@ -109,7 +90,7 @@ impl Buffer {
                 core::arch::asm!("prefetchw [{}]", in(reg) at, options(nostack, preserves_flags, readonly));
             }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(mpring_loom), not(miri))))]
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
         let _ = pos;
     }
 
@@ -117,28 +98,15 @@ impl Buffer {
     ///
     /// # Safety
     /// `[pos, pos + len)` lies inside this buffer, the span is used with
-    /// this buffer only, and until the returned span
-    /// is dropped no other span covers it and no one else reads or writes
-    /// those bytes (header words inside it included).
+    /// this buffer only, and until the returned span is dropped no other
+    /// span covers it and no one else reads or writes those bytes (header
+    /// words inside it included).
     #[inline]
-    pub(crate) unsafe fn claim_write(&self, pos: usize, len: usize) -> WriteSpan {
-        // Invariant 4, checked by loom: free space reads as zero.
-        #[cfg(mpring_loom)]
-        for w in self.words(pos, len) {
-            assert_eq!(
-                self.headers[w].load(Ordering::Relaxed),
-                0,
-                "claimed a word that is not zero"
-            );
-        }
+    pub(super) unsafe fn claim_write(&self, pos: usize, len: usize) -> WriteSpan {
         WriteSpan {
             pos,
             len,
-            #[cfg(mpring_loom)]
-            guards: self
-                .words(pos, len)
-                .map(|w| self.cells[w].get_mut())
-                .collect(),
+            _guard: self.words.write(pos, len),
         }
     }
 
@@ -146,22 +114,21 @@ impl Buffer {
     ///
     /// # Safety
     /// `[pos, pos + len)` lies inside this buffer, the span is used with this
-    /// buffer only, its bytes were published to
-    /// this thread (happens-before), and no one writes them until the
-    /// returned span is dropped.
+    /// buffer only, its bytes were published to this thread
+    /// (happens-before), and no one writes them until the returned span is
+    /// dropped.
     #[inline]
-    pub(crate) unsafe fn claim_read(&self, pos: usize, len: usize) -> ReadSpan {
+    pub(super) unsafe fn claim_read(&self, pos: usize, len: usize) -> ReadSpan {
         ReadSpan {
             pos,
             len,
-            #[cfg(mpring_loom)]
-            guards: self.words(pos, len).map(|w| self.cells[w].get()).collect(),
+            _guard: self.words.read(pos, len),
         }
     }
 
     /// The bytes a write span owns.
     #[inline]
-    pub(crate) fn bytes_mut<'a>(&'a self, span: &'a mut WriteSpan) -> &'a mut [u8] {
+    pub(super) fn bytes_mut<'a>(&'a self, span: &'a mut WriteSpan) -> &'a mut [u8] {
         debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
         // SAFETY: the span's claim guarantees that it is in bounds and that
         // nothing else accesses these bytes while the span lives; the
@@ -171,7 +138,7 @@ impl Buffer {
 
     /// The bytes a write span owns, for reading back.
     #[inline]
-    pub(crate) fn bytes_written<'a>(&'a self, span: &'a WriteSpan) -> &'a [u8] {
+    pub(super) fn bytes_written<'a>(&'a self, span: &'a WriteSpan) -> &'a [u8] {
         debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
         // SAFETY: the span's claim guarantees that it is in bounds and that
         // nothing else accesses these bytes while the span lives; the shared
@@ -181,28 +148,19 @@ impl Buffer {
 
     /// The bytes a read span covers.
     #[inline]
-    pub(crate) fn bytes<'a>(&'a self, span: &'a ReadSpan) -> &'a [u8] {
+    pub(super) fn bytes<'a>(&'a self, span: &'a ReadSpan) -> &'a [u8] {
         debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
         // SAFETY: the span's claim guarantees that it is in bounds, and that
         // the bytes were published to us and stay unwritten while it lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
     }
 
-    /// Ends a write span. Under loom, copies the written words into the
-    /// header models (so that a stale word would read as garbage, as it does
-    /// in real memory) before the guards go.
+    /// Ends a write span (under loom, the written words then show in the
+    /// header models, as a stale word would on real hardware).
     #[inline]
-    #[cfg_attr(not(mpring_loom), allow(unused_variables))]
-    pub(crate) fn end_write(&self, span: WriteSpan) {
-        #[cfg(mpring_loom)]
-        {
-            for w in self.words(span.pos, span.len) {
-                // SAFETY: in bounds and owned by the span we still hold.
-                let word = unsafe { self.ptr.as_ptr().add(w * 8).cast::<u64>().read() };
-                self.headers[w].store(word, Ordering::Relaxed);
-            }
-        }
-        // The span (and under loom its guards) ends as this function returns.
+    pub(super) fn end_write(&self, span: WriteSpan) {
+        self.words.end_write(span.pos, self.bytes_written(&span));
+        // The span, and under loom its guard, ends here.
     }
 
     /// Writes zeroes over `[pos, pos + len)`.
@@ -212,21 +170,11 @@ impl Buffer {
     /// and the caller owns the range exclusively: no span covers it and no one
     /// else accesses it until a later release/acquire hands it over.
     #[inline]
-    pub(crate) unsafe fn zero(&self, pos: usize, len: usize) {
+    pub(super) unsafe fn zero(&self, pos: usize, len: usize) {
         debug_assert!(pos % 8 == 0 && len % 8 == 0 && pos + len <= self.capacity);
-        #[cfg(mpring_loom)]
-        for w in self.words(pos, len) {
-            // Loom checks that no span holds this word right now.
-            self.cells[w].with_mut(|_| ());
-            self.headers[w].store(0, Ordering::Relaxed);
-        }
+        self.words.zero(pos, len);
         // SAFETY: in bounds, and the caller owns the range exclusively.
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(pos), 0, len) };
-    }
-
-    #[cfg(mpring_loom)]
-    fn words(&self, pos: usize, len: usize) -> std::ops::Range<usize> {
-        pos / 8..(pos + len).div_ceil(8)
     }
 }
 
@@ -239,71 +187,23 @@ impl Drop for Buffer {
     }
 }
 
-/// A header word. Under loom, every access is also recorded as a read of
-/// the word's cell, so that loom checks each atomic header access against
-/// the non-atomic zeroing of the same word (both must be ordered).
-#[cfg(not(mpring_loom))]
-pub(crate) struct HeaderWord<'a>(&'a AtomicU64);
-
-#[cfg(mpring_loom)]
-pub(crate) struct HeaderWord<'a> {
-    atomic: &'a AtomicU64,
-    cell: &'a loom::cell::UnsafeCell<()>,
-}
-
-impl HeaderWord<'_> {
-    #[inline]
-    pub(crate) fn load(&self, order: Ordering) -> u64 {
-        #[cfg(not(mpring_loom))]
-        {
-            self.0.load(order)
-        }
-        #[cfg(mpring_loom)]
-        {
-            let value = self.atomic.load(order);
-            // After the load, so that an Acquire orders it before what the
-            // reader does next.
-            self.cell.with(|_| ());
-            value
-        }
-    }
-
-    #[inline]
-    pub(crate) fn store(&self, value: u64, order: Ordering) {
-        #[cfg(not(mpring_loom))]
-        {
-            self.0.store(value, order)
-        }
-        #[cfg(mpring_loom)]
-        {
-            // Before the store, so that a Release publishes it.
-            self.cell.with(|_| ());
-            self.atomic.store(value, order)
-        }
-    }
-}
-
 /// Exclusive write access to a payload range; made only by
 /// [`Buffer::claim_write`].
-pub(crate) struct WriteSpan {
+pub(super) struct WriteSpan {
     pos: usize,
     len: usize,
-    #[cfg(mpring_loom)]
-    #[allow(dead_code)] // held for its drop: the access lasts as long as it
-    guards: Vec<loom::cell::MutPtr<()>>,
+    _guard: WriteGuard,
 }
 
 /// Shared read access to a published payload range; made only by
 /// [`Buffer::claim_read`].
-pub(crate) struct ReadSpan {
+pub(super) struct ReadSpan {
     pos: usize,
     len: usize,
-    #[cfg(mpring_loom)]
-    #[allow(dead_code)] // held for its drop: the access lasts as long as it
-    guards: Vec<loom::cell::ConstPtr<()>>,
+    _guard: ReadGuard,
 }
 
-#[cfg(all(test, not(mpring_loom)))]
+#[cfg(test)]
 mod tests {
     use super::Buffer;
     use crate::loom::Ordering;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::loom::Arc;
-use crate::Ring;
+use crate::ring::Shared;
 
 /// Wakes the ring's consumer from any thread, for example to make a
 /// datagram handler blocked in [`Consumer::wait`](crate::Consumer::wait)
@@ -27,17 +27,17 @@ use crate::Ring;
 /// ```
 #[derive(Clone)]
 pub struct WakeHandle {
-    ring: Arc<Ring>,
+    ring: Arc<Shared>,
 }
 
 impl WakeHandle {
-    pub(crate) fn new(ring: Arc<Ring>) -> WakeHandle {
+    pub(crate) fn new(ring: Arc<Shared>) -> WakeHandle {
         WakeHandle { ring }
     }
 
     /// Wakes the consumer (or makes its next wait return at once).
     pub fn wake(&self) {
-        self.ring.waiter().wake_on_purpose();
+        self.ring.sleep().wake_on_purpose();
     }
 }
 

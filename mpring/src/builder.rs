@@ -1,8 +1,59 @@
-//! Options for building a ring.
+//! Building a ring: [`Ring::new`] and [`Builder`].
 
 use crate::error::BuildError;
 use crate::loom::Arc;
-use crate::{Consumer, Producer, Ring};
+use crate::ring::Shared;
+use crate::{Consumer, Producer};
+
+/// A multi-producer, single-consumer ring of variable-length byte entries.
+///
+/// The ring itself lives in its handles: [`Ring::new`] (or
+/// [`Ring::builder`]) allocates it and returns a [`Producer`] (clone it for
+/// every producer thread) and the one [`Consumer`]. It is freed when the
+/// last handle is dropped.
+///
+/// ```
+/// let (producer, mut consumer) = mpring::Ring::new(1 << 16)?;
+/// producer.push(b"hello")?;
+/// assert_eq!(&*consumer.read().unwrap(), b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Ring {
+    _handles_only: (),
+}
+
+impl Ring {
+    /// Builds a ring of `capacity` bytes with the default (8-byte)
+    /// alignment, and returns its producer handle and its consumer.
+    ///
+    /// The largest payload is then `capacity / 2 - 8` bytes
+    /// ([`Producer::max_payload`]).
+    ///
+    /// # Errors
+    /// [`BuildError`] when `capacity` is zero, not a power of two, smaller
+    /// than 16 bytes, or cannot be allocated. A huge request never aborts
+    /// the process.
+    ///
+    /// ```
+    /// use mpring::{BuildError, Ring};
+    ///
+    /// let (producer, _consumer) = Ring::new(1 << 20)?; // 1 MiB
+    /// assert_eq!(producer.max_payload(), (1 << 19) - 8);
+    /// assert_eq!(Ring::new(1000).unwrap_err(), BuildError::NotPowerOfTwo { capacity: 1000 });
+    /// # Ok::<(), BuildError>(())
+    /// ```
+    #[allow(clippy::new_ret_no_self)] // like `std::sync::mpsc::channel`: the ring lives in its handles
+    pub fn new(capacity: usize) -> Result<(Producer, Consumer), BuildError> {
+        Builder::new(capacity).build()
+    }
+
+    /// A [`Builder`] for a ring of `capacity` bytes, to set options before
+    /// building.
+    pub fn builder(capacity: usize) -> Builder {
+        Builder::new(capacity)
+    }
+}
 
 /// The alignment of every entry in the buffer.
 ///
@@ -68,7 +119,7 @@ impl Builder {
     /// than two alignment units, or cannot be allocated. Never aborts the
     /// process on a huge request.
     pub fn build(self) -> Result<(Producer, Consumer), BuildError> {
-        let ring = Arc::new(Ring::allocate(self.capacity, self.alignment)?);
+        let ring = Arc::new(Shared::new(self.capacity, self.alignment)?);
         Ok((Producer::new(ring.clone()), Consumer::new(ring)))
     }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 
 use crate::error::ReserveError;
 use crate::loom::Arc;
-use crate::{Reservation, Ring};
+use crate::ring::Shared;
+use crate::Reservation;
 
 /// The producer side: a handle that every listener thread can share.
 ///
@@ -16,11 +17,11 @@ use crate::{Reservation, Ring};
 /// When the last handle is dropped the consumer sees
 /// [`Consumer::is_disconnected`](crate::Consumer::is_disconnected).
 pub struct Producer {
-    ring: Arc<Ring>,
+    ring: Arc<Shared>,
 }
 
 impl Producer {
-    pub(crate) fn new(ring: Arc<Ring>) -> Producer {
+    pub(crate) fn new(ring: Arc<Shared>) -> Producer {
         Producer { ring }
     }
 
@@ -33,8 +34,11 @@ impl Producer {
     /// [`truncate`](Reservation::truncate); drop it to abort.
     ///
     /// Entries are read in the order of their reservations, so a
-    /// reservation held for long holds back the entries reserved after it
-    /// (and one that is leaked with `mem::forget` blocks them for good).
+    /// reservation holds back every entry reserved after it until it is
+    /// committed or dropped (and one leaked with `mem::forget` blocks them
+    /// for good). Fill it promptly: a UDP listener waits until its socket
+    /// is readable, then reserves, receives without blocking and commits;
+    /// it never blocks in `recv` while holding a reservation.
     ///
     /// # Errors
     /// - [`ReserveError::Full`]: not enough free space now (retryable);
@@ -59,6 +63,17 @@ impl Producer {
     ///
     /// # Errors
     /// As [`reserve`](Producer::reserve).
+    ///
+    /// ```
+    /// use mpring::{ReserveError, Ring};
+    ///
+    /// let (producer, mut consumer) = Ring::new(64)?;
+    /// producer.push(b"datagram")?;
+    /// // The largest payload is half the ring less a header.
+    /// assert_eq!(producer.push(&[0; 64]), Err(ReserveError::TooLarge { len: 64, max: 24 }));
+    /// assert_eq!(&*consumer.read().unwrap(), b"datagram");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn push(&self, payload: &[u8]) -> Result<(), ReserveError> {
         let mut reservation = self.reserve(payload.len())?;
@@ -109,6 +124,13 @@ impl Producer {
 
     /// How many reservations (of all handles together) were refused with
     /// [`ReserveError::Full`] so far.
+    ///
+    /// ```
+    /// let (producer, _consumer) = mpring::Ring::new(64)?;
+    /// while producer.push(&[0; 8]).is_ok() {}
+    /// assert_eq!(producer.full_count(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn full_count(&self) -> u64 {
         self.ring.full_count()
     }

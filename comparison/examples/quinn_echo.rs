@@ -8,10 +8,7 @@
 //! cargo run --release --example quinn_echo -- [streams] [KiB per stream] [rounds]
 //! ```
 
-#[path = "../tests/support/quic.rs"]
-mod quic;
-#[path = "../tests/support/udp.rs"]
-mod udp;
+use mpring_quic as quic;
 
 use std::time::{Duration, Instant};
 
@@ -41,14 +38,40 @@ async fn measure(
     elapsed
 }
 
+const HELP: &str = "\
+A quinn echo server on a ring-backed socket next to quinn's own socket.
+
+USAGE: cargo run --release --example quinn_echo -- [STREAMS] [KIB] [ROUNDS]
+
+  STREAMS   concurrent bidirectional streams per round (default 64)
+  KIB       KiB echoed per stream (default 256)
+  ROUNDS    rounds per server, alternating (default 5)";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let mut args = std::env::args()
-        .skip(1)
-        .map(|a| a.parse::<u64>().expect("a number"));
-    let streams = args.next().unwrap_or(64);
-    let kib = args.next().unwrap_or(256) as usize;
-    let rounds = args.next().unwrap_or(5);
+    let mut values = [64u64, 256, 5];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}");
+        return;
+    }
+    if args.len() > values.len() {
+        eprintln!("too many arguments\n\n{HELP}");
+        std::process::exit(2);
+    }
+    for (slot, arg) in values.iter_mut().zip(&args) {
+        match arg.parse() {
+            Ok(v) => *slot = v,
+            Err(_) => {
+                eprintln!("not a number: {arg}\n\n{HELP}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let [streams, kib, rounds] = values;
+    let kib = kib as usize;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("2 listener threads + 2 tokio workers + the client share {cores} cores");
     let megabytes = (streams * kib as u64) as f64 / 1024.0;
     println!("{streams} streams x {kib} KiB echoed per round ({megabytes:.0} MiB each way), {rounds} rounds, alternating servers");
     let (mut ring, mut default) = (Vec::new(), Vec::new());

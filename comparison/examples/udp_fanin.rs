@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 
 use mpring::{ReserveError, Ring, WaitError};
 
-#[path = "../tests/support/udp.rs"]
-mod udp;
-use udp::{reuseport_group, wait_readable};
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Bytes of metadata in front of every datagram in the ring (or `Vec`).
 const META: usize = 32;
@@ -112,6 +110,16 @@ OPTIONS:
 
 Exits with status 1 if any datagram arrived corrupted.";
 
+/// The options that take a value (see `HELP`).
+const KNOWN_FLAGS: &[&str] = &[
+    "--listeners",
+    "--senders",
+    "--duration",
+    "--datagrams",
+    "--capacity",
+    "--sizes",
+];
+
 fn parse_args() -> Result<Config, String> {
     let mut config = Config {
         listeners: 2,
@@ -126,6 +134,9 @@ fn parse_args() -> Result<Config, String> {
         if flag == "--help" || flag == "-h" {
             println!("{HELP}");
             std::process::exit(0);
+        }
+        if !KNOWN_FLAGS.contains(&flag.as_str()) {
+            return Err(format!("unknown option {flag} (see --help)"));
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let number = |v: &str| {
@@ -537,15 +548,21 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
     COUNTING.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let mut stderr = std::io::stderr();
+    // On a terminal the progress line redraws itself; piped, it prints a
+    // line a second.
+    let tty = std::io::IsTerminal::is_terminal(&stderr);
+    let (every, end) = if tty { (250, "\r") } else { (1000, "\n") };
     while senders.iter().any(|s| !s.is_finished()) {
-        thread::sleep(Duration::from_millis(250));
+        thread::sleep(Duration::from_millis(every));
         let _ = write!(
             stderr,
-            "\r{name}: {:.1} s, sent {}, received {}, handled {}   ",
+            "{}{name}: {:.1} s, sent {}, received {}, handled {}   {}",
+            if tty { "\r" } else { "" },
             start.elapsed().as_secs_f64(),
             counters.sent.load(Ordering::Relaxed),
             counters.received.load(Ordering::Relaxed),
             counters.handled.load(Ordering::Relaxed),
+            if tty { "" } else { end },
         );
     }
     for s in senders {
@@ -564,7 +581,9 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
     }
     let (checker, handler_cpu) = handler.join().expect("handler");
     COUNTING.store(false, Ordering::Relaxed);
-    let _ = writeln!(stderr);
+    if tty {
+        let _ = writeln!(stderr);
+    }
     Ok(Report {
         name,
         elapsed,
@@ -587,6 +606,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{} threads per pipeline ({} listeners, {} senders, 1 handler) on {cores} cores: \
+         with more threads than cores they take turns, which shows in drops and handler CPU",
+        config.listeners + config.senders.max(1) + 1,
+        config.listeners,
+        config.senders.max(1),
+    );
     println!(
         "{} listeners (SO_REUSEPORT on one loopback port), {} senders, sizes {:?}, up to {} datagrams or {:.1} s per pipeline",
         config.listeners,
@@ -644,4 +671,40 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// `k` non-blocking IPv4 UDP sockets bound to one loopback port with
+/// `SO_REUSEPORT` (the kernel spreads incoming datagrams over them by a hash
+/// of the source address), and that port's address.
+fn reuseport_group(k: usize) -> std::io::Result<(Vec<UdpSocket>, SocketAddr)> {
+    fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_recv_buffer_size(4 << 20)?;
+        socket.set_send_buffer_size(4 << 20)?;
+        socket.bind(&addr.into())?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    }
+    let first = bind((Ipv4Addr::LOCALHOST, 0).into())?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..k.max(1) {
+        sockets.push(bind(addr)?);
+    }
+    Ok((sockets, addr))
+}
+
+/// Waits until `socket` is readable or `timeout` passes: a listener never
+/// holds a reservation across a blocking receive.
+fn wait_readable(socket: &UdpSocket, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut fd, 1, timeout_ms) };
 }

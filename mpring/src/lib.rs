@@ -101,31 +101,28 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-mod buffer;
 mod builder;
 mod consumer;
 mod entry;
 mod error;
-mod header;
 mod loom;
 mod producer;
-mod ready;
 mod reservation;
 mod ring;
-mod waiter;
+mod sleep;
+mod wait;
 mod wake_handle;
 
-pub use builder::{Alignment, Builder};
+pub use builder::{Alignment, Builder, Ring};
 pub use consumer::Consumer;
 pub use entry::Entry;
 pub use error::{BuildError, ReserveError, WaitError};
 pub use producer::Producer;
-pub use ready::Ready;
 pub use reservation::Reservation;
-pub use ring::Ring;
+pub use wait::Ready;
 pub use wake_handle::WakeHandle;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

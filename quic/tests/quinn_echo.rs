@@ -4,10 +4,7 @@
 //! QUIC datagrams echoed, every byte checked. Ends by itself (60 s limit).
 #![cfg(not(miri))] // sockets, TLS and a runtime: not for Miri
 
-#[path = "support/quic.rs"]
-mod quic;
-#[path = "support/udp.rs"]
-mod udp;
+use mpring_quic as quic;
 
 use std::time::Duration;
 

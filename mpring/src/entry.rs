@@ -3,22 +3,21 @@
 use std::fmt;
 use std::ops::Deref;
 
-use crate::ring::{Cursor, Delivery};
-use crate::Ring;
+use crate::ring::{Cursor, Delivery, Shared};
 
 /// A committed entry, read in place by [`Consumer::read`](crate::Consumer::read).
 ///
 /// Derefs to the payload, exactly as committed. Dropping it consumes the
 /// entry; its space goes back to producers with the consumer's next release.
 pub struct Entry<'a> {
-    ring: &'a Ring,
+    ring: &'a Shared,
     cursor: &'a mut Cursor,
     /// `None` only inside `drop`.
     delivery: Option<Delivery>,
 }
 
 impl<'a> Entry<'a> {
-    pub(crate) fn new(ring: &'a Ring, cursor: &'a mut Cursor, delivery: Delivery) -> Entry<'a> {
+    pub(crate) fn new(ring: &'a Shared, cursor: &'a mut Cursor, delivery: Delivery) -> Entry<'a> {
         Entry {
             ring,
             cursor,

@@ -1,53 +1,86 @@
-//! The shared state and the protocol: reserve, commit, abort, shrink, read,
-//! release. Every claim of buffer memory is made here.
+//! The protocol: reserve, commit, abort, shrink, read, release. Every claim
+//! of buffer memory is made here, and every ordering of the data path sits
+//! in this file, side by side. The memory ([`buffer`]) and the header
+//! encoding ([`header`]) are private modules under it; the sleep handshake
+//! lives in `crate::sleep`, reached only through `publish`.
+//!
+//! # Invariants
+//! SAFETY comments cite these by name, in brackets.
+//! - **Bounds**: `head <= tail <= head + capacity`. `head` only grows;
+//!   `tail` grows, except that a producer whose reservation is the last one
+//!   may move it back to hand unused bytes back (never below its own
+//!   entry's start, so never over a published padding header). A tail value
+//!   can therefore recur (ABA), harmlessly: whatever the history, everything
+//!   from `tail` to `head + capacity` is zero and unclaimed, and how a
+//!   reservation pads depends only on the tail value.
+//! - **OwnedSpans**: bytes in `[head, tail)` belong to reservations,
+//!   entries, padding or skipped spans, each starting with a header word.
+//!   A claim (`[start, start + stride)`, won by one CAS) belongs to its
+//!   producer until it publishes the header; a published entry belongs to
+//!   the consumer until it releases past it.
+//! - **NoWrap**: no span crosses the buffer's end.
+//! - **AtomicHeaders**: no span covers a header word; a header word that
+//!   another party can reach is only accessed atomically, and nobody
+//!   zeroes a word the consumer may be polling (hand-backs start past the
+//!   header).
+//! - **FreeIsZero**: every byte in free space (`[tail, head + capacity)`)
+//!   is zero whenever a producer can claim it: the consumer zeroes what it
+//!   consumed before it publishes a new head, and a producer zeroes what it
+//!   hands back before it moves the tail back.
+//! - **CachedHead**: `cached_head <= head`, and whoever reads a cached
+//!   value has seen (happens-after) the zeroing it stands for.
+//! - **ReadWindow**: `read - head < release_every <= capacity / 2` between
+//!   the consumer's steps, so the consumer never reaches the stale header
+//!   at `head` a lap later.
+//! - **NoLostWakeUp**: a consumer about to sleep sets `sleeping`, then
+//!   re-reads the header it waits on; a producer stores its header, then
+//!   reads `sleeping`; a SeqCst fence on both sides makes one of the two see
+//!   the other's store.
+//!
+//! # Orderings
+//!
+//! | Release (writer, where)              | Acquire (reader, where)                       | carries                                             |
+//! |--------------------------------------|-----------------------------------------------|-----------------------------------------------------|
+//! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload (and a skip header written before it)   |
+//! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes and finished reads (FreeIsZero) |
+//! | producer: `cached_head` store, `reserve` | producer: `cached_head` load, `reserve`   | the same, passed on between producers (CachedHead)  |
+//! | producer: tail CAS, `hand_back`      | producer: tail CAS (success), `reserve`       | the zeroes over handed-back bytes (FreeIsZero)      |
+//! | last producer: count `fetch_sub`     | consumer: count load, `producers`             | the last commits before the disconnection           |
+//! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target            |
+//! | waker: `woken` store, `Sleep::wake_on_purpose` | consumer: `woken` load, `Sleep::take_woken` | (a flag; the target slot's mutex orders the rest) |
+//!
+//! Two SeqCst fences, one after the header store in `Sleep::after_publish`
+//! and one after the flag store in `Sleep::announce`, make the store-load
+//! pair of NoLostWakeUp. Everything else is Relaxed, each with a comment
+//! saying why: a failed CAS, the tail guess before a CAS, counters,
+//! the consumer-gone flag, snapshots.
+
+mod buffer;
+mod header;
 
 use std::fmt;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::buffer::{Buffer, HeaderWord, ReadSpan, WriteSpan};
+use self::buffer::{Buffer, ReadSpan, WriteSpan};
+use self::header::Header;
 use crate::builder::Alignment;
 use crate::error::{BuildError, ReserveError};
-use crate::header::Header;
-use crate::loom::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::waiter::Waiter;
+use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, HeaderWord, Ordering};
+use crate::sleep::Sleep;
 
-/// The ring shared by the [`Producer`](crate::Producer) handles and the
-/// [`Consumer`](crate::Consumer); build one with [`Ring::new`] or
-/// [`Ring::builder`].
-///
-/// # Invariants
-/// - `head <= tail <= head + capacity`. `head` only grows; `tail` grows,
-///   except that a producer whose reservation is the last one may move it
-///   back to hand unused bytes back (never below its own entry's start, so
-///   never over a published padding header).
-/// - A tail value can therefore recur (ABA), harmlessly: whatever the
-///   history, everything from `tail` to `head + capacity` is zero and
-///   unclaimed, and how a reservation pads depends only on the tail value.
-/// - Bytes in `[head, tail)` belong to reservations, entries, padding or
-///   skipped spans, each starting with a header word; spans never cross the
-///   buffer's end.
-/// - Every byte in free space (`[tail, head + capacity)`) is zero whenever a
-///   producer can claim it: the consumer zeroes what it consumed before it
-///   publishes a new head, and a producer zeroes what it hands back before it
-///   moves the tail back.
-/// - `cached_head <= head`.
-/// - A consumer about to sleep sets `sleeping`, then reads the header it
-///   waits on again; a producer stores its header, then reads `sleeping`.
-///   A SeqCst fence between store and load on both sides (Dekker) makes one
-///   of the two see the other's store: no lost wake-up.
-pub struct Ring {
+/// The state that the [`Producer`](crate::Producer) handles and the
+/// [`Consumer`](crate::Consumer) share.
+pub(crate) struct Shared {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
-    /// Next byte the consumer has not released; written at most once per eighth of the ring consumed.
+    /// Next byte the consumer has not released; written at most once per
+    /// eighth of the ring consumed.
     head: CachePadded<AtomicU64>,
     /// Who is still there; written only when handles come and go.
     lifecycle: CachePadded<Lifecycle>,
-    /// Whether the consumer is (about to be) asleep: read by producers after
-    /// every header they publish, written only around sleeps.
-    sleeping: CachePadded<AtomicBool>,
-    /// Where a waiting consumer leaves its wake-up target.
-    waiter: Waiter,
+    /// The sleeping flag and the wake-up target.
+    sleep: Sleep,
     buffer: Buffer,
     /// `capacity - 1`.
     mask: u64,
@@ -99,31 +132,9 @@ pub(crate) struct Delivery {
     stride: u64,
 }
 
-impl Ring {
-    /// Builds a ring of `capacity` bytes with the default (8-byte)
-    /// alignment, and returns its producer handle and its consumer.
-    ///
-    /// `capacity` must be a power of two, at least 16 bytes; the largest
-    /// payload is then `capacity / 2 - 8` bytes.
-    ///
-    /// ```
-    /// let (producer, mut consumer) = mpring::Ring::new(1 << 16)?;
-    /// producer.push(b"hello")?;
-    /// assert_eq!(&*consumer.read().unwrap(), b"hello");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[allow(clippy::new_ret_no_self)] // like `std::sync::mpsc::channel`: the ring lives in its handles
-    pub fn new(capacity: usize) -> Result<(crate::Producer, crate::Consumer), BuildError> {
-        crate::Builder::new(capacity).build()
-    }
-
-    /// A [`Builder`](crate::Builder) for a ring of `capacity` bytes, to set
-    /// options before building.
-    pub fn builder(capacity: usize) -> crate::Builder {
-        crate::Builder::new(capacity)
-    }
-
-    pub(crate) fn allocate(capacity: usize, alignment: Alignment) -> Result<Ring, BuildError> {
+impl Shared {
+    /// Allocates the buffer (zeroed, once).
+    pub(crate) fn new(capacity: usize, alignment: Alignment) -> Result<Shared, BuildError> {
         let align = alignment.bytes();
         let min = 2 * align;
         if capacity == 0 {
@@ -136,7 +147,7 @@ impl Ring {
             return Err(BuildError::TooSmall { capacity, min });
         }
         let buffer = Buffer::new(capacity).ok_or(BuildError::TooLarge { capacity })?;
-        Ok(Ring {
+        Ok(Shared {
             producers_line: CachePadded::new(ProducersLine {
                 tail: AtomicU64::new(0),
                 cached_head: AtomicU64::new(0),
@@ -147,8 +158,7 @@ impl Ring {
                 producers: AtomicUsize::new(1),
                 consumer_alive: AtomicBool::new(true),
             }),
-            sleeping: CachePadded::new(AtomicBool::new(false)),
-            waiter: Waiter::new(),
+            sleep: Sleep::new(),
             buffer,
             mask: capacity as u64 - 1,
             align,
@@ -156,6 +166,7 @@ impl Ring {
             // A stride of at most half the buffer fits an empty ring at any
             // position: the padding before it is then shorter than it.
             max_payload: capacity / 2 - align,
+            // ReadWindow: at most half the buffer, at least one unit.
             release_every: (capacity as u64 / 8).max(align as u64),
         })
     }
@@ -246,13 +257,15 @@ impl Ring {
         self.buffer
             .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
         if pad > 0 {
-            // SAFETY: `tail`'s word starts the padding our CAS just claimed;
-            // the consumer reads it only atomically, nobody else touches it.
+            // SAFETY: [OwnedSpans, AtomicHeaders] `tail`'s word starts the
+            // padding our CAS just claimed; the consumer reads it only
+            // atomically, nobody else touches it.
             let word = unsafe { self.buffer.header(self.position(tail)) };
             self.publish(&word, Header::Padding);
         }
-        // SAFETY: our CAS claimed `[start, start + stride)` for us alone; it
-        // lies within one lap (no wrap), its payload follows the header, and
+        // SAFETY: [OwnedSpans, NoWrap, FreeIsZero] our CAS claimed
+        // `[start, start + stride)` for us alone; it lies within one lap,
+        // its bytes are zero (so initialised), its payload follows the header, and
         // the consumer will not look past the (still zero) header until we
         // publish it, which happens after this span is ended.
         let span = unsafe {
@@ -293,8 +306,8 @@ impl Ring {
             Some(len) => {
                 let used = self.stride(len);
                 if used < stride && !self.hand_back(start + used, start + used, end) {
-                    // SAFETY: this word is inside our claim, after the bytes
-                    // we publish; nobody else can reach it yet.
+                    // SAFETY: [OwnedSpans] this word is inside our claim,
+                    // after the bytes we publish; nobody else can reach it yet.
                     let word = unsafe { self.buffer.header(self.position(start + used)) };
                     // Relaxed: the Release store of our header below
                     // publishes it; the consumer reads it only after that.
@@ -313,8 +326,8 @@ impl Ring {
                 Header::Skip(stride as usize)
             }
         };
-        // SAFETY: `start` is our own header word; the consumer only loads it
-        // atomically.
+        // SAFETY: [AtomicHeaders] `start` is our own header word; the
+        // consumer only loads it atomically.
         let word = unsafe { self.buffer.header(self.position(start)) };
         self.publish(&word, header);
     }
@@ -327,24 +340,8 @@ impl Ring {
         // consumer once it acquires this word; the consumer also zeroes the
         // word after reading it.
         word.store(header.encode(), Ordering::Release);
-        // SeqCst fence: orders the header store before the flag load,
-        // paired with the fence in `announce_sleep` (a store-load barrier
-        // needs a full fence on each side).
-        fence(Ordering::SeqCst);
-        // Acquire: a consumer that set the flag registered its target first.
-        if self.sleeping.load(Ordering::Acquire) {
-            self.wake_sleeper();
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn wake_sleeper(&self) {
-        // Relaxed: the waiter's mutex orders the target; only one producer
-        // needs to take the wake-up.
-        if self.sleeping.swap(false, Ordering::Relaxed) {
-            self.waiter.wake();
-        }
+        // NoLostWakeUp: the fence and the flag check come after the store.
+        self.sleep.after_publish();
     }
 
     /// Gives `[new_tail, end)` back when nothing was reserved after it:
@@ -356,7 +353,7 @@ impl Ring {
         if tail.load(Ordering::Relaxed) != end {
             return false;
         }
-        // SAFETY: `[zero_from, end)` is inside our unpublished claim (within
+        // SAFETY: [OwnedSpans, NoWrap] `[zero_from, end)` is inside our unpublished claim (within
         // one lap, after our header word): only we access it. Both ends are
         // multiples of the alignment.
         unsafe {
@@ -384,7 +381,7 @@ impl Ring {
         // last producer's commits are visible when it sees zero.
         if self.lifecycle.producers.fetch_sub(1, Ordering::Release) == 1 {
             // The last one: a waiting consumer must learn it.
-            self.waiter.wake();
+            self.sleep.wake();
         }
     }
 
@@ -396,8 +393,8 @@ impl Ring {
         self.lifecycle.consumer_alive.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn waiter(&self) -> &Waiter {
-        &self.waiter
+    pub(crate) fn sleep(&self) -> &Sleep {
+        &self.sleep
     }
 
     pub(crate) fn close_consumer(&self) {
@@ -416,7 +413,7 @@ impl Ring {
         // pending, so `read` never reaches the stale header at `head`.
         debug_assert!(cursor.read - cursor.head < self.capacity() as u64);
         let pos = self.position(cursor.read);
-        // SAFETY: `read` is a span boundary less than a lap ahead of `head`
+        // SAFETY: [ReadWindow, AtomicHeaders] `read` is a span boundary less than a lap ahead of `head`
         // (free space, or a claim's header, which producers only access
         // atomically); no span covers a header word and no producer zeroes
         // a word the consumer can poll (hand-backs start past the header).
@@ -456,7 +453,7 @@ impl Ring {
                 return None;
             };
             debug_assert!(len <= self.max_payload);
-            // SAFETY: the producer published these bytes with the Release
+            // SAFETY: [OwnedSpans] the producer published these bytes with the Release
             // we just acquired; nobody writes them until we release past
             // them, which needs the cursor that this delivery must be given
             // back to first.
@@ -503,7 +500,7 @@ impl Ring {
         }
         let from = self.position(cursor.head);
         let first = len.min(self.capacity() - from);
-        // SAFETY: `[head, read)` was consumed: producers cannot claim it
+        // SAFETY: [OwnedSpans, Bounds] `[head, read)` was consumed: producers cannot claim it
         // before the head store below, and every delivery over it was
         // consumed (so its span is gone). At most one lap, split at the end.
         unsafe {
@@ -516,24 +513,6 @@ impl Ring {
         // bytes, so our zeroes (and reads) happen before their writes.
         self.head.store(cursor.read, Ordering::Release);
         cursor.head = cursor.read;
-    }
-
-    /// Tells producers that the consumer is about to sleep. The caller has
-    /// registered its wake-up target, and looks for a ready entry once more
-    /// after this returns.
-    pub(crate) fn announce_sleep(&self) {
-        // Release: the registered target is visible to a producer that
-        // reads the flag with Acquire.
-        self.sleeping.store(true, Ordering::Release);
-        // SeqCst fence: the flag store before the header re-check, paired
-        // with the fence in `publish`.
-        fence(Ordering::SeqCst);
-    }
-
-    /// The consumer is awake again.
-    pub(crate) fn end_sleep(&self) {
-        // Relaxed: only saves producers a useless wake-up.
-        self.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// Bytes consumed but not released yet.
@@ -549,9 +528,9 @@ impl Ring {
     }
 }
 
-impl fmt::Debug for Ring {
+impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ring")
+        f.debug_struct("Shared")
             .field("capacity", &self.capacity())
             .field("align", &self.align)
             .field("head", &self.head.load(Ordering::Relaxed))

@@ -1,0 +1,183 @@
+//! The consumer side.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::loom::Arc;
+use crate::ring::{Cursor, Shared};
+use crate::wait::DEFAULT_SPIN;
+use crate::Entry;
+
+/// The consumer side: exactly one per ring, `Send`, not `Clone`.
+///
+/// Entries come out in reservation order and are read in place. Consumed
+/// space is zeroed and handed back to producers in batches: when a read
+/// finds nothing more, at the end of every [`read_batch`](Consumer::read_batch),
+/// on [`release`](Consumer::release), or once an eighth of the ring is
+/// pending. A consumer that has caught up therefore holds back no space.
+///
+/// Dropping the consumer makes every later reservation fail with
+/// [`ReserveError::Disconnected`](crate::ReserveError::Disconnected).
+pub struct Consumer {
+    pub(crate) ring: Arc<Shared>,
+    pub(crate) cursor: Cursor,
+    /// How long a blocking wait polls before it sleeps.
+    pub(crate) spin: Duration,
+}
+
+impl Consumer {
+    pub(crate) fn new(ring: Arc<Shared>) -> Consumer {
+        Consumer {
+            ring,
+            cursor: Cursor::default(),
+            spin: DEFAULT_SPIN,
+        }
+    }
+
+    /// The next entry, read in place, or `None` when the next entry in
+    /// reservation order is not committed yet (or there is none).
+    ///
+    /// The entry is consumed when the returned guard is dropped; a guard
+    /// leaked with `mem::forget` leaves the entry unread (it comes back on the
+    /// next call).
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push(b"one")?;
+    /// producer.push(b"two")?;
+    /// while let Some(entry) = consumer.read() {
+    ///     println!("{} bytes", entry.len());
+    /// }
+    /// assert!(consumer.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn read(&mut self) -> Option<Entry<'_>> {
+        match self.ring.next(&mut self.cursor) {
+            Some(delivery) => Some(Entry::new(&self.ring, &mut self.cursor, delivery)),
+            None => {
+                // Caught up: hold back no space.
+                self.ring.release(&mut self.cursor);
+                None
+            }
+        }
+    }
+
+    /// Hands up to `max` ready entries to `f`, in order, and returns how
+    /// many entries `f` saw.
+    ///
+    /// Space is released (zeroed and handed back to producers) at the end
+    /// of the batch and, inside a long batch, each time an eighth of the
+    /// ring has been consumed: producers never see `Full` for as long as a
+    /// batch lasts.
+    ///
+    /// If `f` panics, the entries before the one it panicked on are
+    /// consumed and released; that one is not (it is read again next time).
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// for i in 0..10u8 {
+    ///     producer.push(&[i; 3])?;
+    /// }
+    /// let mut sum = 0u32;
+    /// let n = consumer.read_batch(64, |entry| sum += u32::from(entry[0]));
+    /// assert_eq!((n, sum), (10, 45));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn read_batch<F>(&mut self, max: usize, mut f: F) -> usize
+    where
+        F: FnMut(&[u8]),
+    {
+        let batch = Batch {
+            ring: &self.ring,
+            cursor: &mut self.cursor,
+        };
+        let mut n = 0;
+        while n < max {
+            let Some(delivery) = batch.ring.next(batch.cursor) else {
+                break;
+            };
+            f(batch.ring.bytes(&delivery));
+            batch.ring.consume(batch.cursor, delivery);
+            n += 1;
+        }
+        n
+    }
+
+    /// Zeroes the space of every consumed entry and hands it back to the
+    /// producers now, instead of when an eighth of the ring is pending or
+    /// the consumer catches up.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push(b"one")?;
+    /// producer.push(b"two")?;
+    /// drop(consumer.read()); // consumed, not yet released
+    /// assert!(consumer.used_bytes() > 16);
+    /// consumer.release();
+    /// assert_eq!(consumer.used_bytes(), 16); // only "two" is left
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(&mut self) {
+        self.ring.release(&mut self.cursor);
+    }
+
+    /// Whether nothing is left to read: no entry committed or reserved
+    /// after the ones already consumed. A snapshot: producers may reserve
+    /// right after.
+    ///
+    /// Also `false` while only padding or a skipped span (an aborted or
+    /// shortened reservation) lies ahead: the next [`read`](Consumer::read)
+    /// steps over it and then returns `None`.
+    pub fn is_empty(&self) -> bool {
+        self.ring.unread_bytes(&self.cursor) == 0
+    }
+
+    /// Bytes not free for producers right now: entries (committed or still
+    /// being written) with their headers and padding, including consumed
+    /// entries whose space is not released yet. A snapshot.
+    pub fn used_bytes(&self) -> usize {
+        self.ring.unread_bytes(&self.cursor) + self.ring.pending_bytes(&self.cursor)
+    }
+
+    /// Whether every [`Producer`](crate::Producer) handle has been dropped.
+    /// Entries committed before that can still be read: the stream has
+    /// ended once this is true and [`read`](Consumer::read) returns `None`.
+    pub fn is_disconnected(&self) -> bool {
+        self.ring.producers() == 0
+    }
+
+    /// The buffer's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+}
+
+/// Releases at the end of a batch, also when the callback panics.
+struct Batch<'a> {
+    ring: &'a Shared,
+    cursor: &'a mut Cursor,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.ring.release(self.cursor);
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.ring.sleep().clear_target();
+        self.ring.close_consumer();
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("ring", &*self.ring)
+            .field("cursor", &self.cursor)
+            .finish()
+    }
+}
