@@ -119,7 +119,7 @@ impl Builder {
     /// than two alignment units, or cannot be allocated. Never aborts the
     /// process on a huge request.
     pub fn build(self) -> Result<(Producer, Consumer), BuildError> {
-        let ring = Arc::new(Shared::new(self.capacity, self.alignment)?);
+        let ring = Arc::new(Shared::new(self.capacity, self.alignment.bytes())?);
         Ok((Producer::new(ring.clone()), Consumer::new(ring)))
     }
 }

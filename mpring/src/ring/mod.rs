@@ -64,7 +64,6 @@ use crossbeam_utils::{Backoff, CachePadded};
 
 use self::buffer::{Buffer, ReadSpan, WriteSpan};
 use self::header::Header;
-use crate::builder::Alignment;
 use crate::error::{BuildError, ReserveError};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, HeaderWord, Ordering};
 use crate::sleep::Sleep;
@@ -133,9 +132,9 @@ pub(crate) struct Delivery {
 }
 
 impl Shared {
-    /// Allocates the buffer (zeroed, once).
-    pub(crate) fn new(capacity: usize, alignment: Alignment) -> Result<Shared, BuildError> {
-        let align = alignment.bytes();
+    /// Allocates the buffer (zeroed, once). `align` is 8 or 16.
+    pub(crate) fn new(capacity: usize, align: usize) -> Result<Shared, BuildError> {
+        debug_assert!(align == 8 || align == 16);
         let min = 2 * align;
         if capacity == 0 {
             return Err(BuildError::ZeroCapacity);
