@@ -759,7 +759,7 @@ fn interleaved(rounds: usize, filter: Option<&str>) {
                 .enumerate()
                 .filter(|(_, &(name, _, multi))| {
                     let id = format!("peers/{}/{}/P{}", sizes.name(), name, producers);
-                    (multi || producers == 1) && filter.map_or(true, |f| id.contains(f))
+                    (multi || producers == 1) && filter.is_none_or(|f| id.contains(f))
                 })
                 .map(|(i, _)| i)
                 .collect();

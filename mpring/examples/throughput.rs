@@ -131,4 +131,5 @@ fn main() -> std::process::ExitCode {
         entries as f64 / elapsed / 1e6,
         bytes as f64 / elapsed / 1e6,
     );
+    std::process::ExitCode::SUCCESS
 }
