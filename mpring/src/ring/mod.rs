@@ -262,11 +262,10 @@ impl Shared {
             let word = unsafe { self.buffer.header(self.position(tail)) };
             self.publish(&word, Header::Padding);
         }
-        // SAFETY: [OwnedSpans, NoWrap, FreeIsZero] our CAS claimed
-        // `[start, start + stride)` for us alone; it lies within one lap,
-        // its bytes are zero (so initialised), its payload follows the header, and
-        // the consumer will not look past the (still zero) header until we
+        // The consumer will not look past our (still zero) header until we
         // publish it, which happens after this span is ended.
+        // SAFETY: [OwnedSpans, NoWrap, FreeIsZero] our CAS claimed
+        // `[start, start + stride)` for us alone, within one lap, all zero.
         let span = unsafe {
             self.buffer
                 .claim_write(self.position(start) + self.align, len)
