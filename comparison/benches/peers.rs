@@ -7,7 +7,16 @@
 //! PEERS_ROUNDS=15 cargo bench --bench peers
 //! PEERS_CRITERION=1 cargo bench --bench peers  # then criterion on every cell
 //! cargo bench --bench peers -- 1350B/    # only cells whose name contains this
+//! cargo bench --bench peers -- /mpring/ /nexus-logbuf/   # ... any of these
+//! PEERS_REGIMES=all cargo bench --bench peers   # every consumer regime
+//! PEERS_REGIMES=light-paced-b64,light-eager-b64 cargo bench --bench peers
 //! ```
+//!
+//! A regime says what the consumer does (see [`Regime`]): `heavy` reads
+//! every byte (the consumer is the bottleneck), `light` only the tag and the
+//! last byte (the producers are); `paced` waits 256 pause hints and backs
+//! off after an empty poll, `eager` polls again at once; `b64`/`b256` is
+//! the batch size. The default run is `heavy-paced-b256`.
 //!
 //! Criterion measures each cell; the table printed at the end gives the
 //! median of its samples as M msgs/s and GB/s, and mpring's ratio to each
@@ -103,14 +112,18 @@ struct Checker {
     next: Vec<u64>,
     sum: u64,
     bytes: u64,
+    /// Reads only the tag and the last byte (a consumer that dispatches
+    /// on a header), instead of every byte.
+    light: bool,
 }
 
 impl Checker {
-    fn new(producers: usize) -> Checker {
+    fn new(producers: usize, light: bool) -> Checker {
         Checker {
             next: vec![0; producers],
             sum: 0,
             bytes: 0,
+            light,
         }
     }
 
@@ -120,6 +133,11 @@ impl Checker {
         let (producer, seq) = ((tag >> 56) as usize, tag & ((1 << 56) - 1));
         assert_eq!(seq, self.next[producer], "producer {producer} out of order");
         self.next[producer] += 1;
+        self.bytes += msg.len() as u64;
+        if self.light {
+            self.sum = self.sum.wrapping_add(msg[msg.len() - 1] as u64);
+            return;
+        }
         // Read every payload byte (8 at a time, as a real checksum would).
         let mut words = msg.chunks_exact(8);
         let mut sum = 0u64;
@@ -130,7 +148,6 @@ impl Checker {
             sum = sum.wrapping_add(b as u64);
         }
         self.sum = self.sum.wrapping_add(sum);
-        self.bytes += msg.len() as u64;
     }
 
     fn finish(self, producers: usize, n: usize) -> u64 {
@@ -144,7 +161,75 @@ impl Checker {
 /// One queue under test: spawns `producers` threads that each send their
 /// lengths' messages, consumes everything on this thread, and returns the
 /// elapsed time (from the moment all threads are released).
-type Runner = fn(usize, &[Vec<usize>], &AtomicU64) -> Duration;
+type Runner = fn(Regime, usize, &[Vec<usize>], &AtomicU64) -> Duration;
+
+/// What the consumer does: how much of each message it reads, how eagerly
+/// it polls, how many messages it takes per batch. Producers always copy
+/// their messages from a source buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Regime {
+    /// Reads the 8-byte tag and the last byte only (producer-bound with
+    /// eager or paced polling), instead of every byte (consumer-bound).
+    light: bool,
+    /// Re-polls an empty queue at once, instead of waiting first.
+    eager: bool,
+    /// Messages per batch (the consumer polls at most this many before it
+    /// returns to its loop).
+    batch: usize,
+}
+
+impl Regime {
+    /// The default run's regime: every byte read, paced, batches of 256.
+    const DEFAULT: Regime = Regime {
+        light: false,
+        eager: false,
+        batch: 256,
+    };
+
+    fn all() -> Vec<Regime> {
+        let mut all = Vec::new();
+        for light in [false, true] {
+            for eager in [false, true] {
+                for batch in [64, 256] {
+                    all.push(Regime {
+                        light,
+                        eager,
+                        batch,
+                    });
+                }
+            }
+        }
+        all
+    }
+
+    fn name(self) -> String {
+        format!(
+            "{}-{}-b{}",
+            if self.light { "light" } else { "heavy" },
+            if self.eager { "eager" } else { "paced" },
+            self.batch
+        )
+    }
+
+    /// `PEERS_REGIMES`: `all`, or a comma-separated list of names such as
+    /// `light-paced-b64,heavy-eager-b256`; unset: the default regime.
+    fn from_env() -> Vec<Regime> {
+        let Ok(list) = std::env::var("PEERS_REGIMES") else {
+            return vec![Regime::DEFAULT];
+        };
+        if list == "all" {
+            return Regime::all();
+        }
+        list.split(',')
+            .map(|name| {
+                Regime::all()
+                    .into_iter()
+                    .find(|r| r.name() == name.trim())
+                    .unwrap_or_else(|| panic!("unknown regime {name:?}: try light-paced-b64"))
+            })
+            .collect()
+    }
+}
 
 /// Retries `attempt` until it succeeds: spin, then yield. Counts failures.
 #[inline]
@@ -159,34 +244,45 @@ fn retry<T>(fulls: &mut u64, mut attempt: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// Pause hints a consumer spends after finding its queue empty, before the
-/// usual spin-then-yield backoff; the same for every queue.
+/// Pause hints a paced consumer spends after finding its queue empty,
+/// before the usual spin-then-yield backoff; the same for every queue.
 const IDLE_SPINS: usize = 256;
 
-/// Waits (spin, then yield) on an empty queue.
-struct Idle(Backoff);
+/// What a consumer does on an empty queue: an eager one polls again at
+/// once; a paced one waits (spin, then yield).
+struct Idle {
+    backoff: Backoff,
+    eager: bool,
+}
 
 impl Idle {
-    fn new() -> Idle {
-        Idle(Backoff::new())
+    fn new(regime: Regime) -> Idle {
+        Idle {
+            backoff: Backoff::new(),
+            eager: regime.eager,
+        }
     }
     #[inline]
     fn got(&mut self, n: usize) {
+        if self.eager {
+            return;
+        }
         if n == 0 {
             // Let the producers write a few lines before polling again:
             // re-reading the line a producer is writing slows both sides.
             for _ in 0..IDLE_SPINS {
                 std::hint::spin_loop();
             }
-            self.0.snooze();
+            self.backoff.snooze();
         } else {
-            self.0.reset();
+            self.backoff.reset();
         }
     }
 }
 
 /// The common shape: spawn producers behind a barrier, time the consumer.
 fn harness<P, C>(
+    regime: Regime,
     producers: usize,
     lengths: &[Vec<usize>],
     fulls: &AtomicU64,
@@ -210,7 +306,7 @@ where
             })
         })
         .collect();
-    let mut checker = Checker::new(producers);
+    let mut checker = Checker::new(producers, regime.light);
     barrier.wait();
     let start = Instant::now();
     consume(&mut checker, total);
@@ -222,9 +318,15 @@ where
     elapsed
 }
 
-fn run_mpring(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+fn run_mpring(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
     let (producer, mut consumer) = mpring::Ring::new(RING_BYTES).unwrap();
     harness(
+        regime,
         producers,
         lengths,
         fulls,
@@ -242,9 +344,9 @@ fn run_mpring(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Du
         },
         |checker, total| {
             let mut seen = 0;
-            let mut idle = Idle::new();
+            let mut idle = Idle::new(regime);
             while seen < total {
-                let n = consumer.read_batch(256, |m| checker.check(m));
+                let n = consumer.read_batch(regime.batch, |m| checker.check(m));
                 seen += n;
                 idle.got(n);
             }
@@ -252,9 +354,15 @@ fn run_mpring(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Du
     )
 }
 
-fn run_nexus(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+fn run_nexus(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
     let (producer, mut consumer) = nexus_logbuf::queue::mpsc::new(RING_BYTES);
     harness(
+        regime,
         producers,
         lengths,
         fulls,
@@ -282,13 +390,13 @@ fn run_nexus(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dur
         },
         |checker, total| {
             let mut seen = 0;
-            let mut idle = Idle::new();
+            let mut idle = Idle::new(regime);
             while seen < total {
                 let mut n = 0;
                 while let Some(record) = consumer.try_claim() {
                     checker.check(&record);
                     n += 1;
-                    if n == 256 {
+                    if n == regime.batch {
                         break;
                     }
                 }
@@ -309,13 +417,19 @@ fn make_vec(len: usize, id: usize, seq: usize) -> Vec<u8> {
 /// users pay. `send` hands the message back when the queue is full.
 macro_rules! vec_channel {
     ($name:ident, |$slots:ident| $make:expr, |$tx:ident, $m:ident| $send:expr, |$rx:ident| $recv:expr) => {
-        fn $name(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+        fn $name(
+            regime: Regime,
+            producers: usize,
+            lengths: &[Vec<usize>],
+            fulls: &AtomicU64,
+        ) -> Duration {
             let mean: usize = lengths.iter().flatten().sum::<usize>()
                 / lengths.iter().map(Vec::len).sum::<usize>();
             let $slots = RING_BYTES / mean.max(1);
             let (tx, rx) = $make;
             let producer_tx = tx;
             harness(
+                regime,
                 producers,
                 lengths,
                 fulls,
@@ -342,13 +456,13 @@ macro_rules! vec_channel {
                 |checker, total| {
                     let $rx = rx;
                     let mut seen = 0;
-                    let mut idle = Idle::new();
+                    let mut idle = Idle::new(regime);
                     while seen < total {
                         let mut n = 0;
                         while let Some(m) = $recv {
                             checker.check(&m);
                             n += 1;
-                            if n == 256 {
+                            if n == regime.batch {
                                 break;
                             }
                         }
@@ -410,7 +524,12 @@ vec_channel!(
 
 /// thingbuf, in its best case: slots keep their `Vec`s, so nothing is
 /// allocated after warm-up; the producer copies into the slot's buffer.
-fn run_thingbuf(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+fn run_thingbuf(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
     use thingbuf::recycling::WithCapacity;
     let mean: usize =
         lengths.iter().flatten().sum::<usize>() / lengths.iter().map(Vec::len).sum::<usize>();
@@ -419,6 +538,7 @@ fn run_thingbuf(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> 
         thingbuf::ThingBuf::with_recycle(slots, WithCapacity::new().with_min_capacity(1500)),
     );
     harness(
+        regime,
         producers,
         lengths,
         fulls,
@@ -436,13 +556,13 @@ fn run_thingbuf(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> 
         },
         |checker, total| {
             let mut seen = 0;
-            let mut idle = Idle::new();
+            let mut idle = Idle::new(regime);
             while seen < total {
                 let mut n = 0;
                 while let Some(m) = q.pop_ref() {
                     checker.check(&m);
                     n += 1;
-                    if n == 256 {
+                    if n == regime.batch {
                         break;
                     }
                 }
@@ -455,11 +575,17 @@ fn run_thingbuf(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> 
 
 /// rtrb, the SPSC reference (P = 1 only): a byte ring with a 4-byte length
 /// prefix per message, written and read through chunks.
-fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Duration {
+fn run_rtrb(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
     assert_eq!(producers, 1);
     let (tx, mut rx) = rtrb::RingBuffer::<u8>::new(RING_BYTES);
     let tx = Mutex::new(Some(tx));
     harness(
+        regime,
         1,
         lengths,
         fulls,
@@ -528,7 +654,7 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
         },
         |checker, total| {
             let mut seen = 0;
-            let mut idle = Idle::new();
+            let mut idle = Idle::new(regime);
             let mut scratch = [0u8; 1504];
             while seen < total {
                 // Everything readable as one chunk, parsed in place, one
@@ -539,7 +665,7 @@ fn run_rtrb(producers: usize, lengths: &[Vec<usize>], fulls: &AtomicU64) -> Dura
                     let chunk = rx.read_chunk(available).expect("slots are readable");
                     let (a, b) = chunk.as_slices();
                     let mut at = 0;
-                    while at + 4 <= available {
+                    while at + 4 <= available && n < regime.batch {
                         let len =
                             u32::from_le_bytes(span(a, b, at, 4, &mut scratch).try_into().unwrap())
                                 as usize;
@@ -576,9 +702,14 @@ fn span<'a>(a: &'a [u8], b: &'a [u8], at: usize, len: usize, scratch: &'a mut [u
 
 /// The floor: one thread copies the same bytes into a buffer and reads them
 /// back; what any queue pays at least.
-fn run_memcpy(_producers: usize, lengths: &[Vec<usize>], _fulls: &AtomicU64) -> Duration {
+fn run_memcpy(
+    regime: Regime,
+    _producers: usize,
+    lengths: &[Vec<usize>],
+    _fulls: &AtomicU64,
+) -> Duration {
     let mut buf = vec![0u8; RING_BYTES];
-    let mut checker = Checker::new(lengths.len());
+    let mut checker = Checker::new(lengths.len(), regime.light);
     let start = Instant::now();
     for (id, lens) in lengths.iter().enumerate() {
         let mut at = 0;
@@ -620,7 +751,7 @@ struct Cell {
     iterations: u64,
 }
 
-type Results = BTreeMap<(Sizes, usize, usize), Cell>; // (sizes, producers, queue index)
+type Results = BTreeMap<(Regime, Sizes, usize, usize), Cell>; // (regime, sizes, producers, queue index)
 
 static RESULTS: Mutex<Results> = Mutex::new(BTreeMap::new());
 
@@ -656,6 +787,7 @@ fn round_trip_ns() -> f64 {
 }
 
 fn peers(c: &mut Criterion) {
+    let regime = Regime::DEFAULT;
     for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
         let mut group = c.benchmark_group(format!("peers/{}", sizes.name()));
         group
@@ -678,10 +810,12 @@ fn peers(c: &mut Criterion) {
                         let fulls = AtomicU64::new(0);
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
-                            total += runner(producers, &lengths, &fulls);
+                            total += runner(regime, producers, &lengths, &fulls);
                         }
                         let mut results = RESULTS.lock().unwrap();
-                        let cell = results.entry((sizes, producers, index)).or_default();
+                        let cell = results
+                            .entry((regime, sizes, producers, index))
+                            .or_default();
                         cell.samples.push(total.as_secs_f64() / iters as f64);
                         cell.msgs = msgs;
                         cell.bytes = bytes;
@@ -703,22 +837,31 @@ fn print_table(round_trip: f64, rounds: usize) {
     }
     println!();
     println!("cache-line round trip between two threads: {round_trip:.0} ns");
-    println!("medians of {rounds} interleaved rounds per cell");
+    println!("medians of {rounds} interleaved rounds per cell; spread: slowest-fastest round");
     println!(
         "space per entry: mpring align8(8 + len) (8-byte header, 0-7 bytes of alignment); \
          nexus-logbuf align8(8 + len) (the same)"
     );
-    println!();
-    println!("| sizes | P | queue | M msgs/s | GB/s | mpring / queue | full retries per msg |");
-    println!("|---|---|---|---:|---:|---:|---:|");
-    let mut keys: Vec<(Sizes, usize)> = results.keys().map(|&(s, p, _)| (s, p)).collect();
+    let mut keys: Vec<(Regime, Sizes, usize)> =
+        results.keys().map(|&(r, s, p, _)| (r, s, p)).collect();
     keys.dedup();
-    for (sizes, producers) in keys {
+    let mut last_regime = None;
+    for (regime, sizes, producers) in keys {
+        if last_regime != Some(regime) {
+            last_regime = Some(regime);
+            println!();
+            println!("regime {}", regime.name());
+            println!();
+            println!(
+                "| sizes | P | queue | M msgs/s | spread | GB/s | mpring / queue | full retries per msg |"
+            );
+            println!("|---|---|---|---:|---:|---:|---:|---:|");
+        }
         let mpring = results
-            .get(&(sizes, producers, 0))
+            .get(&(regime, sizes, producers, 0))
             .map(|c| c.msgs as f64 / median(&c.samples));
         for (index, &(name, _, _)) in QUEUES.iter().enumerate() {
-            let Some(cell) = results.get(&(sizes, producers, index)) else {
+            let Some(cell) = results.get(&(regime, sizes, producers, index)) else {
                 continue;
             };
             if cell.samples.is_empty() {
@@ -726,16 +869,20 @@ fn print_table(round_trip: f64, rounds: usize) {
             }
             let secs = median(&cell.samples);
             let rate = cell.msgs as f64 / secs;
+            let slowest = cell.samples.iter().copied().fold(0.0, f64::max);
+            let fastest = cell.samples.iter().copied().fold(f64::INFINITY, f64::min);
             let ratio = match mpring {
                 Some(m) if index != 0 => format!("{:.2}x", m / rate),
                 _ => "-".into(),
             };
             println!(
-                "| {} | {} | {} | {:.2} | {:.2} | {} | {:.3} |",
+                "| {} | {} | {} | {:.2} | {:.1}-{:.1} | {:.2} | {} | {:.3} |",
                 sizes.name(),
                 producers,
                 name,
                 rate / 1e6,
+                cell.msgs as f64 / slowest / 1e6,
+                cell.msgs as f64 / fastest / 1e6,
                 cell.bytes as f64 / secs / 1e9,
                 ratio,
                 cell.fulls as f64 / (cell.msgs * cell.iterations) as f64,
@@ -747,37 +894,47 @@ fn print_table(round_trip: f64, rounds: usize) {
 /// The table's measurements: for every cell, `rounds` rounds, each of
 /// which runs every queue once in turn, so that all queues of a cell see
 /// the same machine conditions (placement drifts during a run here).
-fn interleaved(rounds: usize, filter: Option<&str>) {
-    for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
-        for producers in PRODUCERS {
-            let n = sizes.messages(producers);
-            let lengths: Vec<Vec<usize>> = (0..producers).map(|p| sizes.lengths(p, n)).collect();
-            let msgs = (n * producers) as u64;
-            let bytes: u64 = lengths.iter().flatten().map(|&l| l as u64).sum();
-            let queues: Vec<usize> = QUEUES
-                .iter()
-                .enumerate()
-                .filter(|(_, &(name, _, multi))| {
-                    let id = format!("peers/{}/{}/P{}", sizes.name(), name, producers);
-                    (multi || producers == 1) && filter.is_none_or(|f| id.contains(f))
-                })
-                .map(|(i, _)| i)
-                .collect();
-            // One untimed warm-up run each.
-            for &q in &queues {
-                QUEUES[q].1(producers, &lengths, &AtomicU64::new(0));
-            }
-            for _ in 0..rounds {
+fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
+    for &regime in regimes {
+        for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
+            for producers in PRODUCERS {
+                let n = sizes.messages(producers);
+                let lengths: Vec<Vec<usize>> =
+                    (0..producers).map(|p| sizes.lengths(p, n)).collect();
+                let msgs = (n * producers) as u64;
+                let bytes: u64 = lengths.iter().flatten().map(|&l| l as u64).sum();
+                let queues: Vec<usize> = QUEUES
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &(name, _, multi))| {
+                        let id = format!(
+                            "peers/{}/{}/{}/P{}",
+                            regime.name(),
+                            sizes.name(),
+                            name,
+                            producers
+                        );
+                        (multi || producers == 1)
+                            && (filters.is_empty() || filters.iter().any(|f| id.contains(f)))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                // One untimed warm-up run each.
                 for &q in &queues {
-                    let fulls = AtomicU64::new(0);
-                    let secs = QUEUES[q].1(producers, &lengths, &fulls).as_secs_f64();
-                    let mut results = RESULTS.lock().unwrap();
-                    let cell = results.entry((sizes, producers, q)).or_default();
-                    cell.samples.push(secs);
-                    cell.msgs = msgs;
-                    cell.bytes = bytes;
-                    cell.fulls += fulls.load(Ordering::Relaxed);
-                    cell.iterations += 1;
+                    QUEUES[q].1(regime, producers, &lengths, &AtomicU64::new(0));
+                }
+                for _ in 0..rounds {
+                    for &q in &queues {
+                        let fulls = AtomicU64::new(0);
+                        let secs = QUEUES[q].1(regime, producers, &lengths, &fulls).as_secs_f64();
+                        let mut results = RESULTS.lock().unwrap();
+                        let cell = results.entry((regime, sizes, producers, q)).or_default();
+                        cell.samples.push(secs);
+                        cell.msgs = msgs;
+                        cell.bytes = bytes;
+                        cell.fulls += fulls.load(Ordering::Relaxed);
+                        cell.iterations += 1;
+                    }
                 }
             }
         }
@@ -795,14 +952,17 @@ fn main() {
         Sizes::Datagram.mean(),
         Sizes::Mixed.mean()
     );
-    // `cargo bench --bench peers -- FILTER`: the first free argument filters
-    // both the table's cells and criterion's benchmarks.
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // `cargo bench --bench peers -- FILTER...`: a cell runs when its name
+    // contains any of the free arguments (all cells when there are none).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let rounds = std::env::var("PEERS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(7);
-    interleaved(rounds, filter.as_deref());
+    interleaved(&Regime::from_env(), rounds, &filters);
     print_table(round_trip, rounds);
     if std::env::var_os("PEERS_CRITERION").is_some() {
         RESULTS.lock().unwrap().clear();
