@@ -87,6 +87,9 @@ mod words {
         }
 
         #[inline]
+        pub(crate) fn check_claimed_zero(&self, _pos: usize, _len: usize) {}
+
+        #[inline]
         pub(crate) fn write(&self, _pos: usize, _len: usize) -> WriteGuard {
             WriteGuard
         }
@@ -163,6 +166,18 @@ mod words {
             HeaderWord {
                 atomic: &self.headers[pos / 8],
                 cell: &self.cells[pos / 8],
+            }
+        }
+
+        /// Checks invariant `FreeIsZero` over a whole claim, header words
+        /// included: every word a CAS just claimed reads 0.
+        pub(crate) fn check_claimed_zero(&self, pos: usize, len: usize) {
+            for w in words(pos, len) {
+                assert_eq!(
+                    self.headers[w].load(Ordering::Relaxed),
+                    0,
+                    "claimed a word that is not zero"
+                );
             }
         }
 

@@ -186,6 +186,30 @@ fn released_space_is_reused_on_the_next_lap() {
     });
 }
 
+/// The consumer zeroes entries up to the cache line at its read position
+/// as it reads them, the rest of that line when it releases, and of a
+/// padding only its header word. A producer laps the ring over all three
+/// (entries ending mid-line, the old padding header at 48) while the
+/// consumer reads: every claimed word must read zero (the shim checks
+/// header words too), and no zeroing may race with the producer's writes.
+#[test]
+fn lap_over_partial_lines_and_an_old_padding_header() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap(); // zero line: 32 bytes
+        producer.push(&[0; 24]).unwrap();
+        producer.push(&[0; 8]).unwrap();
+        assert_eq!(drain(&mut consumer).len(), 2); // read position 48
+        let writer = thread::spawn(move || {
+            push(&producer, &[7; 24]); // pads [48, 64), entry at [0, 32)
+            push(&producer, &[8; 8]); // [32, 48)
+            push(&producer, &[9; 8]); // [48, 64): over the padding header
+        });
+        let got = read_n(&mut consumer, 3);
+        writer.join().unwrap();
+        assert_eq!(got, vec![vec![7; 24], vec![8; 8], vec![9; 8]]);
+    });
+}
+
 /// A consumer that reads a whole lap in one batch must release before it
 /// reads the lap's first word again, while a producer keeps pushing.
 #[test]

@@ -94,6 +94,14 @@ impl Buffer {
         let _ = pos;
     }
 
+    /// Under loom, checks that every word of a fresh claim
+    /// `[pos, pos + len)` reads zero (invariant FreeIsZero, header words
+    /// included); nothing otherwise.
+    #[inline]
+    pub(super) fn check_claimed_zero(&self, pos: usize, len: usize) {
+        self.words.check_claimed_zero(pos, len);
+    }
+
     /// Claims `len` payload bytes at `pos` for writing.
     ///
     /// # Safety
@@ -174,7 +182,28 @@ impl Buffer {
         debug_assert!(pos % 8 == 0 && len % 8 == 0 && pos + len <= self.capacity);
         self.words.zero(pos, len);
         // SAFETY: in bounds, and the caller owns the range exclusively.
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(pos), 0, len) };
+        // Spans of up to 128 bytes (every small entry, zeroed one by one as
+        // it is consumed) take two fixed-size, possibly overlapping stores
+        // each instead of a call to `memset`; both stay inside the range.
+        unsafe {
+            let at = self.ptr.as_ptr().add(pos);
+            match len {
+                0..=8 => std::ptr::write_bytes(at, 0, len),
+                9..=32 => {
+                    std::ptr::write_bytes(at, 0, 16);
+                    std::ptr::write_bytes(at.add(len - 16), 0, 16);
+                }
+                33..=64 => {
+                    std::ptr::write_bytes(at, 0, 32);
+                    std::ptr::write_bytes(at.add(len - 32), 0, 32);
+                }
+                65..=128 => {
+                    std::ptr::write_bytes(at, 0, 64);
+                    std::ptr::write_bytes(at.add(len - 64), 0, 64);
+                }
+                _ => std::ptr::write_bytes(at, 0, len),
+            }
+        }
     }
 }
 

@@ -24,9 +24,11 @@
 //!   zeroes a word the consumer may be polling (hand-backs start past the
 //!   header).
 //! - **FreeIsZero**: every byte in free space (`[tail, head + capacity)`)
-//!   is zero whenever a producer can claim it: the consumer zeroes what it
-//!   consumed before it publishes a new head, and a producer zeroes what it
-//!   hands back before it moves the tail back.
+//!   is zero whenever a producer can claim it: the consumer zeroes each
+//!   span as it consumes it (an entry, a skipped span; of padding only its
+//!   header word, the rest was never written), always before it publishes
+//!   a head past it, and a producer zeroes what it hands back before it
+//!   moves the tail back.
 //! - **CachedHead**: `cached_head <= head`, and whoever reads a cached
 //!   value has seen (happens-after) the zeroing it stands for.
 //! - **ReadWindow**: `read - head < release_every <= capacity / 2` between
@@ -42,7 +44,7 @@
 //! | Release (writer, where)              | Acquire (reader, where)                       | carries                                             |
 //! |--------------------------------------|-----------------------------------------------|-----------------------------------------------------|
 //! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload (and a skip header written before it)   |
-//! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes and finished reads (FreeIsZero) |
+//! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes (`consume`, `step_over`) and finished reads (FreeIsZero) |
 //! | producer: `cached_head` store, `reserve` | producer: `cached_head` load, `reserve`   | the same, passed on between producers (CachedHead)  |
 //! | producer: tail CAS, `hand_back`      | producer: tail CAS (success), `reserve`       | the zeroes over handed-back bytes (FreeIsZero)      |
 //! | last producer: count `fetch_sub`     | consumer: count load, `producers`             | the last commits before the disconnection           |
@@ -90,6 +92,9 @@ pub(crate) struct Shared {
     max_payload: usize,
     /// The consumer releases at least this often (in bytes).
     release_every: u64,
+    /// The consumer zeroes what it consumed up to a multiple of this (a
+    /// cache line), leaving the line at its read position alone.
+    zero_line: u64,
 }
 
 struct ProducersLine {
@@ -107,7 +112,8 @@ struct Lifecycle {
     consumer_alive: AtomicBool,
 }
 
-/// How far past its own entry a producer prefetches for writing.
+/// How far past its own entry a producer prefetches for writing, and the
+/// largest stride that prefetches at all.
 const PREFETCH_AHEAD: usize = 256;
 
 /// Bytes claimed by one reservation. `start` is the offset of its header.
@@ -117,11 +123,13 @@ pub(crate) struct Claim {
     span: WriteSpan,
 }
 
-/// The consumer's two offsets: `head` as published, `read` how far it has
-/// read (`head <= read`; `[head, read)` is consumed but not yet released).
+/// The consumer's offsets: `head` as published, `read` how far it has
+/// read (`[head, read)` is consumed but not yet released), `zeroed` how far
+/// it has zeroed what it consumed (`head <= zeroed <= read`).
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
     head: u64,
+    zeroed: u64,
     read: u64,
 }
 
@@ -167,6 +175,9 @@ impl Shared {
             max_payload: capacity / 2 - align,
             // ReadWindow: at most half the buffer, at least one unit.
             release_every: (capacity as u64 / 8).max(align as u64),
+            // Half the ring at most, so that tiny rings (loom's) also leave
+            // a partial line behind and exercise the catch-up in `release`.
+            zero_line: (capacity as u64 / 2).min(64),
         })
     }
 
@@ -253,8 +264,22 @@ impl Shared {
                 }
             }
         };
+        // Small entries only: a producer of small entries runs ahead of the
+        // hardware prefetcher, and the lines it writes next were zeroed by
+        // the consumer (modified in the other core's cache). A producer of
+        // large entries streams through its own lines, and the extra
+        // request only competed with them (1,350 B: 0.93x without the
+        // limit, BENCHMARKS.md "Consumer regimes").
+        if stride <= PREFETCH_AHEAD as u64 {
+            self.buffer
+                .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
+        }
+        // Loom only: FreeIsZero over the whole claim, header words too
+        // (the padding, if any, ends the lap; the entry starts the next).
         self.buffer
-            .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
+            .check_claimed_zero(self.position(tail), pad as usize);
+        self.buffer
+            .check_claimed_zero(self.position(start), stride as usize);
         if pad > 0 {
             // SAFETY: [OwnedSpans, AtomicHeaders] `tail`'s word starts the
             // padding our CAS just claimed; the consumer reads it only
@@ -419,18 +444,30 @@ impl Shared {
         (pos, word)
     }
 
-    /// Moves the cursor past padding or a skipped span at `pos`; `false`
-    /// for any other header.
+    /// Moves the cursor past padding or a skipped span at `pos`, zeroing
+    /// what it must; `false` for any other header.
     #[inline]
     fn step_over(&self, cursor: &mut Cursor, pos: usize, header: Header) -> bool {
-        match header {
-            Header::Padding => cursor.read += (self.capacity() - pos) as u64,
+        let (span, dirty) = match header {
+            // Only the header word was written: the rest of the lap was
+            // free space, all zero, when the padding claimed it.
+            Header::Padding => (self.capacity() - pos, self.align),
+            // An aborted claim or a commit's unused tail: anything may have
+            // been written there.
             Header::Skip(span) => {
                 debug_assert!(span % self.align == 0 && pos + span <= self.capacity());
-                cursor.read += span as u64;
+                (span, span)
             }
             Header::NotReady | Header::Entry(_) => return false,
+        };
+        let start = cursor.read;
+        cursor.read += span as u64;
+        self.zero_consumed(cursor, start + dirty as u64);
+        if dirty < span {
+            // The rest of the padding is still zero.
+            cursor.zeroed = cursor.read;
         }
+        self.zero_behind(cursor);
         self.release_if_due(cursor);
         true
     }
@@ -469,15 +506,56 @@ impl Shared {
         self.buffer.bytes(&delivery.span)
     }
 
-    /// Marks a delivery consumed; releases when enough is pending.
+    /// Marks a delivery consumed and zeroes it (all but the cache line it
+    /// shares with the next span); releases when enough is pending.
     #[inline]
     pub(crate) fn consume(&self, cursor: &mut Cursor, delivery: Delivery) {
         cursor.read += delivery.stride;
-        // The delivery (and under loom its guards) ends here, before a
-        // release may zero its bytes.
+        // The delivery (and under loom its guards) ends here, before its
+        // bytes are zeroed.
         #[allow(clippy::drop_non_drop)] // holds loom guards under mpring_loom
         drop(delivery);
+        self.zero_behind(cursor);
         self.release_if_due(cursor);
+    }
+
+    /// Zeroes what was consumed, up to the start of the cache line at the
+    /// read position.
+    ///
+    /// Right behind the reader, while its lines are still close: zeroing an
+    /// eighth of the ring at once, long after it was read, cost a light
+    /// consumer a third of its throughput on mixed sizes. But not the line
+    /// at `read`: a producer may be writing the next entry in it, and an
+    /// eager consumer that zeroed it would pull it away entry after entry
+    /// (BENCHMARKS.md, "Consumer regimes").
+    #[inline]
+    fn zero_behind(&self, cursor: &mut Cursor) {
+        self.zero_consumed(cursor, cursor.read & !(self.zero_line - 1));
+    }
+
+    /// Zeroes `[cursor.zeroed, to)` (if `to` is ahead), split at the
+    /// buffer's end. `to <= cursor.read`, less than a lap past `zeroed`.
+    #[inline]
+    fn zero_consumed(&self, cursor: &mut Cursor, to: u64) {
+        if to <= cursor.zeroed {
+            return;
+        }
+        debug_assert!(to <= cursor.read && to - cursor.zeroed <= self.capacity() as u64);
+        let len = (to - cursor.zeroed) as usize;
+        let from = self.position(cursor.zeroed);
+        let first = len.min(self.capacity() - from);
+        // SAFETY: [OwnedSpans, FreeIsZero] `[zeroed, to)` lies in `[head,
+        // read)`: consumed spans that the consumer owns until it releases
+        // past them, with no delivery (span) left over them. Both ends are
+        // multiples of 8 (span boundaries or line boundaries); at most a
+        // lap, split at the buffer's end.
+        unsafe {
+            self.buffer.zero(from, first);
+            if len > first {
+                self.buffer.zero(0, len - first);
+            }
+        }
+        cursor.zeroed = to;
     }
 
     /// Releases once `release_every` bytes (an eighth of the ring) are
@@ -489,24 +567,14 @@ impl Shared {
         }
     }
 
-    /// Zeroes everything consumed and publishes the new head.
+    /// Zeroes the rest of what was consumed and publishes the new head:
+    /// all of it goes back to the producers.
     #[inline]
     pub(crate) fn release(&self, cursor: &mut Cursor) {
-        let len = (cursor.read - cursor.head) as usize;
-        if len == 0 {
+        if cursor.read == cursor.head {
             return;
         }
-        let from = self.position(cursor.head);
-        let first = len.min(self.capacity() - from);
-        // SAFETY: [OwnedSpans, Bounds] `[head, read)` was consumed: producers cannot claim it
-        // before the head store below, and every delivery over it was
-        // consumed (so its span is gone). At most one lap, split at the end.
-        unsafe {
-            self.buffer.zero(from, first);
-            if len > first {
-                self.buffer.zero(0, len - first);
-            }
-        }
+        self.zero_consumed(cursor, cursor.read);
         // Release: producers acquire the head before they write into these
         // bytes, so our zeroes (and reads) happen before their writes.
         self.head.store(cursor.read, Ordering::Release);
