@@ -116,7 +116,11 @@ fn wakeup_latency(samples: usize, pause: Duration) -> Vec<f64> {
                 let now = base.elapsed().as_nanos() as u64;
                 consumer.read_batch(usize::MAX, |m| {
                     let stamp = u64::from_le_bytes(m.try_into().unwrap());
-                    latencies.push((now - stamp) as f64);
+                    // An entry committed after `now` arrived while we were
+                    // awake: it measures no wake-up.
+                    if stamp <= now {
+                        latencies.push((now - stamp) as f64);
+                    }
                 });
             }
             Err(WaitError::Disconnected) => break,

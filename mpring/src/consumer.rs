@@ -11,7 +11,7 @@ use crate::Entry;
 /// The consumer side: exactly one per ring, `Send`, not `Clone`.
 ///
 /// Entries come out in reservation order and are read in place. Consumed
-/// space is zeroed and handed back to producers in batches: when a read
+/// space is zeroed as it is read and handed back to producers in batches: when a read
 /// finds nothing more, at the end of every [`read_batch`](Consumer::read_batch),
 /// on [`release`](Consumer::release), or once an eighth of the ring is
 /// pending. A consumer that has caught up therefore holds back no space.
@@ -66,7 +66,7 @@ impl Consumer {
     /// Hands up to `max` ready entries to `f`, in order, and returns how
     /// many entries `f` saw.
     ///
-    /// Space is released (zeroed and handed back to producers) at the end
+    /// Space is released (handed back to producers) at the end
     /// of the batch and, inside a long batch, each time an eighth of the
     /// ring has been consumed: producers never see `Full` for as long as a
     /// batch lasts.
@@ -105,9 +105,9 @@ impl Consumer {
         n
     }
 
-    /// Zeroes the space of every consumed entry and hands it back to the
-    /// producers now, instead of when an eighth of the ring is pending or
-    /// the consumer catches up.
+    /// Hands the space of every consumed entry back to the producers now,
+    /// instead of when an eighth of the ring is pending or the consumer
+    /// catches up.
     ///
     /// ```
     /// let (producer, mut consumer) = mpring::Ring::new(1024)?;

@@ -70,9 +70,10 @@
 //! as padding. It writes its payload in place and publishes it by storing
 //! the header word (Release). The consumer loads the header at `head`
 //! (Acquire): zero means "not yet", so order is kept; it reads entries in
-//! place, then zeroes what it consumed and stores the new `head`: when it
-//! has caught up, at the end of a batch, and whenever an eighth of the ring
-//! is pending.
+//! place and zeroes each one right after reading it (all but the cache line
+//! it shares with the next entry, zeroed when the consumer releases), then
+//! stores the new `head`: when it has caught up, at the end of a batch, and
+//! whenever an eighth of the ring is pending.
 //!
 //! Each header word is `0` (not ready), `len + 1` (an entry: a 0-byte payload
 //! is valid), `-1` (padding) or `-span` (a skipped span: an aborted
@@ -101,6 +102,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod barrier;
 mod builder;
 mod consumer;
 mod entry;

@@ -5,16 +5,22 @@
 //! [`Sleep::announce_thread`] (or `announce_task`) and the [`Announced`]
 //! guard it returns:
 //! 1. **register** its wake-up target (a thread or a task's waker);
-//! 2. **announce**: set the sleeping flag, then a SeqCst fence;
+//! 2. **announce**: set the sleeping flag, then a full barrier: a heavy,
+//!    process-wide one (`crate::barrier`) where the system has it, and a
+//!    SeqCst fence;
 //! 3. **re-check** the header it waits on (the caller, holding the guard);
 //! 4. **clear** the flag and the target when it wakes (the guard's drop).
 //!
 //! A producer, after every header it publishes, runs
-//! [`Sleep::after_publish`]: a SeqCst fence, then a load of the flag; only
-//! when the flag is set does it take the target (under the mutex) and wake
-//! it. The two fences make a store-load (Dekker) pair: either the
-//! consumer's re-check sees the header, or the producer sees the flag
-//! (invariant `NoLostWakeUp` in `ring/mod.rs`).
+//! [`Sleep::after_publish`]: a barrier, then a load of the flag; only when
+//! the flag is set does it take the target (under the mutex) and wake it.
+//! The barrier is a compiler barrier when the consumer's side is heavy
+//! (asymmetric mode, the default on Linux), a SeqCst fence otherwise. The
+//! two barriers make a store-load (Dekker) pair: either the consumer's
+//! re-check sees the header, or the producer sees the flag (invariant
+//! `NoLostWakeUp` in `ring/mod.rs`). The mode is chosen when the ring is
+//! built and can only fall back to fences, once, if the system refuses a
+//! heavy barrier later; the announcement that finds out bounds its sleep.
 //!
 //! Other wakers (the last producer leaving, a [`WakeHandle`](crate::WakeHandle))
 //! change their condition *before* they lock the target slot; the consumer
@@ -27,7 +33,13 @@ use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 
+use std::sync::atomic::compiler_fence;
+
 use crate::loom::{fence, AtomicBool, Mutex, MutexGuard, Ordering, Thread};
+
+/// The longest sleep after a refused heavy barrier (see
+/// [`Announced::must_bound`]).
+pub(crate) const DEGRADED_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What to wake.
 pub(crate) enum Target {
@@ -39,13 +51,23 @@ pub(crate) enum Target {
 
 /// The flag, the target and the wake-on-purpose flag (see the module docs).
 pub(crate) struct Sleep {
-    /// Whether the consumer is (about to be) asleep: read by producers after
-    /// every header they publish, written only around sleeps.
-    sleeping: CachePadded<AtomicBool>,
+    /// Read by producers after every header they publish, written only
+    /// around sleeps.
+    line: CachePadded<SleepLine>,
     /// Where a sleeping consumer leaves its wake-up target.
     target: Mutex<Option<Target>>,
     /// Set by a [`WakeHandle`](crate::WakeHandle); taken by the consumer.
     woken: AtomicBool,
+}
+
+/// What producers read after every publish, on one cache line.
+struct SleepLine {
+    /// Whether the consumer is (about to be) asleep.
+    sleeping: AtomicBool,
+    /// Whether the consumer's side issues a heavy barrier when it
+    /// announces sleep, so that producers need no fence (`crate::barrier`).
+    /// Goes from `true` to `false` at most once, never back.
+    asymmetric: AtomicBool,
 }
 
 /// The consumer has announced that it sleeps; dropping this clears the
@@ -54,12 +76,18 @@ pub(crate) struct Sleep {
 #[must_use = "dropping the guard ends the announcement"]
 pub(crate) struct Announced<'a> {
     sleep: &'a Sleep,
+    /// The heavy barrier was refused during this announcement: see
+    /// [`Announced::must_bound`].
+    degraded: bool,
 }
 
 impl Sleep {
     pub(crate) fn new() -> Sleep {
         Sleep {
-            sleeping: CachePadded::new(AtomicBool::new(false)),
+            line: CachePadded::new(SleepLine {
+                sleeping: AtomicBool::new(false),
+                asymmetric: AtomicBool::new(crate::barrier::register()),
+            }),
             target: Mutex::new(None),
             woken: AtomicBool::new(false),
         }
@@ -76,12 +104,19 @@ impl Sleep {
     /// a producer publishes.
     #[inline]
     pub(crate) fn after_publish(&self) {
-        // SeqCst fence: orders the header store before the flag load,
-        // paired with the fence in `announce` (a store-load barrier needs a
-        // full fence on each side).
-        fence(Ordering::SeqCst);
+        // NoLostWakeUp: a full barrier between the header store and the
+        // flag load. When the consumer issues a heavy barrier as it
+        // announces sleep (`crate::barrier`), a compiler barrier is enough
+        // here; otherwise a SeqCst fence, paired with the one in
+        // `announce`. Relaxed: the mode changes at most once, and the
+        // announcement that changes it bounds its own sleep.
+        if self.line.asymmetric.load(Ordering::Relaxed) {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
         // Acquire: a consumer that set the flag registered its target first.
-        if self.sleeping.load(Ordering::Acquire) {
+        if self.line.sleeping.load(Ordering::Acquire) {
             self.wake_sleeper();
         }
     }
@@ -91,7 +126,7 @@ impl Sleep {
     fn wake_sleeper(&self) {
         // Relaxed: the mutex orders the target; only one producer needs to
         // take the wake-up.
-        if self.sleeping.swap(false, Ordering::Relaxed) {
+        if self.line.sleeping.swap(false, Ordering::Relaxed) {
             self.wake();
         }
     }
@@ -140,16 +175,33 @@ impl Sleep {
     fn announce(&self) -> Announced<'_> {
         // Release: the registered target is visible to a producer that
         // reads the flag with Acquire.
-        self.sleeping.store(true, Ordering::Release);
+        self.line.sleeping.store(true, Ordering::Release);
+        let mut degraded = false;
+        // Relaxed: only this thread ever writes the mode after building.
+        if self.line.asymmetric.load(Ordering::Relaxed) && !crate::barrier::heavy() {
+            // Refused (say, a seccomp filter installed after the ring was
+            // built): producers fence from now on. One that read the old
+            // mode may have skipped its fence just now, so this sleep is
+            // bounded (`Announced::must_bound`).
+            self.line.asymmetric.store(false, Ordering::Relaxed);
+            degraded = true;
+        }
         // SeqCst fence: the flag store before the re-check, paired with the
-        // fence in `after_publish`.
+        // fence in `after_publish` (without a heavy barrier; with one it
+        // costs nothing next to the system call).
         fence(Ordering::SeqCst);
-        Announced { sleep: self }
+        Announced {
+            sleep: self,
+            degraded,
+        }
     }
 
     /// Takes back an announcement left in place by [`Announced::keep`].
     pub(crate) fn cancel(&self) {
-        drop(Announced { sleep: self });
+        drop(Announced {
+            sleep: self,
+            degraded: false,
+        });
     }
 
     /// Forgets the registered target (the consumer is going away).
@@ -172,6 +224,13 @@ impl Sleep {
 }
 
 impl Announced<'_> {
+    /// Whether the caller must not sleep without a bound this time: the
+    /// heavy barrier was refused, so a commit made just now may not wake it
+    /// (a thread parks for at most [`DEGRADED_SLEEP`], a task wakes itself).
+    pub(crate) fn must_bound(&self) -> bool {
+        self.degraded
+    }
+
     /// Leaves the announcement in place: the producer that sees the flag
     /// wakes the target later.
     pub(crate) fn keep(self) {
@@ -182,7 +241,60 @@ impl Announced<'_> {
 impl Drop for Announced<'_> {
     fn drop(&mut self) {
         // Relaxed: only saves producers a useless wake-up.
-        self.sleep.sleeping.store(false, Ordering::Relaxed);
+        self.sleep.line.sleeping.store(false, Ordering::Relaxed);
         self.sleep.clear_target();
+    }
+}
+
+#[cfg(all(test, not(mpring_loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::barrier::tests::REFUSE;
+    use crate::loom::Ordering;
+    use crate::{Ring, WaitError};
+
+    /// A heavy barrier refused after the ring was built: the consumer
+    /// switches the producers to fences for good, bounds the sleep of that
+    /// one announcement, and waiting still ends on a commit.
+    #[test]
+    fn a_refused_heavy_barrier_falls_back_to_fences() {
+        let (producer, mut consumer) = Ring::new(1024).unwrap();
+        let asymmetric = || {
+            consumer
+                .ring
+                .sleep()
+                .line
+                .asymmetric
+                .load(Ordering::Relaxed)
+        };
+        if !asymmetric() {
+            return; // no membarrier here (Miri, other systems): nothing to fall back from
+        }
+        consumer.set_spin(Duration::ZERO);
+        REFUSE.with(|r| r.set(true));
+        // Nobody commits: the wait times out, having announced once.
+        let start = Instant::now();
+        assert_eq!(
+            consumer.wait_timeout(Duration::from_millis(20)),
+            Err(WaitError::Timeout)
+        );
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        REFUSE.with(|r| r.set(false));
+        assert!(!consumer
+            .ring
+            .sleep()
+            .line
+            .asymmetric
+            .load(Ordering::Relaxed));
+        // From now on producers fence, and a commit wakes a sleeper.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            producer.push(b"late").unwrap();
+            producer
+        });
+        assert_eq!(consumer.wait_timeout(Duration::from_secs(10)), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), b"late");
+        drop(writer.join().unwrap());
     }
 }

@@ -205,6 +205,12 @@ impl Consumer {
         match self.check() {
             // The guard's drop takes the announcement back.
             Some(outcome) => Poll::Ready(outcome),
+            None if announced.must_bound() => {
+                // No commit is sure to wake us this time: poll again soon.
+                drop(announced);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             None => {
                 // The producer that sees the flag wakes the task.
                 announced.keep();
@@ -292,7 +298,13 @@ impl Consumer {
                 && !self.ring.sleep().is_woken()
                 && self.ring.producers() != 0
             {
-                crate::loom::park_until(deadline);
+                let until = if announced.must_bound() {
+                    let bound = Instant::now() + crate::sleep::DEGRADED_SLEEP;
+                    Some(deadline.map_or(bound, |d| d.min(bound)))
+                } else {
+                    deadline
+                };
+                crate::loom::park_until(until);
             }
             drop(announced);
         }

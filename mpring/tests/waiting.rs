@@ -287,3 +287,54 @@ fn a_batch_of_zero_returns_zero_after_waiting() {
     );
     assert_eq!(consumer.read().as_deref(), Some(&b"a"[..]));
 }
+
+/// A ping-pong in which every commit races with the consumer falling
+/// asleep: the consumer acknowledges an entry and waits at once (no spin);
+/// the producer commits the next entry as soon as it sees the
+/// acknowledgement. A lost wake-up leaves the consumer asleep until its
+/// timeout (the entry is then found, so it shows as a read that took the
+/// whole timeout). With `membarrier` (Linux) this exercises the asymmetric
+/// barrier pairing that loom cannot model. `MPRING_PINGPONG_ROUNDS` sets
+/// the number of rounds (a mutation run needs hundreds of thousands).
+#[test]
+fn every_commit_racing_a_consumer_falling_asleep_wakes_it() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let rounds: u32 = match std::env::var("MPRING_PINGPONG_ROUNDS") {
+        Ok(n) => n.parse().expect("MPRING_PINGPONG_ROUNDS: a number"),
+        Err(_) if cfg!(miri) => 20,
+        Err(_) => 20_000,
+    };
+    let timeout = Duration::from_millis(500);
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    consumer.set_spin(Duration::ZERO);
+    let acked = Arc::new(AtomicU32::new(0));
+    let seen = acked.clone();
+    let writer = thread::spawn(move || {
+        for i in 0..rounds {
+            producer.push(&i.to_le_bytes()).unwrap();
+            while seen.load(Ordering::Acquire) != i + 1 {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let mut lost = 0;
+    for i in 0..rounds {
+        let start = Instant::now();
+        match consumer.read_timeout(timeout) {
+            Ok(entry) => assert_eq!(*entry, i.to_le_bytes()),
+            Err(e) => panic!("{e} waiting for entry {i}"),
+        }
+        if start.elapsed() >= timeout {
+            lost += 1;
+        }
+        acked.store(i + 1, Ordering::Release);
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        lost, 0,
+        "{lost} of {rounds} commits did not wake the consumer"
+    );
+}

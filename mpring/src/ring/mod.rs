@@ -36,8 +36,10 @@
 //!   at `head` a lap later.
 //! - **NoLostWakeUp**: a consumer about to sleep sets `sleeping`, then
 //!   re-reads the header it waits on; a producer stores its header, then
-//!   reads `sleeping`; a SeqCst fence on both sides makes one of the two see
-//!   the other's store.
+//!   reads `sleeping`; a full barrier on both sides makes one of the two
+//!   see the other's store: SeqCst fences, or (asymmetric mode, see
+//!   `crate::barrier`) a process-wide barrier on the consumer's side and a
+//!   compiler barrier on the producers'.
 //!
 //! # Orderings
 //!
@@ -51,11 +53,16 @@
 //! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target            |
 //! | waker: `woken` store, `Sleep::wake_on_purpose` | consumer: `woken` load, `Sleep::take_woken` | (a flag; the target slot's mutex orders the rest) |
 //!
-//! Two SeqCst fences, one after the header store in `Sleep::after_publish`
-//! and one after the flag store in `Sleep::announce`, make the store-load
-//! pair of NoLostWakeUp. Everything else is Relaxed, each with a comment
-//! saying why: a failed CAS, the tail guess before a CAS, counters,
-//! the consumer-gone flag, snapshots.
+//! Two barriers, one after the header store in `Sleep::after_publish` and
+//! one after the flag store in `Sleep::announce`, make the store-load pair of
+//! NoLostWakeUp: two SeqCst fences, or a compiler barrier on the producers'
+//! side against `membarrier(2)` plus a fence on the consumer's (asymmetric
+//! mode, `crate::barrier`). Loom models the fence pairing (it cannot model a
+//! process-wide barrier; under loom the ring always runs in fence mode); the
+//! waiting and stress tests run the asymmetric mode. Everything else is
+//! Relaxed, each with a comment saying why: a failed CAS, the tail guess
+//! before a CAS, counters, the consumer-gone flag, the barrier mode,
+//! snapshots.
 
 mod buffer;
 mod header;
