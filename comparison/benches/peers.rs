@@ -10,6 +10,7 @@
 //! cargo bench --bench peers -- /mpring/ /nexus-logbuf/   # ... any of these
 //! PEERS_REGIMES=all cargo bench --bench peers   # every consumer regime
 //! PEERS_REGIMES=light-paced-b64,light-eager-b64 cargo bench --bench peers
+//! PEERS_PRODUCERS=1,2,4,8,16 cargo bench --bench peers   # producer counts
 //! ```
 //!
 //! A regime says what the consumer does (see [`Regime`]): `heavy` reads
@@ -38,6 +39,22 @@ use rand::{Rng, SeedableRng};
 /// Bytes of the byte rings (mpring, nexus-logbuf, rtrb).
 const RING_BYTES: usize = 1 << 20;
 const PRODUCERS: [usize; 4] = [1, 2, 4, 8];
+
+/// `PEERS_PRODUCERS`: a comma-separated list of producer counts (for
+/// example `1,2,4,8,16` on a machine with more cores); unset: 1, 2, 4, 8.
+fn producer_counts() -> Vec<usize> {
+    match std::env::var("PEERS_PRODUCERS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("PEERS_PRODUCERS: numbers, comma-separated")
+            })
+            .collect(),
+        Err(_) => PRODUCERS.to_vec(),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Sizes {
@@ -897,7 +914,7 @@ fn print_table(round_trip: f64, rounds: usize) {
 fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
     for &regime in regimes {
         for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
-            for producers in PRODUCERS {
+            for producers in producer_counts() {
                 let n = sizes.messages(producers);
                 let lengths: Vec<Vec<usize>> =
                     (0..producers).map(|p| sizes.lengths(p, n)).collect();

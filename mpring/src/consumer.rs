@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::loom::Arc;
 use crate::ring::{Cursor, Shared};
+use crate::sleep::BarrierMode;
 use crate::wait::DEFAULT_SPIN;
 use crate::Entry;
 
@@ -23,11 +24,14 @@ pub struct Consumer {
     pub(crate) cursor: Cursor,
     /// How long a blocking wait polls before it sleeps.
     pub(crate) spin: Duration,
+    /// Which barrier pairing the next sleep uses.
+    pub(crate) barrier_mode: BarrierMode,
 }
 
 impl Consumer {
     pub(crate) fn new(ring: Arc<Shared>) -> Consumer {
         Consumer {
+            barrier_mode: BarrierMode::new(ring.sleep()),
             ring,
             cursor: Cursor::default(),
             spin: DEFAULT_SPIN,

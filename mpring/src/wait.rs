@@ -201,7 +201,9 @@ impl Consumer {
             return Poll::Ready(outcome);
         }
         let ring = self.ring.clone();
-        let announced = ring.sleep().announce_task(cx.waker());
+        let announced = ring
+            .sleep()
+            .announce_task(cx.waker(), &mut self.barrier_mode);
         match self.check() {
             // The guard's drop takes the announcement back.
             Some(outcome) => Poll::Ready(outcome),
@@ -293,7 +295,7 @@ impl Consumer {
             }
             // Register, announce, then look again (see `crate::sleep`): a
             // commit after this point sees the flag.
-            let announced = self.ring.sleep().announce_thread();
+            let announced = self.ring.sleep().announce_thread(&mut self.barrier_mode);
             if self.ring.next(&mut self.cursor).is_none()
                 && !self.ring.sleep().is_woken()
                 && self.ring.producers() != 0

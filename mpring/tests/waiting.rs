@@ -293,9 +293,10 @@ fn a_batch_of_zero_returns_zero_after_waiting() {
 /// the producer commits the next entry as soon as it sees the
 /// acknowledgement. A lost wake-up leaves the consumer asleep until its
 /// timeout (the entry is then found, so it shows as a read that took the
-/// whole timeout). With `membarrier` (Linux) this exercises the asymmetric
-/// barrier pairing that loom cannot model. `MPRING_PINGPONG_ROUNDS` sets
-/// the number of rounds (a mutation run needs hundreds of thousands).
+/// whole timeout). With `membarrier` (Linux) the consumer starts in
+/// asymmetric mode and, sleeping after every entry, switches to fences
+/// within 10 ms, so this crosses the switch (the unit tests in `sleep.rs`
+/// pin each mode). `MPRING_PINGPONG_ROUNDS` sets the number of rounds.
 #[test]
 fn every_commit_racing_a_consumer_falling_asleep_wakes_it() {
     use std::sync::atomic::{AtomicU32, Ordering};
