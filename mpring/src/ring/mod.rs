@@ -57,9 +57,11 @@
 //! one after the flag store in `Sleep::announce`, make the store-load pair of
 //! NoLostWakeUp: two SeqCst fences, or a compiler barrier on the producers'
 //! side against `membarrier(2)` plus a fence on the consumer's (asymmetric
-//! mode, `crate::barrier`). Loom models the fence pairing (it cannot model a
-//! process-wide barrier; under loom the ring always runs in fence mode); the
-//! waiting and stress tests run the asymmetric mode. Everything else is
+//! mode, `crate::barrier`, chosen by `sleep::BarrierMode`). Loom models the
+//! fence pairing (it cannot model a process-wide barrier; under loom the
+//! ring always runs in fence mode); unit tests in `sleep.rs` run each mode
+//! pinned through a ping-pong of commits racing a falling-asleep consumer,
+//! and the waiting and stress tests cross the switch. Everything else is
 //! Relaxed, each with a comment saying why: a failed CAS, the tail guess
 //! before a CAS, counters, the consumer-gone flag, the barrier mode,
 //! snapshots.
