@@ -121,8 +121,7 @@ struct Lifecycle {
     consumer_alive: AtomicBool,
 }
 
-/// How far past its own entry a producer prefetches for writing, and the
-/// largest stride that prefetches at all.
+/// How far past its own entry a producer prefetches for writing.
 const PREFETCH_AHEAD: usize = 256;
 
 /// Bytes claimed by one reservation. `start` is the offset of its header.
@@ -273,16 +272,11 @@ impl Shared {
                 }
             }
         };
-        // Small entries only: a producer of small entries runs ahead of the
-        // hardware prefetcher, and the lines it writes next were zeroed by
-        // the consumer (modified in the other core's cache). A producer of
-        // large entries streams through its own lines, and the extra
-        // request only competed with them (1,350 B: 0.93x without the
-        // limit, BENCHMARKS.md "Consumer regimes").
-        if stride <= PREFETCH_AHEAD as u64 {
-            self.buffer
-                .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
-        }
+        // The lines a producer writes next were zeroed by the consumer a
+        // lap earlier and sit modified in the other core's cache: fetch
+        // them for writing ahead of time (BENCHMARKS.md, "Hot path").
+        self.buffer
+            .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
         // Loom only: FreeIsZero over the whole claim, header words too
         // (the padding, if any, ends the lap; the entry starts the next).
         self.buffer
