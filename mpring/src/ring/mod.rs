@@ -121,7 +121,8 @@ struct Lifecycle {
     consumer_alive: AtomicBool,
 }
 
-/// How far past its own entry a producer prefetches for writing.
+/// How far past its own entry a producer prefetches for writing, and the
+/// largest stride that prefetches at all.
 const PREFETCH_AHEAD: usize = 256;
 
 /// Bytes claimed by one reservation. `start` is the offset of its header.
@@ -272,11 +273,17 @@ impl Shared {
                 }
             }
         };
-        // The lines a producer writes next were zeroed by the consumer a
-        // lap earlier and sit modified in the other core's cache: fetch
-        // them for writing ahead of time (BENCHMARKS.md, "Hot path").
-        self.buffer
-            .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
+        // The lines a producer of small entries writes next were zeroed by
+        // the consumer a lap earlier and sit modified in the other core's
+        // cache: fetch them for writing ahead of time. Not for large
+        // entries (the hardware prefetcher follows a producer that streams
+        // through its own lines; the extra request cost 5-10% at 1,350 B),
+        // nor when another producer has claimed past us (the lines are its
+        // to write). BENCHMARKS.md, "Hot path". Relaxed: a hint.
+        if stride <= PREFETCH_AHEAD as u64 {
+            self.buffer
+                .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
+        }
         // Loom only: FreeIsZero over the whole claim, header words too
         // (the padding, if any, ends the lap; the entry starts the next).
         self.buffer
