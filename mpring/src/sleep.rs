@@ -34,11 +34,10 @@
 //! the condition. Checking the conditions takes no lock, so between
 //! registering and parking the consumer blocks on nothing.
 
+use std::sync::atomic::compiler_fence;
 use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
-
-use std::sync::atomic::compiler_fence;
 
 use crate::loom::{fence, AtomicBool, Mutex, MutexGuard, Ordering, Thread};
 
@@ -134,7 +133,7 @@ struct SleepLine {
     sleeping: AtomicBool,
     /// Whether the consumer's side issues a heavy barrier when it
     /// announces sleep, so that producers need no fence (`crate::barrier`).
-    /// Goes from `true` to `false` at most once, never back.
+    /// Written only by the consumer as it announces sleep ([`BarrierMode`]).
     asymmetric: AtomicBool,
 }
 
@@ -176,8 +175,9 @@ impl Sleep {
         // flag load. When the consumer issues a heavy barrier as it
         // announces sleep (`crate::barrier`), a compiler barrier is enough
         // here; otherwise a SeqCst fence, paired with the one in
-        // `announce`. Relaxed: the mode changes at most once, and the
-        // announcement that changes it bounds its own sleep.
+        // `announce`. Relaxed: the consumer publishes a change of mode with
+        // a heavy barrier (see `announce`), after which every producer
+        // reads the new mode.
         if self.line.asymmetric.load(Ordering::Relaxed) {
             compiler_fence(Ordering::SeqCst);
         } else {
