@@ -20,6 +20,16 @@ pub enum ReserveError {
     },
     /// The consumer has been dropped: nothing will ever read the entry.
     Disconnected,
+    /// A batch that can never fit this ring (it may take at most half of it).
+    BatchTooLarge {
+        /// The number of slots that was asked for.
+        count: usize,
+        /// The slot size that was asked for.
+        slot_len: usize,
+        /// The most slots of this size a batch can have in this ring (0
+        /// when one slot is already larger than the largest payload).
+        max_count: usize,
+    },
 }
 
 impl fmt::Display for ReserveError {
@@ -31,6 +41,15 @@ impl fmt::Display for ReserveError {
                 "entry of {len} bytes is larger than this ring's maximum payload of {max} bytes"
             ),
             ReserveError::Disconnected => f.write_str("the consumer has been dropped"),
+            ReserveError::BatchTooLarge {
+                count,
+                slot_len,
+                max_count,
+            } => write!(
+                f,
+                "a batch of {count} slots of {slot_len} bytes is larger than half this ring \
+                 (at most {max_count} such slots)"
+            ),
         }
     }
 }

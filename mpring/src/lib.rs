@@ -103,6 +103,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod barrier;
+mod batch;
 mod builder;
 mod consumer;
 mod entry;
@@ -115,6 +116,7 @@ mod sleep;
 mod wait;
 mod wake_handle;
 
+pub use batch::{BatchReservation, SlotsMut};
 pub use builder::{Alignment, Builder, Ring};
 pub use consumer::Consumer;
 pub use entry::Entry;

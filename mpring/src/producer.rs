@@ -5,7 +5,7 @@ use std::fmt;
 use crate::error::ReserveError;
 use crate::loom::Arc;
 use crate::ring::Shared;
-use crate::Reservation;
+use crate::{BatchReservation, Reservation};
 
 /// The producer side: a handle that every listener thread can share.
 ///
@@ -57,6 +57,65 @@ impl Producer {
     pub fn reserve(&self, len: usize) -> Result<Reservation<'_>, ReserveError> {
         let claim = self.ring.reserve(len)?;
         Ok(Reservation::new(&self.ring, claim, len))
+    }
+
+    /// Reserves room for up to `count` entries of up to `slot_len` bytes
+    /// each with one CAS: a [`BatchReservation`] of `count` slots.
+    ///
+    /// The slots lie one after the other, each taking the room of one
+    /// reservation of `slot_len` bytes (`slot_len` plus a header, rounded
+    /// up to the alignment); the batch never crosses the buffer's end (like
+    /// a single reservation, it claims the rest of the lap as padding and
+    /// starts at the beginning). A batch takes at most half the ring:
+    /// `count * (slot_len + 8)`, rounded, at most `capacity / 2` (so 64 KiB
+    /// GRO slots need a ring of at least `count * 128 KiB` plus rounding).
+    /// What a commit leaves unused goes back to the ring. A batch of 0
+    /// slots claims nothing.
+    ///
+    /// # Errors
+    /// - [`ReserveError::Full`]: not enough free space now (retryable; a
+    ///   smaller batch may fit);
+    /// - [`ReserveError::BatchTooLarge`]: the batch can never fit this
+    ///   ring; `max_count` says how many slots of this size can;
+    /// - [`ReserveError::Disconnected`]: the consumer is gone.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1 << 16)?;
+    /// let mut batch = producer.reserve_batch(16, 1500)?;
+    /// batch.slot_mut(0)[..5].copy_from_slice(b"hello");
+    /// batch.slot_mut(1)[..5].copy_from_slice(b"world");
+    /// batch.commit(&[5, 5]); // 14 slots unused: their room goes back
+    /// assert_eq!(&*consumer.read().unwrap(), b"hello");
+    /// assert_eq!(&*consumer.read().unwrap(), b"world");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reserve_batch(
+        &self,
+        count: usize,
+        slot_len: usize,
+    ) -> Result<BatchReservation<'_>, ReserveError> {
+        let ring = &*self.ring;
+        if count == 0 {
+            return Ok(BatchReservation::new(ring, None, 0, slot_len));
+        }
+        let half = ring.capacity() / 2;
+        let slot = if slot_len <= ring.max_payload() {
+            ring.slot_stride(slot_len) as usize
+        } else {
+            usize::MAX
+        };
+        let max_count = half / slot;
+        if count > max_count {
+            return Err(ReserveError::BatchTooLarge {
+                count,
+                slot_len,
+                max_count,
+            });
+        }
+        // One claim over all slots: its payload runs from slot 0's payload
+        // to the end of the last slot.
+        let claim = ring.reserve(count * slot - ring.align())?;
+        Ok(BatchReservation::new(ring, Some(claim), count, slot_len))
     }
 
     /// Copies `payload` into the ring as one entry.

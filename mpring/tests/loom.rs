@@ -210,6 +210,56 @@ fn lap_over_partial_lines_and_an_old_padding_header() {
     });
 }
 
+/// A batch of two slots, committed in part (one entry moved down from its
+/// slot, the rest handed back or skipped), races a single reservation and
+/// the consumer: whether the single one claims before or after the
+/// batch's hand-back, every entry is read once, byte for byte.
+#[test]
+fn batch_committed_in_part_races_a_reservation_and_the_consumer() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(128).unwrap();
+        let single = producer.clone();
+        let batcher = thread::spawn(move || {
+            let mut batch = producer.reserve_batch(2, 16).unwrap(); // 2 × 24
+            batch.slot_mut(1)[..3].copy_from_slice(&[7, 7, 7]);
+            batch.slot_mut(0)[0] = 5;
+            // Slot 1's three bytes... committed as the second entry after
+            // slot 0's one: moved down next to it.
+            batch.commit(&[1, 3]);
+        });
+        let other = thread::spawn(move || push(&single, &[9; 8]));
+        let got = read_n(&mut consumer, 3);
+        batcher.join().unwrap();
+        other.join().unwrap();
+        let batch: Vec<_> = got.iter().filter(|e| e[0] != 9).cloned().collect();
+        assert_eq!(batch, vec![vec![5], vec![7, 7, 7]]);
+        assert!(got.contains(&vec![9; 8]));
+    });
+}
+
+/// A batch that does not fit before the buffer's end pads the lap and
+/// starts at position 0, while the consumer reads the entry before it and
+/// steps over the padding; an aborted batch after it is stepped over too.
+#[test]
+fn batch_at_the_wrap_and_an_aborted_batch() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        producer.push(&[0; 24]).unwrap();
+        producer.push(&[0; 8]).unwrap();
+        assert_eq!(drain(&mut consumer).len(), 2); // read position 48
+        let writer = thread::spawn(move || {
+            let mut batch = producer.reserve_batch(2, 8).unwrap(); // pads [48, 64)
+            batch.slot_mut(0).copy_from_slice(&[1; 8]);
+            batch.commit(&[8]);
+            drop(producer.reserve_batch(1, 0).unwrap());
+            push(&producer, &[2; 4]);
+        });
+        let got = read_n(&mut consumer, 2);
+        writer.join().unwrap();
+        assert_eq!(got, vec![vec![1; 8], vec![2; 4]]);
+    });
+}
+
 /// A consumer that reads a whole lap in one batch must release before it
 /// reads the lap's first word again, while a producer keeps pushing.
 #[test]

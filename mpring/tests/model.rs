@@ -10,13 +10,36 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Reserve { len: usize, fill: u8 },
-    Commit { which: usize },
-    Shrink { which: usize, keep: usize },
-    Abort { which: usize },
-    Read { max: usize },
+    Reserve {
+        len: usize,
+        fill: u8,
+    },
+    Commit {
+        which: usize,
+    },
+    Shrink {
+        which: usize,
+        keep: usize,
+    },
+    Abort {
+        which: usize,
+    },
+    Read {
+        max: usize,
+    },
     ReadOne,
     Release,
+    ReserveBatch {
+        count: usize,
+        len: usize,
+        fill: u8,
+    },
+    /// Commits the first `seed % (count + 1)` slots of a live batch, with
+    /// lengths drawn from `seed`.
+    CommitBatch {
+        which: usize,
+        seed: u64,
+    },
 }
 
 fn op(max_len: usize) -> impl Strategy<Value = Op> {
@@ -29,6 +52,9 @@ fn op(max_len: usize) -> impl Strategy<Value = Op> {
         2 => (1usize..6).prop_map(|max| Op::Read { max }),
         2 => Just(Op::ReadOne),
         1 => Just(Op::Release),
+        2 => (0usize..6, prop_oneof![Just(0), 0..=max_len / 2, Just(max_len / 2), max_len / 2 + 1..=max_len + 8], any::<u8>())
+            .prop_map(|(count, len, fill)| Op::ReserveBatch { count, len, fill }),
+        2 => (any::<usize>(), any::<u64>()).prop_map(|(which, seed)| Op::CommitBatch { which, seed }),
     ]
 }
 
@@ -37,6 +63,8 @@ enum Slot {
     Pending(u64),
     Committed(Vec<u8>),
     Aborted,
+    /// A committed batch: its entries, in slot order (none: aborted).
+    Batch(VecDeque<Vec<u8>>),
 }
 
 /// What the consumer can read now: committed entries up to the first
@@ -50,6 +78,13 @@ fn pop_ready(model: &mut VecDeque<Slot>) -> Option<Vec<u8>> {
             }
             Slot::Committed(_) => match model.pop_front() {
                 Some(Slot::Committed(bytes)) => return Some(bytes),
+                _ => unreachable!(),
+            },
+            Slot::Batch(entries) if entries.is_empty() => {
+                model.pop_front();
+            }
+            Slot::Batch(_) => match model.front_mut() {
+                Some(Slot::Batch(entries)) => return entries.pop_front(),
                 _ => unreachable!(),
             },
         }
@@ -74,6 +109,7 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
     let max = producer.max_payload();
     let mut model: VecDeque<Slot> = VecDeque::new();
     let mut live = Vec::new(); // (id, reservation)
+    let mut batches = Vec::new(); // (id, batch)
     let mut next_id = 0u64;
     let check_read = |got: Option<Vec<u8>>, model: &mut VecDeque<Slot>| {
         let want = pop_ready(model);
@@ -152,10 +188,75 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
                 check_read(got, &mut model)?;
             }
             Op::Release => consumer.release(),
-            Op::Commit { .. } | Op::Shrink { .. } | Op::Abort { .. } => {}
+            Op::ReserveBatch { count, len, fill } => {
+                let used = consumer.used_bytes();
+                let total = count * stride(len);
+                match producer.reserve_batch(count, len) {
+                    Ok(mut batch) => {
+                        prop_assert!(count == 0 || (len <= max && total <= capacity / 2));
+                        prop_assert!(used + total <= capacity, "reserved beyond capacity");
+                        prop_assert_eq!(batch.slots_mut().len(), count);
+                        for (i, slot) in batch.slots_mut().enumerate() {
+                            prop_assert_eq!(slot.len(), len);
+                            prop_assert!(slot.iter().all(|&b| b == 0), "fresh slot not zeroed");
+                            slot.fill(fill.wrapping_add(i as u8));
+                        }
+                        if count > 0 {
+                            batches.push((next_id, batch));
+                            model.push_back(Slot::Pending(next_id));
+                            next_id += 1;
+                        }
+                    }
+                    Err(ReserveError::BatchTooLarge {
+                        count: c,
+                        slot_len,
+                        max_count,
+                    }) => {
+                        prop_assert_eq!((c, slot_len), (count, len));
+                        let fits = if len <= max {
+                            capacity / 2 / stride(len)
+                        } else {
+                            0
+                        };
+                        prop_assert_eq!(max_count, fits);
+                        prop_assert!(count > fits);
+                    }
+                    Err(ReserveError::Full) => {
+                        prop_assert!(
+                            used + 2 * total > capacity,
+                            "spurious Full for a batch: used {} total {}",
+                            used,
+                            total
+                        );
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("unexpected {e}"))),
+                }
+            }
+            Op::CommitBatch { which, seed } if !batches.is_empty() => {
+                let (id, mut batch) = batches.remove(which % batches.len());
+                let k = (seed % (batch.count() as u64 + 1)) as usize;
+                let slot_len = batch.slot_len();
+                let lens: Vec<usize> = (0..k)
+                    .map(|i| ((seed >> (8 + 4 * i)) as usize).wrapping_mul(7919) % (slot_len + 1))
+                    .collect();
+                let entries = batch
+                    .slots_mut()
+                    .zip(&lens)
+                    .map(|(slot, &len)| slot[..len].to_vec())
+                    .collect();
+                batch.commit(&lens);
+                set(&mut model, id, Slot::Batch(entries));
+            }
+            Op::Commit { .. } | Op::Shrink { .. } | Op::Abort { .. } | Op::CommitBatch { .. } => {}
         }
     }
     // Finish: commit everything left, then everything must come out in order.
+    for (id, mut batch) in batches.drain(..) {
+        let entries = batch.slots_mut().map(|slot| slot.to_vec()).collect();
+        let lens = vec![batch.slot_len(); batch.count()];
+        batch.commit(&lens);
+        set(&mut model, id, Slot::Batch(entries));
+    }
     for (id, r) in live.drain(..) {
         let bytes = r.to_vec();
         r.commit();

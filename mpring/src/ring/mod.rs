@@ -365,6 +365,76 @@ impl Shared {
         self.publish(&word, header);
     }
 
+    /// Publishes the first `lens.len()` slots of a batch claim as entries
+    /// (slot `i` held `lens[i]` bytes at `i * slot` bytes into the claim's
+    /// payload), moved together so that each follows the one before; the
+    /// room left after them is handed back or skipped. No slot committed:
+    /// an abort. `slot` is the stride of one slot; every `lens[i]` fits it.
+    pub(crate) fn finish_batch(&self, claim: Claim, slot: u64, lens: &[usize]) {
+        let Some(&first) = lens.first() else {
+            return self.finish(claim, None);
+        };
+        let Claim {
+            start,
+            stride,
+            mut span,
+        } = claim;
+        let end = start + stride;
+        // Compaction, inside our own claim: entry `i` moves from slot `i`
+        // (payload at `i * slot`, relative to the span) to right after
+        // entry `i - 1`. Every move goes towards the start, in order, so no
+        // source is overwritten before it is moved.
+        let bytes = self.buffer.bytes_mut(&mut span);
+        let mut at = start; // header of the next entry
+        for (i, &len) in lens.iter().enumerate() {
+            debug_assert!(self.stride(len) <= slot);
+            let from = i * slot as usize;
+            let to = (at - start) as usize;
+            if to != from {
+                bytes.copy_within(from..from + len, to);
+            }
+            at += self.stride(len);
+        }
+        self.buffer.end_write(span);
+        // Headers 1.. before header 0: the consumer reaches them only
+        // through header 0, whose Release store publishes them.
+        let mut at = start + self.stride(first);
+        for &len in &lens[1..] {
+            // SAFETY: [OwnedSpans, AtomicHeaders] inside our claim, which
+            // the consumer cannot enter before header 0 is published; the
+            // span over it has ended.
+            let word = unsafe { self.buffer.header(self.position(at)) };
+            // Relaxed: published by the Release store of header 0.
+            word.store(Header::Entry(len).encode(), Ordering::Relaxed);
+            at += self.stride(len);
+        }
+        if at < end && !self.hand_back(at, at, end) {
+            // SAFETY: as above.
+            let word = unsafe { self.buffer.header(self.position(at)) };
+            // Relaxed: as above.
+            word.store(
+                Header::Skip((end - at) as usize).encode(),
+                Ordering::Relaxed,
+            );
+        }
+        // SAFETY: [AtomicHeaders] `start` is our own header word; the
+        // consumer only loads it atomically.
+        let word = unsafe { self.buffer.header(self.position(start)) };
+        self.publish(&word, Header::Entry(first));
+    }
+
+    /// The stride of one slot of `len` bytes, for batches.
+    #[inline]
+    pub(crate) fn slot_stride(&self, len: usize) -> u64 {
+        self.stride(len)
+    }
+
+    /// Header size and alignment.
+    #[inline]
+    pub(crate) fn align(&self) -> usize {
+        self.align
+    }
+
     /// Stores a header the consumer may be waiting on, and wakes the
     /// consumer if it sleeps.
     #[inline]
