@@ -371,6 +371,55 @@ fn run_mpring(
     )
 }
 
+/// Entries per batch reservation in the `mpring batch16` row.
+const BATCH: usize = 16;
+
+/// mpring with batch reservations: each producer claims room for 16
+/// messages with one CAS (slots as large as its largest message of the
+/// batch), writes them in place and commits them with their own lengths.
+fn run_mpring_batch(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    let (producer, mut consumer) = mpring::Ring::new(RING_BYTES).unwrap();
+    harness(
+        regime,
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let producer = producer.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                let mut seq = 0u64;
+                for group in lens.chunks(BATCH) {
+                    let slot_len = group.iter().copied().max().unwrap_or(0);
+                    let mut batch = retry(&mut fulls, || {
+                        producer.reserve_batch(group.len(), slot_len).ok()
+                    });
+                    for (slot, &len) in batch.slots_mut().zip(group) {
+                        write_message(&mut slot[..len], id, seq);
+                        seq += 1;
+                    }
+                    batch.commit(group);
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let mut seen = 0;
+            let mut idle = Idle::new(regime);
+            while seen < total {
+                let n = consumer.read_batch(regime.batch, |m| checker.check(m));
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
 fn run_nexus(
     regime: Regime,
     producers: usize,
@@ -747,6 +796,7 @@ fn run_memcpy(
 const QUEUES: &[(&str, Runner, bool)] = &[
     // (name, runner, multi-producer)
     ("mpring", run_mpring, true),
+    ("mpring batch16", run_mpring_batch, true),
     ("nexus-logbuf", run_nexus, true),
     ("crossbeam-channel", run_crossbeam_channel, true),
     ("ArrayQueue", run_array_queue, true),

@@ -97,6 +97,6 @@ pub(crate) mod tests {
     thread_local! {
         /// Makes [`super::heavy`] fail on this thread, as a seccomp filter
         /// installed after the ring was built would.
-        pub(crate) static REFUSE: Cell<bool> = const { Cell::new(false) };
+        pub(crate) static REFUSE: Cell<bool> = Cell::new(false);
     }
 }
