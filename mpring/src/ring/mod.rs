@@ -41,11 +41,23 @@
 //!   `crate::barrier`) a process-wide barrier on the consumer's side and a
 //!   compiler barrier on the producers'.
 //!
+//! # Batches
+//!
+//! A batch (`finish_batch`) is one claim, made by one CAS like any other,
+//! holding `count` slots of one stride each; it changes no invariant. Until
+//! its first header is published the whole claim is the producer's
+//! (OwnedSpans), so it moves the committed entries together inside it,
+//! ends its span, stores the headers of entries 1.. and of the skipped
+//! rest (Relaxed), hands back what it can exactly like a short commit
+//! (FreeIsZero: zeroed before the tail moves back), and publishes header 0
+//! last: its Release store carries the others, which the consumer can only
+//! reach through it.
+//!
 //! # Orderings
 //!
 //! | Release (writer, where)              | Acquire (reader, where)                       | carries                                             |
 //! |--------------------------------------|-----------------------------------------------|-----------------------------------------------------|
-//! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload (and a skip header written before it)   |
+//! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload (and a skip header, or a batch's later headers, written before it) |
 //! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes (`consume`, `step_over`) and finished reads (FreeIsZero) |
 //! | producer: `cached_head` store, `reserve` | producer: `cached_head` load, `reserve`   | the same, passed on between producers (CachedHead)  |
 //! | producer: tail CAS, `hand_back`      | producer: tail CAS (success), `reserve`       | the zeroes over handed-back bytes (FreeIsZero)      |
