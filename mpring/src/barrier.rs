@@ -45,10 +45,6 @@ pub(crate) fn register() -> bool {
 /// A full memory barrier on every running thread of this process; `false`
 /// if the system refused it (the caller then falls back to fences).
 pub(crate) fn heavy() -> bool {
-    #[cfg(test)]
-    if tests::REFUSE.with(|r| r.get()) {
-        return false;
-    }
     sys::heavy()
 }
 
@@ -87,16 +83,5 @@ mod sys {
 
     pub(super) fn heavy() -> bool {
         false
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Makes [`super::heavy`] fail on this thread, as a seccomp filter
-        /// installed after the ring was built would.
-        pub(crate) static REFUSE: Cell<bool> = Cell::new(false);
     }
 }

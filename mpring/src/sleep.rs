@@ -63,6 +63,10 @@ pub(crate) struct BarrierMode {
     sleeps_in_window: u32,
     #[cfg(test)]
     pub(crate) pinned: Option<bool>,
+    /// Makes every heavy barrier fail, as a seccomp filter installed after
+    /// the ring was built would.
+    #[cfg(test)]
+    pub(crate) refuse_heavy: bool,
 }
 
 /// Sleeps are counted over windows of this length...
@@ -80,7 +84,18 @@ impl BarrierMode {
             sleeps_in_window: 0,
             #[cfg(test)]
             pinned: None,
+            #[cfg(test)]
+            refuse_heavy: false,
         }
+    }
+
+    /// A heavy barrier; `false` if the system refused it.
+    fn heavy(&self) -> bool {
+        #[cfg(test)]
+        if self.refuse_heavy {
+            return false;
+        }
+        crate::barrier::heavy()
     }
 
     /// The mode for this sleep, given the current one.
@@ -254,7 +269,7 @@ impl Sleep {
         let mut degraded = false;
         // A heavy barrier in asymmetric mode, and once more when leaving
         // it: after that one, every producer reads the new mode and fences.
-        if (was || now) && !crate::barrier::heavy() {
+        if (was || now) && !mode.heavy() {
             // Refused (say, a seccomp filter installed after the ring was
             // built): producers fence from now on. One that read the old
             // mode may have skipped its fence just now, so this sleep is
@@ -329,7 +344,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use crate::barrier::tests::REFUSE;
     use crate::loom::Ordering;
     use crate::{Consumer, Ring, WaitError};
 
@@ -430,7 +444,7 @@ mod tests {
             return;
         }
         consumer.set_spin(Duration::ZERO);
-        REFUSE.with(|r| r.set(true));
+        consumer.barrier_mode.refuse_heavy = true;
         // Nobody commits: the wait times out, having announced at least once.
         let start = Instant::now();
         assert_eq!(
@@ -438,7 +452,7 @@ mod tests {
             Err(WaitError::Timeout)
         );
         assert!(start.elapsed() >= Duration::from_millis(20));
-        REFUSE.with(|r| r.set(false));
+        consumer.barrier_mode.refuse_heavy = false;
         assert!(!asymmetric(&consumer));
         // Fences for good, however rarely the consumer sleeps from now on.
         for _ in 0..3 {
