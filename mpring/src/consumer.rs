@@ -12,10 +12,11 @@ use crate::Entry;
 /// The consumer side: exactly one per ring, `Send`, not `Clone`.
 ///
 /// Entries come out in reservation order and are read in place. Consumed
-/// space is zeroed as it is read and handed back to producers in batches: when a read
-/// finds nothing more, at the end of every [`read_batch`](Consumer::read_batch),
-/// on [`release`](Consumer::release), or once an eighth of the ring is
-/// pending. A consumer that has caught up therefore holds back no space.
+/// space is zeroed as it is read and handed back to producers in batches:
+/// when a read finds nothing more, at the end of every
+/// [`read_batch`](Consumer::read_batch), on [`release`](Consumer::release),
+/// or once an eighth of the ring is pending. A consumer that has caught up
+/// therefore holds back no space.
 ///
 /// Dropping the consumer makes every later reservation fail with
 /// [`ReserveError::Disconnected`](crate::ReserveError::Disconnected).
