@@ -61,6 +61,8 @@ pub(crate) struct BarrierMode {
     available: bool,
     window_start: Option<std::time::Instant>,
     sleeps_in_window: u32,
+    /// Until when sleeps are bounded after a refused heavy barrier.
+    bound_until: Option<std::time::Instant>,
     #[cfg(test)]
     pub(crate) pinned: Option<bool>,
     /// Makes every heavy barrier fail, as a seccomp filter installed after
@@ -73,6 +75,9 @@ pub(crate) struct BarrierMode {
 const MODE_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// ...and more than this many in one window (1,000 a second) choose fences.
 const MAX_HEAVY_SLEEPS: u32 = 10;
+/// After a refused heavy barrier, sleeps stay bounded this long: long past
+/// any producer still acting on the asymmetric mode it read before.
+const REFUSAL_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl BarrierMode {
     pub(crate) fn new(sleep: &Sleep) -> BarrierMode {
@@ -82,10 +87,30 @@ impl BarrierMode {
             available: sleep.line.asymmetric.load(Ordering::Relaxed),
             window_start: None,
             sleeps_in_window: 0,
+            bound_until: None,
             #[cfg(test)]
             pinned: None,
             #[cfg(test)]
             refuse_heavy: false,
+        }
+    }
+
+    /// The heavy barrier was refused: fences for good, and bounded sleeps
+    /// for [`REFUSAL_GRACE`].
+    fn refused(&mut self) {
+        self.available = false;
+        self.bound_until = Some(std::time::Instant::now() + REFUSAL_GRACE);
+    }
+
+    /// Whether sleeps must still be bounded after a refusal.
+    fn in_grace(&mut self) -> bool {
+        match self.bound_until {
+            Some(until) if std::time::Instant::now() < until => true,
+            Some(_) => {
+                self.bound_until = None;
+                false
+            }
+            None => false,
         }
     }
 
@@ -190,12 +215,13 @@ impl Sleep {
         // flag load. When the consumer issues a heavy barrier as it
         // announces sleep (`crate::barrier`), a compiler barrier is enough
         // here; otherwise a SeqCst fence, paired with the one in
-        // `announce`. Relaxed: the consumer publishes a change of mode with
-        // a heavy barrier (see `announce`), after which every producer
-        // reads the new mode.
-        if self.line.asymmetric.load(Ordering::Relaxed) {
-            compiler_fence(Ordering::SeqCst);
-        } else {
+        // `announce`. The compiler barrier comes first in both modes: it
+        // also keeps the mode load after the header store, which the
+        // switch back to fences relies on. Relaxed: the consumer publishes
+        // a change of mode with a heavy barrier (see `announce`), after
+        // which every producer reads the new mode.
+        compiler_fence(Ordering::SeqCst);
+        if !self.line.asymmetric.load(Ordering::Relaxed) {
             fence(Ordering::SeqCst);
         }
         // Acquire: a consumer that set the flag registered its target first.
@@ -266,18 +292,19 @@ impl Sleep {
         if now != was {
             self.line.asymmetric.store(now, Ordering::Relaxed);
         }
-        let mut degraded = false;
-        // A heavy barrier in asymmetric mode, and once more when leaving
-        // it: after that one, every producer reads the new mode and fences.
+        // A heavy barrier in asymmetric mode (also when just entering it),
+        // and once more when leaving it: after that one, every producer
+        // reads the new mode and fences.
         if (was || now) && !mode.heavy() {
             // Refused (say, a seccomp filter installed after the ring was
-            // built): producers fence from now on. One that read the old
-            // mode may have skipped its fence just now, so this sleep is
-            // bounded (`Announced::must_bound`).
+            // built): producers fence from now on. One that read `true` may
+            // have skipped its fence just now, and one that read it before
+            // and was preempted may still act on it, so sleeps stay bounded
+            // for a grace period (`Announced::must_bound`).
             self.line.asymmetric.store(false, Ordering::Relaxed);
-            mode.available = false;
-            degraded = was;
+            mode.refused();
         }
+        let degraded = mode.in_grace();
         // SeqCst fence: the flag store before the re-check, paired with the
         // fence in `after_publish` (without a heavy barrier; with one it
         // costs nothing next to the system call).
@@ -432,6 +459,40 @@ mod tests {
             "three sleeps in 45 ms: asymmetric mode"
         );
         assert_eq!(lost_wake_ups(&mut consumer, producer, 2_000), 0);
+    }
+
+    /// A heavy barrier refused just as the consumer enters asymmetric
+    /// mode: a producer may already have read the new mode and skipped its
+    /// fence, so the sleep is bounded all the same.
+    #[test]
+    fn a_refusal_while_entering_asymmetric_mode_bounds_the_sleep() {
+        let (_producer, mut consumer) = Ring::new(1024).unwrap();
+        if !asymmetric(&consumer) {
+            return;
+        }
+        consumer.barrier_mode.pinned = Some(false);
+        drop(
+            consumer
+                .ring
+                .sleep()
+                .announce_thread(&mut consumer.barrier_mode),
+        );
+        assert!(!asymmetric(&consumer));
+        consumer.barrier_mode.pinned = Some(true);
+        consumer.barrier_mode.refuse_heavy = true;
+        let announced = consumer
+            .ring
+            .sleep()
+            .announce_thread(&mut consumer.barrier_mode);
+        assert!(announced.must_bound());
+        drop(announced);
+        assert!(!asymmetric(&consumer));
+        // Still bounded within the grace period, whatever the mode.
+        let announced = consumer
+            .ring
+            .sleep()
+            .announce_thread(&mut consumer.barrier_mode);
+        assert!(announced.must_bound());
     }
 
     /// A heavy barrier refused after the ring was built: the consumer
