@@ -24,8 +24,8 @@
 //! sleeps often. Entering asymmetric mode needs nothing (producers that
 //! still fence are only stronger); leaving it takes one last heavy
 //! barrier, after which every producer reads the new mode. If the system
-//! refuses a heavy barrier later, fences for good; the announcement that
-//! finds out bounds its sleep.
+//! refuses a heavy barrier later, fences for good, and every sleep of the
+//! next 100 ms is bounded (a producer may still act on the old mode).
 //!
 //! Other wakers (the last producer leaving, a [`WakeHandle`](crate::WakeHandle))
 //! change their condition *before* they lock the target slot; the consumer
