@@ -359,16 +359,24 @@ fn run_mpring(
                 fulls
             })
         },
-        |checker, total| {
-            let mut seen = 0;
-            let mut idle = Idle::new(regime);
-            while seen < total {
-                let n = consumer.read_batch(regime.batch, |m| checker.check(m));
-                seen += n;
-                idle.got(n);
-            }
-        },
+        |checker, total| drain_mpring(&mut consumer, regime, checker, total),
     )
+}
+
+/// The consumer side of both mpring rows.
+fn drain_mpring(
+    consumer: &mut mpring::Consumer,
+    regime: Regime,
+    checker: &mut Checker,
+    total: usize,
+) {
+    let mut seen = 0;
+    let mut idle = Idle::new(regime);
+    while seen < total {
+        let n = consumer.read_batch(regime.batch, |m| checker.check(m));
+        seen += n;
+        idle.got(n);
+    }
 }
 
 /// Entries per batch reservation in the `mpring batch16` row.
@@ -408,15 +416,7 @@ fn run_mpring_batch(
                 fulls
             })
         },
-        |checker, total| {
-            let mut seen = 0;
-            let mut idle = Idle::new(regime);
-            while seen < total {
-                let n = consumer.read_batch(regime.batch, |m| checker.check(m));
-                seen += n;
-                idle.got(n);
-            }
-        },
+        |checker, total| drain_mpring(&mut consumer, regime, checker, total),
     )
 }
 

@@ -636,11 +636,10 @@ impl Shared {
         let len = (to - cursor.zeroed) as usize;
         let from = self.position(cursor.zeroed);
         let first = len.min(self.capacity() - from);
-        // SAFETY: [OwnedSpans, FreeIsZero] `[zeroed, to)` lies in `[head,
-        // read)`: consumed spans that the consumer owns until it releases
-        // past them, with no delivery (span) left over them. Both ends are
-        // multiples of 8 (span boundaries or line boundaries); at most a
+        // Both ends are multiples of 8 (span or line boundaries); at most a
         // lap, split at the buffer's end.
+        // SAFETY: [OwnedSpans, FreeIsZero] `[zeroed, to)` lies in consumed
+        // `[head, read)`, owned by the consumer, no delivery over it.
         unsafe {
             self.buffer.zero(from, first);
             if len > first {
