@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::ring::{Claim, Shared};
+use crate::Metadata;
 
 /// Room for up to [`count`](BatchReservation::count) entries of up to
 /// [`slot_len`](BatchReservation::slot_len) bytes each, claimed by
@@ -35,9 +36,12 @@ use crate::ring::{Claim, Shared};
 /// assert!(consumer.read().is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// On a ring with [`Metadata`], [`commit_with`](BatchReservation::commit_with)
+/// takes each entry's record with its length.
 #[must_use = "a batch is aborted when dropped; call `commit` to publish it"]
-pub struct BatchReservation<'a> {
-    ring: &'a Shared,
+pub struct BatchReservation<'a, M = ()> {
+    ring: &'a Shared<M>,
     /// `None` for a batch of zero slots, and once finished.
     claim: Option<Claim>,
     count: usize,
@@ -46,13 +50,13 @@ pub struct BatchReservation<'a> {
     slot: usize,
 }
 
-impl<'a> BatchReservation<'a> {
+impl<'a, M: Metadata> BatchReservation<'a, M> {
     pub(crate) fn new(
-        ring: &'a Shared,
+        ring: &'a Shared<M>,
         claim: Option<Claim>,
         count: usize,
         slot_len: usize,
-    ) -> BatchReservation<'a> {
+    ) -> BatchReservation<'a, M> {
         BatchReservation {
             ring,
             claim,
@@ -101,6 +105,54 @@ impl<'a> BatchReservation<'a> {
         }
     }
 
+    /// Publishes the first `entries.len()` slots as entries, slot `i` with
+    /// its first `entries[i].0` bytes and the record `entries[i].1`; the
+    /// other slots are aborted. An empty `entries` aborts the whole batch.
+    ///
+    /// # Panics
+    /// If `entries` has more items than the batch has slots, or a length is
+    /// larger than `slot_len` (a caller bug; the batch is then aborted, and
+    /// the panic points at the caller).
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::builder(4096).metadata::<u16>().build()?;
+    /// let mut batch = producer.reserve_batch(4, 100)?;
+    /// batch.slot_mut(0)[0] = 1;
+    /// batch.slot_mut(1)[..2].copy_from_slice(&[2, 2]);
+    /// batch.commit_with(&[(1, 4433), (2, 443)]);
+    /// let entry = consumer.read().unwrap();
+    /// assert_eq!((&*entry, *entry.meta()), (&[1u8][..], 4433));
+    /// drop(entry);
+    /// assert_eq!(*consumer.read().unwrap().meta(), 443);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn commit_with(mut self, entries: &[(usize, M)]) {
+        self.check(entries.len(), entries.iter().map(|&(len, _)| len));
+        if let Some(claim) = self.claim.take() {
+            self.ring
+                .finish_batch(claim, self.slot as u64, entries.iter().copied());
+        }
+    }
+
+    #[track_caller]
+    fn check(&self, n: usize, mut lens: impl Iterator<Item = usize>) {
+        assert!(
+            n <= self.count,
+            "{n} lengths for a batch of {} slots",
+            self.count
+        );
+        if let Some(len) = lens.find(|&len| len > self.slot_len) {
+            panic!("a length of {len} for slots of {} bytes", self.slot_len);
+        }
+    }
+
+    /// Drops the batch without publishing anything (the same as `drop`).
+    pub fn abort(self) {}
+}
+
+/// # Without metadata
+impl BatchReservation<'_> {
     /// Publishes the first `lens.len()` slots as entries, slot `i` with
     /// its first `lens[i]` bytes; the other slots are aborted. An empty
     /// `lens` aborts the whole batch.
@@ -111,33 +163,23 @@ impl<'a> BatchReservation<'a> {
     /// the panic points at the caller).
     #[track_caller]
     pub fn commit(mut self, lens: &[usize]) {
-        assert!(
-            lens.len() <= self.count,
-            "{} lengths for a batch of {} slots",
-            lens.len(),
-            self.count
-        );
-        if let Some(&len) = lens.iter().find(|&&len| len > self.slot_len) {
-            panic!("a length of {len} for slots of {} bytes", self.slot_len);
-        }
+        self.check(lens.len(), lens.iter().copied());
         if let Some(claim) = self.claim.take() {
-            self.ring.finish_batch(claim, self.slot as u64, lens);
+            self.ring
+                .finish_batch(claim, self.slot as u64, lens.iter().map(|&len| (len, ())));
         }
     }
-
-    /// Drops the batch without publishing anything (the same as `drop`).
-    pub fn abort(self) {}
 }
 
-impl Drop for BatchReservation<'_> {
+impl<M> Drop for BatchReservation<'_, M> {
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            self.ring.finish_batch(claim, self.slot as u64, &[]);
+            self.ring.abort(claim);
         }
     }
 }
 
-impl fmt::Debug for BatchReservation<'_> {
+impl<M> fmt::Debug for BatchReservation<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchReservation")
             .field("count", &self.count)

@@ -1,4 +1,7 @@
-//! Building a ring: [`Ring::new`] and [`Builder`].
+//! Building a ring: [`Ring::new`] and [`Builder`], and the [`Metadata`]
+//! a ring may carry with every entry.
+
+use std::marker::PhantomData;
 
 use crate::error::BuildError;
 use crate::loom::Arc;
@@ -80,6 +83,26 @@ impl Alignment {
     }
 }
 
+/// A record stored with every entry of a ring, outside its payload:
+/// chosen with [`Builder::metadata`], given by the producer when it commits
+/// and read by the consumer with the entry ([`Entry::meta`](crate::Entry::meta),
+/// [`Consumer::read_batch_meta`](crate::Consumer::read_batch_meta)).
+///
+/// Any `Copy + Send + 'static` type is metadata, for example a struct with
+/// a datagram's source and destination address, ECN bits, GRO segment size,
+/// receive time and listener id. Each entry then holds, between its 8-byte
+/// header and its payload, `size_of::<M>()` rounded up to the ring's
+/// [`Alignment`]; `M`'s own alignment may be at most the ring's. A ring
+/// without metadata (`M = ()`, the default) has no such room: its layout and
+/// code are those of a plain ring.
+///
+/// The record is copied in as a whole value and read back as one; nothing
+/// is packed by hand, and the consumer never sees a record its producer did
+/// not write (an aborted reservation has none, and is never delivered).
+pub trait Metadata: Copy + Send + 'static {}
+
+impl<T: Copy + Send + 'static> Metadata for T {}
+
 /// Builds a ring with options other than the defaults.
 ///
 /// ```
@@ -89,11 +112,35 @@ impl Alignment {
 /// assert_eq!(producer.max_payload(), 4096 / 2 - 16);
 /// # Ok::<(), mpring::BuildError>(())
 /// ```
+///
+/// With a metadata record for every entry:
+///
+/// ```
+/// use std::net::SocketAddr;
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// struct Received {
+///     from: SocketAddr,
+///     listener: u8,
+/// }
+///
+/// let (producer, mut consumer) = mpring::Ring::builder(1 << 16)
+///     .metadata::<Received>()
+///     .build()?;
+/// let from: SocketAddr = "192.0.2.1:4433".parse().unwrap();
+/// producer.push_with(b"datagram", Received { from, listener: 3 })?;
+///
+/// let entry = consumer.read().unwrap();
+/// assert_eq!(&*entry, b"datagram"); // the payload alone
+/// assert_eq!(entry.meta(), &Received { from, listener: 3 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Builder {
+pub struct Builder<M = ()> {
     capacity: usize,
     alignment: Alignment,
+    _meta: PhantomData<fn() -> M>,
 }
 
 impl Builder {
@@ -102,24 +149,41 @@ impl Builder {
         Builder {
             capacity,
             alignment: Alignment::default(),
+            _meta: PhantomData,
         }
     }
+}
 
+impl<M: Metadata> Builder<M> {
     /// Sets the alignment of entries (default: [`Alignment::Eight`]).
-    pub fn alignment(mut self, alignment: Alignment) -> Builder {
+    pub fn alignment(mut self, alignment: Alignment) -> Builder<M> {
         self.alignment = alignment;
         self
+    }
+
+    /// Gives every entry a metadata record of type `N` (see [`Metadata`]):
+    /// producers commit with the `_with` methods
+    /// ([`Producer::push_with`], [`Reservation::commit_with`](crate::Reservation::commit_with),
+    /// [`BatchReservation::commit_with`](crate::BatchReservation::commit_with)),
+    /// and the consumer reads it with the entry.
+    pub fn metadata<N: Metadata>(self) -> Builder<N> {
+        Builder {
+            capacity: self.capacity,
+            alignment: self.alignment,
+            _meta: PhantomData,
+        }
     }
 
     /// Allocates the ring (zeroed, once) and returns its producer handle and
     /// its consumer.
     ///
     /// # Errors
-    /// [`BuildError`] when the capacity is zero, not a power of two, smaller
-    /// than two alignment units, or cannot be allocated. Never aborts the
-    /// process on a huge request.
-    pub fn build(self) -> Result<(Producer, Consumer), BuildError> {
-        let ring = Arc::new(Shared::new(self.capacity, self.alignment.bytes())?);
+    /// [`BuildError`] when the capacity is zero, not a power of two, too
+    /// small for two entries' headers and metadata, cannot be allocated, or
+    /// when the metadata type's alignment exceeds the entries'. Never aborts
+    /// the process on a huge request.
+    pub fn build(self) -> Result<(Producer<M>, Consumer<M>), BuildError> {
+        let ring = Arc::new(Shared::<M>::new(self.capacity, self.alignment.bytes())?);
         Ok((Producer::new(ring.clone()), Consumer::new(ring)))
     }
 }

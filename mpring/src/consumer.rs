@@ -7,7 +7,7 @@ use crate::loom::Arc;
 use crate::ring::{Cursor, Shared};
 use crate::sleep::BarrierMode;
 use crate::wait::DEFAULT_SPIN;
-use crate::Entry;
+use crate::{Entry, Metadata};
 
 /// The consumer side: exactly one per ring, `Send`, not `Clone`.
 ///
@@ -20,8 +20,11 @@ use crate::Entry;
 ///
 /// Dropping the consumer makes every later reservation fail with
 /// [`ReserveError::Disconnected`](crate::ReserveError::Disconnected).
-pub struct Consumer {
-    pub(crate) ring: Arc<Shared>,
+///
+/// `M` is the ring's [`Metadata`] record (none by default), read with each
+/// entry: [`Entry::meta`], [`read_batch_meta`](Consumer::read_batch_meta).
+pub struct Consumer<M = ()> {
+    pub(crate) ring: Arc<Shared<M>>,
     pub(crate) cursor: Cursor,
     /// How long a blocking wait polls before it sleeps.
     pub(crate) spin: Duration,
@@ -29,8 +32,8 @@ pub struct Consumer {
     pub(crate) barrier_mode: BarrierMode,
 }
 
-impl Consumer {
-    pub(crate) fn new(ring: Arc<Shared>) -> Consumer {
+impl<M: Metadata> Consumer<M> {
+    pub(crate) fn new(ring: Arc<Shared<M>>) -> Consumer<M> {
         Consumer {
             barrier_mode: BarrierMode::new(ring.sleep()),
             ring,
@@ -57,7 +60,7 @@ impl Consumer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn read(&mut self) -> Option<Entry<'_>> {
+    pub fn read(&mut self) -> Option<Entry<'_, M>> {
         match self.ring.next(&mut self.cursor) {
             Some(delivery) => Some(Entry::new(&self.ring, &mut self.cursor, delivery)),
             None => {
@@ -94,6 +97,30 @@ impl Consumer {
     where
         F: FnMut(&[u8]),
     {
+        self.read_batch_meta(max, |_, payload| f(payload))
+    }
+
+    /// Like [`read_batch`](Consumer::read_batch), handing `f` each entry's
+    /// metadata record with its payload.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::builder(1024).metadata::<u8>().build()?;
+    /// for i in 0..10u8 {
+    ///     producer.push_with(&[i; 3], i % 2)?;
+    /// }
+    /// let mut odd = 0;
+    /// let n = consumer.read_batch_meta(64, |&parity, payload| {
+    ///     assert_eq!(payload[0] % 2, parity);
+    ///     odd += u32::from(parity);
+    /// });
+    /// assert_eq!((n, odd), (10, 5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn read_batch_meta<F>(&mut self, max: usize, mut f: F) -> usize
+    where
+        F: FnMut(&M, &[u8]),
+    {
         let batch = Batch {
             ring: &self.ring,
             cursor: &mut self.cursor,
@@ -103,7 +130,7 @@ impl Consumer {
             let Some(delivery) = batch.ring.next(batch.cursor) else {
                 break;
             };
-            f(batch.ring.bytes(&delivery));
+            f(batch.ring.meta(&delivery), batch.ring.bytes(&delivery));
             batch.ring.consume(batch.cursor, delivery);
             n += 1;
         }
@@ -160,25 +187,25 @@ impl Consumer {
 }
 
 /// Releases at the end of a batch, also when the callback panics.
-struct Batch<'a> {
-    ring: &'a Shared,
+struct Batch<'a, M> {
+    ring: &'a Shared<M>,
     cursor: &'a mut Cursor,
 }
 
-impl Drop for Batch<'_> {
+impl<M> Drop for Batch<'_, M> {
     fn drop(&mut self) {
         self.ring.release(self.cursor);
     }
 }
 
-impl Drop for Consumer {
+impl<M> Drop for Consumer<M> {
     fn drop(&mut self) {
         self.ring.sleep().clear_target();
         self.ring.close_consumer();
     }
 }
 
-impl fmt::Debug for Consumer {
+impl<M> fmt::Debug for Consumer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("ring", &*self.ring)

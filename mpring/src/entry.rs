@@ -7,26 +7,48 @@ use crate::ring::{Cursor, Delivery, Shared};
 
 /// A committed entry, read in place by [`Consumer::read`](crate::Consumer::read).
 ///
-/// Derefs to the payload, exactly as committed. Dropping it consumes the
-/// entry; its space goes back to producers with the consumer's next release.
-pub struct Entry<'a> {
-    ring: &'a Shared,
+/// Derefs to the payload, exactly as committed; [`meta`](Entry::meta) is
+/// its metadata record on a ring with [`Metadata`](crate::Metadata).
+/// Dropping it consumes the entry; its space goes back to producers with
+/// the consumer's next release.
+pub struct Entry<'a, M = ()> {
+    ring: &'a Shared<M>,
     cursor: &'a mut Cursor,
     /// `None` only inside `drop`.
     delivery: Option<Delivery>,
 }
 
-impl<'a> Entry<'a> {
-    pub(crate) fn new(ring: &'a Shared, cursor: &'a mut Cursor, delivery: Delivery) -> Entry<'a> {
+impl<'a, M> Entry<'a, M> {
+    pub(crate) fn new(
+        ring: &'a Shared<M>,
+        cursor: &'a mut Cursor,
+        delivery: Delivery,
+    ) -> Entry<'a, M> {
         Entry {
             ring,
             cursor,
             delivery: Some(delivery),
         }
     }
+
+    /// The entry's metadata record, as its producer committed it.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::builder(1024).metadata::<(u8, u32)>().build()?;
+    /// producer.push_with(b"x", (1, 2))?;
+    /// assert_eq!(consumer.read().unwrap().meta(), &(1, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn meta(&self) -> &M {
+        match &self.delivery {
+            Some(delivery) => self.ring.meta(delivery),
+            None => unreachable!("an entry has its delivery until dropped"),
+        }
+    }
 }
 
-impl Deref for Entry<'_> {
+impl<M> Deref for Entry<'_, M> {
     type Target = [u8];
 
     #[inline]
@@ -38,13 +60,13 @@ impl Deref for Entry<'_> {
     }
 }
 
-impl AsRef<[u8]> for Entry<'_> {
+impl<M> AsRef<[u8]> for Entry<'_, M> {
     fn as_ref(&self) -> &[u8] {
         self
     }
 }
 
-impl Drop for Entry<'_> {
+impl<M> Drop for Entry<'_, M> {
     #[inline]
     fn drop(&mut self) {
         if let Some(delivery) = self.delivery.take() {
@@ -53,7 +75,7 @@ impl Drop for Entry<'_> {
     }
 }
 
-impl fmt::Debug for Entry<'_> {
+impl<M> fmt::Debug for Entry<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry").field("len", &self.len()).finish()
     }

@@ -67,8 +67,9 @@ pub enum BuildError {
         /// The capacity that was asked for.
         capacity: usize,
     },
-    /// The capacity cannot hold a single entry (two alignment units are the
-    /// minimum: the largest entry may take half the buffer).
+    /// The capacity cannot hold a single entry (the minimum is twice a
+    /// header and its metadata room: the largest entry may take half the
+    /// buffer).
     TooSmall {
         /// The capacity that was asked for.
         capacity: usize,
@@ -80,6 +81,15 @@ pub enum BuildError {
     TooLarge {
         /// The capacity that was asked for.
         capacity: usize,
+    },
+    /// The metadata type needs a larger alignment than the entries have
+    /// (choose [`Alignment::Sixteen`](crate::Alignment::Sixteen), or a
+    /// record with smaller fields).
+    MetadataAlignment {
+        /// The metadata type's alignment.
+        align: usize,
+        /// The entries' alignment.
+        entry_align: usize,
     },
 }
 
@@ -97,6 +107,10 @@ impl fmt::Display for BuildError {
             BuildError::TooLarge { capacity } => {
                 write!(f, "a ring of {capacity} bytes could not be allocated")
             }
+            BuildError::MetadataAlignment { align, entry_align } => write!(
+                f,
+                "metadata aligned to {align} bytes does not fit entries aligned to {entry_align}"
+            ),
         }
     }
 }

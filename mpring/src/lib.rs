@@ -117,7 +117,7 @@ mod wait;
 mod wake_handle;
 
 pub use batch::{BatchReservation, SlotsMut};
-pub use builder::{Alignment, Builder, Ring};
+pub use builder::{Alignment, Builder, Metadata, Ring};
 pub use consumer::Consumer;
 pub use entry::Entry;
 pub use error::{BuildError, ReserveError, WaitError};

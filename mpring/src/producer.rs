@@ -5,7 +5,7 @@ use std::fmt;
 use crate::error::ReserveError;
 use crate::loom::Arc;
 use crate::ring::Shared;
-use crate::{BatchReservation, Reservation};
+use crate::{BatchReservation, Metadata, Reservation};
 
 /// The producer side: a handle that every listener thread can share.
 ///
@@ -16,12 +16,15 @@ use crate::{BatchReservation, Reservation};
 ///
 /// When the last handle is dropped the consumer sees
 /// [`Consumer::is_disconnected`](crate::Consumer::is_disconnected).
-pub struct Producer {
-    ring: Arc<Shared>,
+///
+/// `M` is the ring's [`Metadata`] record (none by default); on a ring with
+/// metadata, entries are committed with the `_with` methods, which take it.
+pub struct Producer<M = ()> {
+    ring: Arc<Shared<M>>,
 }
 
-impl Producer {
-    pub(crate) fn new(ring: Arc<Shared>) -> Producer {
+impl<M: Metadata> Producer<M> {
+    pub(crate) fn new(ring: Arc<Shared<M>>) -> Producer<M> {
         Producer { ring }
     }
 
@@ -54,7 +57,7 @@ impl Producer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn reserve(&self, len: usize) -> Result<Reservation<'_>, ReserveError> {
+    pub fn reserve(&self, len: usize) -> Result<Reservation<'_, M>, ReserveError> {
         let claim = self.ring.reserve(len)?;
         Ok(Reservation::new(&self.ring, claim, len))
     }
@@ -63,14 +66,21 @@ impl Producer {
     /// each with one CAS: a [`BatchReservation`] of `count` slots.
     ///
     /// The slots lie one after the other, each taking the room of one
-    /// reservation of `slot_len` bytes (`slot_len` plus a header, rounded
-    /// up to the alignment); the batch never crosses the buffer's end (like
-    /// a single reservation, it claims the rest of the lap as padding and
-    /// starts at the beginning). A batch takes at most half the ring:
-    /// `count * (slot_len + 8)`, rounded, at most `capacity / 2` (so 64 KiB
-    /// GRO slots need a ring of at least `count * 128 KiB` plus rounding).
-    /// What a commit leaves unused goes back to the ring. A batch of 0
-    /// slots claims nothing.
+    /// reservation of `slot_len` bytes (`slot_len` plus a header and any
+    /// metadata room, rounded up to the alignment); the batch never crosses
+    /// the buffer's end (like a single reservation, it claims the rest of
+    /// the lap as padding and starts at the beginning). A batch takes at
+    /// most half the ring: `count * (slot_len + 8)`, rounded, at most
+    /// `capacity / 2` (so 16 GRO slots of 64 KiB need a ring of at least
+    /// 2 MiB plus rounding).
+    ///
+    /// What a commit leaves unused goes back to the ring when no later
+    /// reservation exists yet; otherwise it stays claimed (as one skipped
+    /// span) until the consumer passes it. With several producers receiving
+    /// short datagrams into large slots, that room is lost for a lap:
+    /// receive into a buffer of your own and copy with
+    /// [`push_batch`](Producer::push_batch), which claims exactly what the
+    /// entries need. A batch of 0 slots claims nothing.
     ///
     /// # Errors
     /// - [`ReserveError::Full`]: not enough free space now (retryable; a
@@ -93,7 +103,7 @@ impl Producer {
         &self,
         count: usize,
         slot_len: usize,
-    ) -> Result<BatchReservation<'_>, ReserveError> {
+    ) -> Result<BatchReservation<'_, M>, ReserveError> {
         let ring = &*self.ring;
         if count == 0 {
             return Ok(BatchReservation::new(ring, None, 0, slot_len));
@@ -114,59 +124,73 @@ impl Producer {
         }
         // One claim over all slots: its payload runs from slot 0's payload
         // to the end of the last slot.
-        let claim = ring.reserve(count * slot - ring.align())?;
+        let claim = ring.reserve(count * slot - ring.prefix())?;
         Ok(BatchReservation::new(ring, Some(claim), count, slot_len))
     }
 
-    /// Copies `payload` into the ring as one entry.
+    /// Copies `payload` and its metadata record into the ring as one entry.
     ///
     /// # Errors
     /// As [`reserve`](Producer::reserve).
     ///
     /// ```
-    /// use mpring::{ReserveError, Ring};
-    ///
-    /// let (producer, mut consumer) = Ring::new(64)?;
-    /// producer.push(b"datagram")?;
-    /// // The largest payload is half the ring less a header.
-    /// assert_eq!(producer.push(&[0; 64]), Err(ReserveError::TooLarge { len: 64, max: 24 }));
-    /// assert_eq!(&*consumer.read().unwrap(), b"datagram");
+    /// let (producer, mut consumer) = mpring::Ring::builder(1024).metadata::<u32>().build()?;
+    /// producer.push_with(b"datagram", 7)?;
+    /// let entry = consumer.read().unwrap();
+    /// assert_eq!((&*entry, *entry.meta()), (&b"datagram"[..], 7));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn push(&self, payload: &[u8]) -> Result<(), ReserveError> {
+    pub fn push_with(&self, payload: &[u8], meta: M) -> Result<(), ReserveError> {
         let mut reservation = self.reserve(payload.len())?;
         reservation.copy_from_slice(payload);
-        reservation.commit();
+        reservation.commit_with(meta);
         Ok(())
     }
 
-    /// Copies the concatenation of `parts` into the ring as one entry, for
-    /// example a small metadata header followed by a datagram, without
-    /// building the whole entry first.
+    /// Copies `entries` (payload and metadata record each) into the ring
+    /// as consecutive entries, claimed with one CAS: all of them, or none.
+    ///
+    /// See [`push_batch`](Producer::push_batch).
     ///
     /// # Errors
-    /// As [`reserve`](Producer::reserve), for the total length.
-    ///
-    /// ```
-    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
-    /// producer.push_parts(&[&[7u8], b"datagram"])?;
-    /// assert_eq!(&*consumer.read().unwrap(), b"\x07datagram");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn push_parts(&self, parts: &[&[u8]]) -> Result<(), ReserveError> {
-        // Saturating: a sum past usize::MAX is too large either way.
-        let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
-        let mut reservation = self.reserve(len)?;
-        let mut at = 0;
-        for part in parts {
-            reservation[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        reservation.commit();
-        Ok(())
+    /// As [`push_batch`](Producer::push_batch).
+    pub fn push_batch_with(&self, entries: &[(&[u8], M)]) -> Result<(), ReserveError> {
+        let total = self.run_room(entries.iter().map(|(payload, _)| payload.len()))?;
+        self.ring.push_run(
+            total,
+            entries.iter().map(|&(payload, meta)| (payload, meta)),
+        )
     }
 
+    /// The room a run of entries of these lengths needs, if it may be
+    /// claimed at once (at most half the ring, like a batch).
+    fn run_room<L>(&self, lens: L) -> Result<usize, ReserveError>
+    where
+        L: Iterator<Item = usize> + Clone,
+    {
+        let ring = &*self.ring;
+        let (mut longest, mut total) = (0, 0usize);
+        for len in lens.clone() {
+            if len > ring.max_payload() {
+                return Err(ReserveError::TooLarge {
+                    len,
+                    max: ring.max_payload(),
+                });
+            }
+            longest = longest.max(len);
+            // Saturating: a total past `usize::MAX` is too large anyway.
+            total = total.saturating_add(ring.slot_stride(len) as usize);
+        }
+        if total > ring.capacity() / 2 {
+            return Err(ReserveError::BatchTooLarge {
+                count: lens.count(),
+                slot_len: longest,
+                max_count: ring.capacity() / 2 / ring.slot_stride(longest) as usize,
+            });
+        }
+        Ok(total)
+    }
     /// The buffer's size in bytes.
     #[inline]
     pub fn capacity(&self) -> usize {
@@ -174,8 +198,8 @@ impl Producer {
     }
 
     /// The largest payload a reservation can ask for: half the capacity less
-    /// one header (`capacity / 2 - alignment`). Larger requests fail with
-    /// [`ReserveError::TooLarge`].
+    /// one header and the metadata room (`capacity / 2 - alignment` without
+    /// metadata). Larger requests fail with [`ReserveError::TooLarge`].
     #[inline]
     pub fn max_payload(&self) -> usize {
         self.ring.max_payload()
@@ -201,8 +225,97 @@ impl Producer {
     }
 }
 
-impl Clone for Producer {
-    fn clone(&self) -> Producer {
+/// # Without metadata
+impl Producer {
+    /// Copies `payload` into the ring as one entry.
+    ///
+    /// # Errors
+    /// As [`reserve`](Producer::reserve).
+    ///
+    /// ```
+    /// use mpring::{ReserveError, Ring};
+    ///
+    /// let (producer, mut consumer) = Ring::new(64)?;
+    /// producer.push(b"datagram")?;
+    /// // The largest payload is half the ring less a header.
+    /// assert_eq!(producer.push(&[0; 64]), Err(ReserveError::TooLarge { len: 64, max: 24 }));
+    /// assert_eq!(&*consumer.read().unwrap(), b"datagram");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn push(&self, payload: &[u8]) -> Result<(), ReserveError> {
+        let mut reservation = self.reserve(payload.len())?;
+        reservation.copy_from_slice(payload);
+        reservation.commit();
+        Ok(())
+    }
+
+    /// Copies the concatenation of `parts` into the ring as one entry, for
+    /// example a small header followed by a datagram, without building the
+    /// whole entry first. (For a record of fixed type with every entry, a
+    /// ring with [`Metadata`] needs no packing at all.)
+    ///
+    /// # Errors
+    /// As [`reserve`](Producer::reserve), for the total length.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push_parts(&[&[7u8], b"datagram"])?;
+    /// assert_eq!(&*consumer.read().unwrap(), b"\x07datagram");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_parts(&self, parts: &[&[u8]]) -> Result<(), ReserveError> {
+        // Saturating: a sum past usize::MAX is too large either way.
+        let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        let mut reservation = self.reserve(len)?;
+        let mut at = 0;
+        for part in parts {
+            reservation[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        reservation.commit();
+        Ok(())
+    }
+
+    /// Copies `payloads` into the ring as consecutive entries, claimed with
+    /// one CAS: all of them, or none.
+    ///
+    /// This is how a listener that received several datagrams into
+    /// buffers of its own (one `recvmmsg` call) hands them over: the ring
+    /// claims exactly the room the entries need, however short they are and
+    /// however many producers claim at the same time, at the price of one
+    /// copy. [`reserve_batch`](Producer::reserve_batch) receives in place
+    /// instead, and wastes the unused part of its slots when another
+    /// producer claimed after it.
+    ///
+    /// # Errors
+    /// - [`ReserveError::Full`]: the entries do not fit the free space now
+    ///   (retryable; fewer may fit);
+    /// - [`ReserveError::TooLarge`]: one payload is larger than
+    ///   [`max_payload`](Producer::max_payload);
+    /// - [`ReserveError::BatchTooLarge`]: together they take more than half
+    ///   the ring; `slot_len` is the longest payload and `max_count` how
+    ///   many entries of that length fit;
+    /// - [`ReserveError::Disconnected`]: the consumer is gone.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(4096)?;
+    /// let datagrams: [&[u8]; 3] = [b"a", b"bc", b"def"];
+    /// producer.push_batch(&datagrams)?;
+    /// for expected in datagrams {
+    ///     assert_eq!(&*consumer.read().unwrap(), expected);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_batch(&self, payloads: &[&[u8]]) -> Result<(), ReserveError> {
+        let total = self.run_room(payloads.iter().map(|payload| payload.len()))?;
+        self.ring
+            .push_run(total, payloads.iter().map(|&payload| (payload, ())))
+    }
+}
+
+impl<M> Clone for Producer<M> {
+    fn clone(&self) -> Producer<M> {
         self.ring.add_producer();
         Producer {
             ring: self.ring.clone(),
@@ -210,13 +323,13 @@ impl Clone for Producer {
     }
 }
 
-impl Drop for Producer {
+impl<M> Drop for Producer<M> {
     fn drop(&mut self) {
         self.ring.remove_producer();
     }
 }
 
-impl fmt::Debug for Producer {
+impl<M> fmt::Debug for Producer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Producer")
             .field("ring", &*self.ring)

@@ -5,6 +5,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 
 use crate::ring::{Claim, Shared};
+use crate::Metadata;
 
 /// Space reserved in the ring by [`Producer::reserve`](crate::Producer::reserve),
 /// written in place and then published.
@@ -30,9 +31,13 @@ use crate::ring::{Claim, Shared};
 /// reservation (`mem::forget`) is safe, but its header is never published,
 /// so the consumer stops there for good and the entries reserved after it
 /// are never read.
+///
+/// On a ring with [`Metadata`], commit with [`commit_with`](Reservation::commit_with)
+/// or [`commit_len_with`](Reservation::commit_len_with), which take the
+/// entry's record.
 #[must_use = "a reservation is aborted when dropped; call `commit` to publish it"]
-pub struct Reservation<'a> {
-    ring: &'a Shared,
+pub struct Reservation<'a, M = ()> {
+    ring: &'a Shared<M>,
     /// `None` once finished (only inside `commit` and `drop`).
     claim: Option<Claim>,
     len: usize,
@@ -40,8 +45,8 @@ pub struct Reservation<'a> {
     written: usize,
 }
 
-impl<'a> Reservation<'a> {
-    pub(crate) fn new(ring: &'a Shared, claim: Claim, len: usize) -> Reservation<'a> {
+impl<'a, M: Metadata> Reservation<'a, M> {
+    pub(crate) fn new(ring: &'a Shared<M>, claim: Claim, len: usize) -> Reservation<'a, M> {
         Reservation {
             ring,
             claim: Some(claim),
@@ -50,16 +55,76 @@ impl<'a> Reservation<'a> {
         }
     }
 
-    /// Publishes the entry: the consumer can read it from now on.
+    /// Publishes the entry with its metadata record: the consumer can read
+    /// both from now on.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::builder(1024).metadata::<[u16; 2]>().build()?;
+    /// let mut r = producer.reserve(2)?;
+    /// r.copy_from_slice(b"hi");
+    /// r.commit_with([4433, 1]);
+    /// assert_eq!(consumer.read().unwrap().meta(), &[4433, 1]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
-    pub fn commit(mut self) {
+    pub fn commit_with(mut self, meta: M) {
         let (ring, claim, len) = (self.ring, self.claim.take(), self.len);
         // Nothing is left to drop (the claim is out), and skipping the drop
         // glue keeps this path free of a call and of spills.
         std::mem::forget(self);
         if let Some(claim) = claim {
-            ring.finish(claim, Some(len));
+            ring.commit(claim, len, meta);
         }
+    }
+
+    /// Publishes only the first `len` bytes, with the entry's metadata
+    /// record; the rest goes back to the ring.
+    ///
+    /// # Panics
+    /// If `len` is larger than the reservation (a caller bug; the entry is
+    /// then aborted, and the panic points at the caller).
+    #[inline]
+    #[track_caller]
+    pub fn commit_len_with(mut self, len: usize, meta: M) {
+        assert!(
+            len <= self.len,
+            "commit_len_with({len}) on a reservation of {} bytes",
+            self.len
+        );
+        self.len = len;
+        self.commit_with(meta);
+    }
+
+    /// Shortens the reservation to `len` bytes (no effect if it is not
+    /// longer); a later `commit` publishes only those.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(4096)?;
+    /// let mut r = producer.reserve(1500)?;
+    /// r[..2].copy_from_slice(b"hi");
+    /// r.truncate(2);
+    /// assert_eq!(r.len(), 2);
+    /// r.commit();
+    /// assert_eq!(&*consumer.read().unwrap(), b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.written = self.written.min(self.len);
+    }
+
+    /// Drops the reservation without publishing it (the same as `drop`).
+    #[inline]
+    pub fn abort(self) {}
+}
+
+/// # Without metadata
+impl Reservation<'_> {
+    /// Publishes the entry: the consumer can read it from now on.
+    #[inline]
+    pub fn commit(self) {
+        self.commit_with(());
     }
 
     /// Publishes only the first `len` bytes; the rest goes back to the ring.
@@ -106,32 +171,9 @@ impl<'a> Reservation<'a> {
         self.len = self.written;
         self.commit();
     }
-
-    /// Shortens the reservation to `len` bytes (no effect if it is not
-    /// longer); a later `commit` publishes only those.
-    ///
-    /// ```
-    /// let (producer, mut consumer) = mpring::Ring::new(4096)?;
-    /// let mut r = producer.reserve(1500)?;
-    /// r[..2].copy_from_slice(b"hi");
-    /// r.truncate(2);
-    /// assert_eq!(r.len(), 2);
-    /// r.commit();
-    /// assert_eq!(&*consumer.read().unwrap(), b"hi");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[inline]
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-        self.written = self.written.min(self.len);
-    }
-
-    /// Drops the reservation without publishing it (the same as `drop`).
-    #[inline]
-    pub fn abort(self) {}
 }
 
-impl Deref for Reservation<'_> {
+impl<M> Deref for Reservation<'_, M> {
     type Target = [u8];
 
     #[inline]
@@ -143,7 +185,7 @@ impl Deref for Reservation<'_> {
     }
 }
 
-impl DerefMut for Reservation<'_> {
+impl<M> DerefMut for Reservation<'_, M> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.claim {
@@ -156,7 +198,7 @@ impl DerefMut for Reservation<'_> {
 /// Fills the reservation from the start; a write past its end writes what
 /// fits (and then `Ok(0)`, which `write_all` reports as
 /// [`io::ErrorKind::WriteZero`]).
-impl io::Write for Reservation<'_> {
+impl<M> io::Write for Reservation<'_, M> {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let at = self.written;
@@ -172,16 +214,16 @@ impl io::Write for Reservation<'_> {
     }
 }
 
-impl Drop for Reservation<'_> {
+impl<M> Drop for Reservation<'_, M> {
     #[inline]
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            self.ring.finish(claim, None);
+            self.ring.abort(claim);
         }
     }
 }
 
-impl fmt::Debug for Reservation<'_> {
+impl<M> fmt::Debug for Reservation<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
             .field("len", &self.len)

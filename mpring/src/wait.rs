@@ -8,13 +8,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::{Consumer, Entry, WaitError, WakeHandle};
+use crate::{Consumer, Entry, Metadata, WaitError, WakeHandle};
 
 /// How long a blocking wait polls before it sleeps, unless set otherwise.
 pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(5);
 
 /// # Waiting
-impl Consumer {
+impl<M: Metadata> Consumer<M> {
     /// Blocks until an entry is ready to read, every producer is gone (and
     /// the ring drained), or a [`WakeHandle`] wakes the consumer.
     ///
@@ -65,7 +65,7 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`wait_timeout`](Consumer::wait_timeout).
-    pub fn read_timeout(&mut self, timeout: Duration) -> Result<Entry<'_>, WaitError> {
+    pub fn read_timeout(&mut self, timeout: Duration) -> Result<Entry<'_, M>, WaitError> {
         self.wait_timeout(timeout)?;
         Ok(self
             .read()
@@ -77,7 +77,7 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`wait_deadline`](Consumer::wait_deadline).
-    pub fn read_deadline(&mut self, deadline: Instant) -> Result<Entry<'_>, WaitError> {
+    pub fn read_deadline(&mut self, deadline: Instant) -> Result<Entry<'_, M>, WaitError> {
         self.wait_deadline(deadline)?;
         Ok(self
             .read()
@@ -221,12 +221,6 @@ impl Consumer {
         }
     }
 
-    /// Takes back the announcement of a `poll_ready` that returned
-    /// `Pending` and will not be polled again.
-    pub(crate) fn cancel_sleep(&mut self) {
-        self.ring.sleep().cancel();
-    }
-
     /// A future for [`poll_ready`](Consumer::poll_ready).
     ///
     /// ```
@@ -251,7 +245,7 @@ impl Consumer {
     /// });
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn ready(&mut self) -> Ready<'_> {
+    pub fn ready(&mut self) -> Ready<'_, M> {
         Ready::new(self)
     }
 
@@ -270,7 +264,7 @@ impl Consumer {
     }
 
     /// A handle that wakes this consumer from another thread.
-    pub fn wake_handle(&self) -> WakeHandle {
+    pub fn wake_handle(&self) -> WakeHandle<M> {
         WakeHandle::new(self.ring.clone())
     }
 
@@ -358,19 +352,27 @@ impl Consumer {
     }
 }
 
+impl<M> Consumer<M> {
+    /// Takes back the announcement of a `poll_ready` that returned
+    /// `Pending` and will not be polled again.
+    pub(crate) fn cancel_sleep(&mut self) {
+        self.ring.sleep().cancel();
+    }
+}
+
 /// A future that resolves once an entry is ready to read (or the stream
 /// ended, or a [`WakeHandle`](crate::WakeHandle) woke the consumer); made
 /// by [`Consumer::ready`]. Works with any executor: it only uses the
 /// task's `Waker`.
 #[must_use = "futures do nothing unless polled"]
-pub struct Ready<'a> {
-    consumer: &'a mut Consumer,
+pub struct Ready<'a, M = ()> {
+    consumer: &'a mut Consumer<M>,
     /// The last poll left the consumer announced as asleep.
     pending: bool,
 }
 
-impl<'a> Ready<'a> {
-    pub(crate) fn new(consumer: &'a mut Consumer) -> Ready<'a> {
+impl<'a, M: Metadata> Ready<'a, M> {
+    pub(crate) fn new(consumer: &'a mut Consumer<M>) -> Ready<'a, M> {
         Ready {
             consumer,
             pending: false,
@@ -378,7 +380,7 @@ impl<'a> Ready<'a> {
     }
 }
 
-impl Future for Ready<'_> {
+impl<M: Metadata> Future for Ready<'_, M> {
     type Output = Result<(), WaitError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -388,7 +390,7 @@ impl Future for Ready<'_> {
     }
 }
 
-impl Drop for Ready<'_> {
+impl<M> Drop for Ready<'_, M> {
     fn drop(&mut self) {
         // Dropped while pending (a `select!` took another branch): take the
         // sleeping flag and the waker back, so that the next commit does
@@ -399,7 +401,7 @@ impl Drop for Ready<'_> {
     }
 }
 
-impl fmt::Debug for Ready<'_> {
+impl<M> fmt::Debug for Ready<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ready").finish_non_exhaustive()
     }

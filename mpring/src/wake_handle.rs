@@ -8,7 +8,7 @@ use crate::ring::Shared;
 /// Wakes the ring's consumer from any thread, for example to make a
 /// datagram handler blocked in [`Consumer::wait`](crate::Consumer::wait)
 /// look at a shutdown flag. Made by [`Consumer::wake_handle`](crate::Consumer::wake_handle);
-/// `Clone + Send + Sync`.
+/// `Clone + Send + Sync`. (`M` is the ring's [`Metadata`](crate::Metadata).)
 ///
 /// The wait in progress, or the next one if none is, returns
 /// [`WaitError::Woken`](crate::WaitError::Woken) instead of blocking (ready
@@ -25,13 +25,12 @@ use crate::ring::Shared;
 /// assert_eq!(outcome, Err(mpring::WaitError::Woken));
 /// # Ok::<(), mpring::BuildError>(())
 /// ```
-#[derive(Clone)]
-pub struct WakeHandle {
-    ring: Arc<Shared>,
+pub struct WakeHandle<M = ()> {
+    ring: Arc<Shared<M>>,
 }
 
-impl WakeHandle {
-    pub(crate) fn new(ring: Arc<Shared>) -> WakeHandle {
+impl<M> WakeHandle<M> {
+    pub(crate) fn new(ring: Arc<Shared<M>>) -> WakeHandle<M> {
         WakeHandle { ring }
     }
 
@@ -41,7 +40,15 @@ impl WakeHandle {
     }
 }
 
-impl fmt::Debug for WakeHandle {
+impl<M> Clone for WakeHandle<M> {
+    fn clone(&self) -> WakeHandle<M> {
+        WakeHandle {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+impl<M> fmt::Debug for WakeHandle<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WakeHandle").finish_non_exhaustive()
     }

@@ -1,11 +1,13 @@
 //! Random operation sequences on one thread, checked against a `VecDeque`
-//! model of what the consumer must see, across random capacities and both
-//! alignments.
+//! model of what the consumer must see, across random capacities, both
+//! alignments, and rings with and without a metadata record.
 #![cfg(not(miri))] // thousands of cases: too slow under Miri
 
 use std::collections::VecDeque;
 
-use mpring::{Alignment, ReserveError, Ring};
+use std::fmt::Debug;
+
+use mpring::{Alignment, Metadata, ReserveError, Ring};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -40,6 +42,12 @@ enum Op {
         which: usize,
         seed: u64,
     },
+    /// Pushes `count` entries of lengths drawn from `seed` with one claim.
+    PushBatch {
+        count: usize,
+        seed: u64,
+        max_len: usize,
+    },
 }
 
 fn op(max_len: usize) -> impl Strategy<Value = Op> {
@@ -55,21 +63,26 @@ fn op(max_len: usize) -> impl Strategy<Value = Op> {
         2 => (0usize..6, prop_oneof![Just(0), 0..=max_len / 2, Just(max_len / 2), max_len / 2 + 1..=max_len + 8], any::<u8>())
             .prop_map(|(count, len, fill)| Op::ReserveBatch { count, len, fill }),
         2 => (any::<usize>(), any::<u64>()).prop_map(|(which, seed)| Op::CommitBatch { which, seed }),
+        2 => (0usize..6, any::<u64>(), prop_oneof![Just(max_len / 4), Just(max_len), Just(max_len + 1)])
+            .prop_map(|(count, seed, max_len)| Op::PushBatch { count, seed, max_len }),
     ]
 }
 
+/// An entry as the consumer must see it: payload and record.
+type Seen<M> = (Vec<u8>, M);
+
 #[derive(Clone, Debug, PartialEq)]
-enum Slot {
+enum Slot<M> {
     Pending(u64),
-    Committed(Vec<u8>),
+    Committed(Seen<M>),
     Aborted,
     /// A committed batch: its entries, in slot order (none: aborted).
-    Batch(VecDeque<Vec<u8>>),
+    Batch(VecDeque<Seen<M>>),
 }
 
 /// What the consumer can read now: committed entries up to the first
 /// pending one, aborted ones skipped.
-fn pop_ready(model: &mut VecDeque<Slot>) -> Option<Vec<u8>> {
+fn pop_ready<M: PartialEq>(model: &mut VecDeque<Slot<M>>) -> Option<Seen<M>> {
     loop {
         match model.front()? {
             Slot::Pending(_) => return None,
@@ -91,7 +104,7 @@ fn pop_ready(model: &mut VecDeque<Slot>) -> Option<Vec<u8>> {
     }
 }
 
-fn set(model: &mut VecDeque<Slot>, id: u64, slot: Slot) {
+fn set<M: PartialEq>(model: &mut VecDeque<Slot<M>>, id: u64, slot: Slot<M>) {
     let at = model
         .iter()
         .position(|s| *s == Slot::Pending(id))
@@ -99,19 +112,37 @@ fn set(model: &mut VecDeque<Slot>, id: u64, slot: Slot) {
     model[at] = slot;
 }
 
-fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` on a ring with records of type `M`; entry number `n` gets
+/// the record `meta(n)`.
+fn run<M>(
+    capacity: usize,
+    alignment: Alignment,
+    ops: Vec<Op>,
+    meta: fn(u64) -> M,
+) -> Result<(), TestCaseError>
+where
+    M: Metadata + PartialEq + Debug,
+{
     let align = alignment.bytes();
-    let stride = |len: usize| (align + len).div_ceil(align) * align;
+    let room = std::mem::size_of::<M>().next_multiple_of(align);
+    let stride = |len: usize| (align + room + len).div_ceil(align) * align;
     let (producer, mut consumer) = Ring::builder(capacity)
         .alignment(alignment)
+        .metadata::<M>()
         .build()
         .unwrap();
     let max = producer.max_payload();
-    let mut model: VecDeque<Slot> = VecDeque::new();
+    prop_assert_eq!(max, capacity / 2 - align - room);
+    let mut model: VecDeque<Slot<M>> = VecDeque::new();
+    let mut records = 0u64;
+    let mut record = move || {
+        records += 1;
+        meta(records)
+    };
     let mut live = Vec::new(); // (id, reservation)
     let mut batches = Vec::new(); // (id, batch)
     let mut next_id = 0u64;
-    let check_read = |got: Option<Vec<u8>>, model: &mut VecDeque<Slot>| {
+    let check_read = |got: Option<Seen<M>>, model: &mut VecDeque<Slot<M>>| {
         let want = pop_ready(model);
         prop_assert_eq!(got, want);
         Ok(())
@@ -152,8 +183,9 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
             Op::Commit { which } if !live.is_empty() => {
                 let (id, r) = live.remove(which % live.len());
                 let bytes = r.to_vec();
-                r.commit();
-                set(&mut model, id, Slot::Committed(bytes));
+                let m = record();
+                r.commit_with(m);
+                set(&mut model, id, Slot::Committed((bytes, m)));
             }
             Op::Shrink { which, keep } if !live.is_empty() => {
                 let (id, r) = live.remove(which % live.len());
@@ -163,8 +195,9 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
                     keep % (r.len() + 1)
                 };
                 let bytes = r[..keep].to_vec();
-                r.commit_len(keep);
-                set(&mut model, id, Slot::Committed(bytes));
+                let m = record();
+                r.commit_len_with(keep, m);
+                set(&mut model, id, Slot::Committed((bytes, m)));
             }
             Op::Abort { which } if !live.is_empty() => {
                 let (id, r) = live.remove(which % live.len());
@@ -173,7 +206,7 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
             }
             Op::Read { max } => {
                 let mut got = Vec::new();
-                let n = consumer.read_batch(max, |e| got.push(e.to_vec()));
+                let n = consumer.read_batch_meta(max, |m, e| got.push((e.to_vec(), *m)));
                 prop_assert_eq!(n, got.len());
                 prop_assert!(n <= max);
                 for bytes in got {
@@ -184,7 +217,7 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
                 }
             }
             Op::ReadOne => {
-                let got = consumer.read().map(|e| e.to_vec());
+                let got = consumer.read().map(|e| (e.to_vec(), *e.meta()));
                 check_read(got, &mut model)?;
             }
             Op::Release => consumer.release(),
@@ -239,31 +272,94 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
                 let lens: Vec<usize> = (0..k)
                     .map(|i| ((seed >> (8 + 4 * i)) as usize).wrapping_mul(7919) % (slot_len + 1))
                     .collect();
+                let commits: Vec<(usize, M)> = lens.iter().map(|&len| (len, record())).collect();
                 let entries = batch
                     .slots_mut()
-                    .zip(&lens)
-                    .map(|(slot, &len)| slot[..len].to_vec())
+                    .zip(&commits)
+                    .map(|(slot, &(len, m))| (slot[..len].to_vec(), m))
                     .collect();
-                batch.commit(&lens);
+                batch.commit_with(&commits);
                 set(&mut model, id, Slot::Batch(entries));
+            }
+            Op::PushBatch {
+                count,
+                seed,
+                max_len,
+            } => {
+                let used = consumer.used_bytes();
+                let payloads: Vec<Vec<u8>> = (0..count)
+                    .map(|i| {
+                        let len = ((seed >> (8 * i)) as usize).wrapping_mul(7919) % (max_len + 1);
+                        vec![(seed as u8).wrapping_add(i as u8); len]
+                    })
+                    .collect();
+                let total: usize = payloads.iter().map(|p| stride(p.len())).sum();
+                let longest = payloads.iter().map(Vec::len).max().unwrap_or(0);
+                let entries: Vec<(&[u8], M)> =
+                    payloads.iter().map(|p| (&p[..], record())).collect();
+                match producer.push_batch_with(&entries) {
+                    Ok(()) => {
+                        prop_assert!(longest <= max && total <= capacity / 2);
+                        prop_assert!(used + total <= capacity, "pushed beyond capacity");
+                        // Exactly the entries' room, plus any padding
+                        // before them: never more than one lap's end.
+                        let grew = consumer.used_bytes() - used;
+                        prop_assert!(
+                            grew >= total && (grew == total || grew < total + capacity / 2)
+                        );
+                        let seen = entries.iter().map(|&(p, m)| (p.to_vec(), m)).collect();
+                        if count > 0 {
+                            model.push_back(Slot::Batch(seen));
+                        }
+                    }
+                    Err(ReserveError::TooLarge { len, max: m }) => {
+                        prop_assert_eq!(m, max);
+                        prop_assert!(len > max && payloads.iter().any(|p| p.len() == len));
+                    }
+                    Err(ReserveError::BatchTooLarge {
+                        count: c,
+                        slot_len,
+                        max_count,
+                    }) => {
+                        prop_assert_eq!((c, slot_len), (count, longest));
+                        prop_assert!(total > capacity / 2);
+                        prop_assert_eq!(max_count, capacity / 2 / stride(longest));
+                    }
+                    Err(ReserveError::Full) => {
+                        prop_assert!(
+                            used + 2 * total > capacity,
+                            "spurious Full for a pushed batch: used {} total {}",
+                            used,
+                            total
+                        );
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("unexpected {e}"))),
+                }
             }
             Op::Commit { .. } | Op::Shrink { .. } | Op::Abort { .. } | Op::CommitBatch { .. } => {}
         }
     }
     // Finish: commit everything left, then everything must come out in order.
     for (id, mut batch) in batches.drain(..) {
-        let entries = batch.slots_mut().map(|slot| slot.to_vec()).collect();
-        let lens = vec![batch.slot_len(); batch.count()];
-        batch.commit(&lens);
+        let commits: Vec<(usize, M)> = (0..batch.count())
+            .map(|_| (batch.slot_len(), record()))
+            .collect();
+        let entries = batch
+            .slots_mut()
+            .zip(&commits)
+            .map(|(slot, &(_, m))| (slot.to_vec(), m))
+            .collect();
+        batch.commit_with(&commits);
         set(&mut model, id, Slot::Batch(entries));
     }
     for (id, r) in live.drain(..) {
         let bytes = r.to_vec();
-        r.commit();
-        set(&mut model, id, Slot::Committed(bytes));
+        let m = record();
+        r.commit_with(m);
+        set(&mut model, id, Slot::Committed((bytes, m)));
     }
     loop {
-        let got = consumer.read().map(|e| e.to_vec());
+        let got = consumer.read().map(|e| (e.to_vec(), *e.meta()));
         let done = got.is_none();
         check_read(got, &mut model)?;
         if done {
@@ -276,14 +372,21 @@ fn run(capacity: usize, alignment: Alignment, ops: Vec<Op>) -> Result<(), TestCa
     Ok(())
 }
 
-fn case() -> impl Strategy<Value = (usize, Alignment, Vec<Op>)> {
+/// A record with padding inside (the `u8` before the `u32`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Record {
+    tag: u8,
+    n: u32,
+}
+
+fn case(room: usize) -> impl Strategy<Value = (usize, Alignment, Vec<Op>)> {
     (
-        5u32..13,
+        6u32..13,
         prop_oneof![Just(Alignment::Eight), Just(Alignment::Sixteen)],
     )
-        .prop_flat_map(|(shift, alignment)| {
+        .prop_flat_map(move |(shift, alignment)| {
             let capacity = 1usize << shift;
-            let max = capacity / 2 - alignment.bytes();
+            let max = capacity / 2 - alignment.bytes() - room.next_multiple_of(alignment.bytes());
             (
                 Just(capacity),
                 Just(alignment),
@@ -296,7 +399,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn ring_behaves_like_a_queue((capacity, alignment, ops) in case()) {
-        run(capacity, alignment, ops)?;
+    fn ring_behaves_like_a_queue((capacity, alignment, ops) in case(0)) {
+        run(capacity, alignment, ops, |_| ())?;
+    }
+
+    #[test]
+    fn ring_with_records_behaves_like_a_queue((capacity, alignment, ops) in case(8)) {
+        run(capacity, alignment, ops, |n| Record { tag: n as u8, n: n as u32 })?;
     }
 }

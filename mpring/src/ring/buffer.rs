@@ -163,6 +163,50 @@ impl Buffer {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
     }
 
+    /// Writes `value` at `offset` bytes into a write span (nothing for a
+    /// zero-sized `T`).
+    ///
+    /// # Panics
+    /// If the value does not fit the span or would be misaligned (a bug in
+    /// the protocol: every metadata room is aligned and inside its span).
+    #[inline]
+    pub(super) fn write_value<T: Copy>(&self, span: &mut WriteSpan, offset: usize, value: T) {
+        if std::mem::size_of::<T>() == 0 {
+            return;
+        }
+        assert!(offset <= span.len && std::mem::size_of::<T>() <= span.len - offset);
+        // SAFETY: the span's claim makes `[pos, pos + len)` ours alone and
+        // in bounds, and the value lies inside it (checked above).
+        let at = unsafe { self.ptr.as_ptr().add(span.pos + offset) }.cast::<T>();
+        assert!(
+            at as usize % std::mem::align_of::<T>() == 0,
+            "misaligned metadata"
+        );
+        // SAFETY: in bounds, aligned, and owned by the span (see above);
+        // `T: Copy` has no drop to skip for whatever was there.
+        unsafe { at.write(value) };
+    }
+
+    /// The `T` at `offset` bytes into a read span.
+    ///
+    /// # Safety
+    /// A `T` was written at that offset (by [`Buffer::write_value`], before
+    /// the span's bytes were published to this thread), and `[offset,
+    /// offset + size_of::<T>())` lies inside the span.
+    #[inline]
+    pub(super) unsafe fn read_value<'a, T>(&'a self, span: &'a ReadSpan, offset: usize) -> &'a T {
+        if std::mem::size_of::<T>() == 0 {
+            // SAFETY: a zero-sized `T` occupies no memory; any aligned,
+            // non-null pointer is a valid reference to one.
+            return unsafe { std::ptr::NonNull::<T>::dangling().as_ref() };
+        }
+        debug_assert!(offset + std::mem::size_of::<T>() <= span.len);
+        // SAFETY: the caller guarantees that a `T` was written there and
+        // published to us; the span keeps it from being written or zeroed
+        // while the returned borrow lives.
+        unsafe { &*self.ptr.as_ptr().add(span.pos + offset).cast::<T>() }
+    }
+
     /// Ends a write span (under loom, the written words then show in the
     /// header models, as a stale word would on real hardware).
     #[inline]

@@ -34,6 +34,11 @@
 //! - **ReadWindow**: `read - head < release_every <= capacity / 2` between
 //!   the consumer's steps, so the consumer never reaches the stale header
 //!   at `head` a lap later.
+//! - **MetaWritten**: every published entry (`Header::Entry`) holds, at
+//!   the start of its metadata room, an `M` written by its producer before
+//!   the header was stored (`Shared<M>` has one `M` for all its handles, so
+//!   the consumer reads the type that was written). Rings without metadata
+//!   (`M = ()`) have no room and nothing to write.
 //! - **NoLostWakeUp**: a consumer about to sleep sets `sleeping`, then
 //!   re-reads the header it waits on; a producer stores its header, then
 //!   reads `sleeping`; a full barrier on both sides makes one of the two
@@ -53,11 +58,30 @@
 //! last: its Release store carries the others, which the consumer can only
 //! reach through it.
 //!
+//! A run of entries pushed together (`push_run`) is a batch whose slots
+//! are exactly as long as the entries: nothing to move, nothing to hand
+//! back.
+//!
+//! # Metadata
+//!
+//! ```text
+//!  | header | M, rounded up to the alignment | payload, rounded up | next header
+//!  ^ start    ^ start + align                  ^ start + prefix
+//! ```
+//!
+//! With metadata every entry's span grows by the metadata room, which sits
+//! between the header and the payload, inside the span: it is claimed,
+//! zeroed and released with the entry and changes no invariant but adds
+//! MetaWritten. The alignment (8 or 16) is at least `M`'s (checked when the
+//! ring is built), so the record is aligned. Without metadata the room is
+//! zero bytes, known at compile time: the layout and the code are those of
+//! a plain ring.
+//!
 //! # Orderings
 //!
 //! | Release (writer, where)              | Acquire (reader, where)                       | carries                                             |
 //! |--------------------------------------|-----------------------------------------------|-----------------------------------------------------|
-//! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload (and a skip header, or a batch's later headers, written before it) |
+//! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload and metadata (and a skip header, or a batch's later headers, written before it) |
 //! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes (`consume`, `step_over`) and finished reads (FreeIsZero) |
 //! | producer: `cached_head` store, `reserve` | producer: `cached_head` load, `reserve`   | the same, passed on between producers (CachedHead)  |
 //! | producer: tail CAS, `hand_back`      | producer: tail CAS (success), `reserve`       | the zeroes over handed-back bytes (FreeIsZero)      |
@@ -82,6 +106,8 @@ mod buffer;
 mod header;
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::mem;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
@@ -92,8 +118,9 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, HeaderWord, Ordering};
 use crate::sleep::Sleep;
 
 /// The state that the [`Producer`](crate::Producer) handles and the
-/// [`Consumer`](crate::Consumer) share.
-pub(crate) struct Shared {
+/// [`Consumer`](crate::Consumer) share. `M` is the type of every entry's
+/// metadata record (`()`: none, and no room for it).
+pub(crate) struct Shared<M = ()> {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
     /// Next byte the consumer has not released; written at most once per
@@ -108,7 +135,11 @@ pub(crate) struct Shared {
     mask: u64,
     /// Alignment of every span, which is also the header's size.
     align: usize,
-    /// `2 * align - 1`: header plus rounding, in one add.
+    /// Room for an `M` after the header: its size rounded up to `align`
+    /// (0 for `()`).
+    meta_room: usize,
+    /// `align + meta_room + align - 1`: header, metadata and rounding, in
+    /// one add.
     stride_bias: usize,
     max_payload: usize,
     /// The consumer releases at least this often (in bytes).
@@ -116,6 +147,8 @@ pub(crate) struct Shared {
     /// The consumer zeroes what it consumed up to a multiple of this (a
     /// cache line), leaving the line at its read position alone.
     zero_line: u64,
+    /// Any `M` may go in and come out (`Shared` holds none itself).
+    _meta: PhantomData<fn(M) -> M>,
 }
 
 struct ProducersLine {
@@ -154,17 +187,26 @@ pub(crate) struct Cursor {
     read: u64,
 }
 
-/// A committed entry handed to the consumer.
+/// A committed entry handed to the consumer: its span covers its metadata
+/// room and its payload.
 pub(crate) struct Delivery {
     span: ReadSpan,
     stride: u64,
 }
 
-impl Shared {
+impl<M> Shared<M> {
     /// Allocates the buffer (zeroed, once). `align` is 8 or 16.
-    pub(crate) fn new(capacity: usize, align: usize) -> Result<Shared, BuildError> {
+    pub(crate) fn new(capacity: usize, align: usize) -> Result<Shared<M>, BuildError> {
         debug_assert!(align == 8 || align == 16);
-        let min = 2 * align;
+        if mem::align_of::<M>() > align {
+            return Err(BuildError::MetadataAlignment {
+                align: mem::align_of::<M>(),
+                entry_align: align,
+            });
+        }
+        let meta_room = mem::size_of::<M>().next_multiple_of(align);
+        // Header and metadata, twice: the largest entry takes half the ring.
+        let min = 2 * (align + meta_room);
         if capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
@@ -190,16 +232,28 @@ impl Shared {
             buffer,
             mask: capacity as u64 - 1,
             align,
-            stride_bias: 2 * align - 1,
+            meta_room,
+            stride_bias: 2 * align + meta_room - 1,
             // A stride of at most half the buffer fits an empty ring at any
             // position: the padding before it is then shorter than it.
-            max_payload: capacity / 2 - align,
+            max_payload: capacity / 2 - align - meta_room,
             // ReadWindow: at most half the buffer, at least one unit.
             release_every: (capacity as u64 / 8).max(align as u64),
             // Half the ring at most, so that tiny rings (loom's) also leave
             // a partial line behind and exercise the catch-up in `release`.
             zero_line: (capacity as u64 / 2).min(64),
+            _meta: PhantomData,
         })
+    }
+
+    /// The metadata room: 0, known at compile time, without metadata.
+    #[inline]
+    fn meta_room(&self) -> usize {
+        if mem::size_of::<M>() == 0 {
+            0
+        } else {
+            self.meta_room
+        }
     }
 
     #[inline]
@@ -212,7 +266,7 @@ impl Shared {
         self.max_payload
     }
 
-    /// Header plus payload, rounded up to the alignment. `len` is at most
+    /// Header, metadata room and payload, rounded up to the alignment. `len` is at most
     /// `max_payload`, so this cannot overflow.
     #[inline]
     fn stride(&self, len: usize) -> u64 {
@@ -315,7 +369,7 @@ impl Shared {
         // `[start, start + stride)` for us alone, within one lap, all zero.
         let span = unsafe {
             self.buffer
-                .claim_write(self.position(start) + self.align, len)
+                .claim_write(self.position(start) + self.align, self.meta_room() + len)
         };
         Ok(Claim {
             start,
@@ -324,94 +378,159 @@ impl Shared {
         })
     }
 
-    /// The payload bytes of a claim.
+    /// The payload bytes of a claim (for a batch: from slot 0's payload to
+    /// the claim's end).
     #[inline]
     pub(crate) fn bytes_mut<'a>(&'a self, claim: &'a mut Claim) -> &'a mut [u8] {
-        self.buffer.bytes_mut(&mut claim.span)
+        let room = self.meta_room();
+        &mut self.buffer.bytes_mut(&mut claim.span)[room..]
     }
 
     /// The payload bytes of a claim, for reading back.
     #[inline]
     pub(crate) fn claim_bytes<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
-        self.buffer.bytes_written(&claim.span)
+        &self.buffer.bytes_written(&claim.span)[self.meta_room()..]
     }
 
-    /// Publishes the first `len` bytes of a claim (`Some`), or aborts it
-    /// (`None`). Unused bytes are handed back or become a skipped span.
+    /// Publishes the first `len` bytes of a claim with its metadata
+    /// record; unused bytes are handed back or become a skipped span.
     #[inline]
-    pub(crate) fn finish(&self, claim: Claim, committed: Option<usize>) {
+    pub(crate) fn commit(&self, claim: Claim, len: usize, meta: M)
+    where
+        M: Copy,
+    {
+        let Claim {
+            start,
+            stride,
+            mut span,
+        } = claim;
+        // MetaWritten: the record goes in before the header publishes it.
+        self.buffer.write_value(&mut span, 0, meta);
+        self.buffer.end_write(span);
+        self.publish_run(start, start + stride, len, std::iter::empty());
+    }
+
+    /// Aborts a claim: hands it back, or makes it a skipped span.
+    #[inline]
+    pub(crate) fn abort(&self, claim: Claim) {
         let Claim {
             start,
             stride,
             span,
         } = claim;
         self.buffer.end_write(span);
-        let end = start + stride;
-        let header = match committed {
-            Some(len) => {
-                let used = self.stride(len);
-                if used < stride && !self.hand_back(start + used, start + used, end) {
-                    // SAFETY: [OwnedSpans] this word is inside our claim,
-                    // after the bytes we publish; nobody else can reach it yet.
-                    let word = unsafe { self.buffer.header(self.position(start + used)) };
-                    // Relaxed: the Release store of our header below
-                    // publishes it; the consumer reads it only after that.
-                    word.store(
-                        Header::Skip((end - start - used) as usize).encode(),
-                        Ordering::Relaxed,
-                    );
-                }
-                Header::Entry(len)
-            }
-            None => {
-                // Our header word stays zero: the consumer may be polling it.
-                if self.hand_back(start, start + self.align as u64, end) {
-                    return;
-                }
-                Header::Skip(stride as usize)
-            }
-        };
+        // Our header word stays zero: the consumer may be polling it.
+        if self.hand_back(start, start + self.align as u64, start + stride) {
+            return;
+        }
         // SAFETY: [AtomicHeaders] `start` is our own header word; the
         // consumer only loads it atomically.
         let word = unsafe { self.buffer.header(self.position(start)) };
-        self.publish(&word, header);
+        self.publish(&word, Header::Skip(stride as usize));
     }
 
-    /// Publishes the first `lens.len()` slots of a batch claim as entries
-    /// (slot `i` held `lens[i]` bytes at `i * slot` bytes into the claim's
-    /// payload), moved together so that each follows the one before; the
-    /// room left after them is handed back or skipped. No slot committed:
-    /// an abort. `slot` is the stride of one slot; every `lens[i]` fits it.
-    pub(crate) fn finish_batch(&self, claim: Claim, slot: u64, lens: &[usize]) {
-        let Some(&first) = lens.first() else {
-            return self.finish(claim, None);
+    /// Publishes the first slots of a batch claim as entries, one per item
+    /// of `commits` (slot `i` holds its payload at `i * slot` bytes into
+    /// the claim's payload; the item gives its length and metadata), moved
+    /// together so that each follows the one before; the room left after
+    /// them is handed back or skipped. No item: an abort. `slot` is the
+    /// stride of one slot; every length fits it.
+    pub(crate) fn finish_batch<I>(&self, claim: Claim, slot: u64, commits: I)
+    where
+        M: Copy,
+        I: Iterator<Item = (usize, M)> + Clone,
+    {
+        let Some((first, _)) = commits.clone().next() else {
+            return self.abort(claim);
         };
         let Claim {
             start,
             stride,
             mut span,
         } = claim;
-        let end = start + stride;
+        let (room, slot) = (self.meta_room(), slot as usize);
         // Compaction, inside our own claim: entry `i` moves from slot `i`
-        // (payload at `i * slot`, relative to the span) to right after
-        // entry `i - 1`. Every move goes towards the start, in order, so no
-        // source is overwritten before it is moved.
+        // to right after entry `i - 1`. Every move goes towards the start,
+        // in order, and an entry never reaches past its own slot, so no
+        // source is overwritten before it is moved. The span starts at
+        // slot 0's metadata room (the claim's start plus one header).
         let bytes = self.buffer.bytes_mut(&mut span);
-        let mut at = start; // header of the next entry
-        for (i, &len) in lens.iter().enumerate() {
-            debug_assert!(self.stride(len) <= slot);
-            let from = i * slot as usize;
-            let to = (at - start) as usize;
+        let mut to = 0;
+        for (i, (len, _)) in commits.clone().enumerate() {
+            debug_assert!(self.stride(len) as usize <= slot);
+            let from = i * slot;
             if to != from {
-                bytes.copy_within(from..from + len, to);
+                bytes.copy_within(from + room..from + room + len, to + room);
             }
-            at += self.stride(len);
+            to += self.stride(len) as usize;
+        }
+        // MetaWritten: each record at its entry's final place, before the
+        // headers publish them; after all moves, so none is moved over.
+        let mut at = 0;
+        for (len, meta) in commits.clone() {
+            self.buffer.write_value(&mut span, at, meta);
+            at += self.stride(len) as usize;
         }
         self.buffer.end_write(span);
+        self.publish_run(
+            start,
+            start + stride,
+            first,
+            commits.skip(1).map(|(len, _)| len),
+        );
+    }
+
+    /// Claims exact room for `entries` with one CAS (`total` is the sum of
+    /// their strides, at most half the ring), copies each payload and
+    /// record into place and publishes them as consecutive entries.
+    pub(crate) fn push_run<'p, I>(&self, total: usize, entries: I) -> Result<(), ReserveError>
+    where
+        M: Copy,
+        I: Iterator<Item = (&'p [u8], M)> + Clone,
+    {
+        let Some((first, _)) = entries.clone().next() else {
+            return Ok(());
+        };
+        debug_assert!(total <= self.capacity() / 2 && total % self.align == 0);
+        let Claim {
+            start,
+            stride,
+            mut span,
+        } = self.reserve(total - self.prefix())?;
+        debug_assert_eq!(stride as usize, total);
+        let room = self.meta_room();
+        let bytes = self.buffer.bytes_mut(&mut span);
+        let mut at = 0;
+        for (payload, _) in entries.clone() {
+            bytes[at + room..at + room + payload.len()].copy_from_slice(payload);
+            at += self.stride(payload.len()) as usize;
+        }
+        // MetaWritten: before the headers publish them.
+        let mut at = 0;
+        for (payload, meta) in entries.clone() {
+            self.buffer.write_value(&mut span, at, meta);
+            at += self.stride(payload.len()) as usize;
+        }
+        self.buffer.end_write(span);
+        let rest = entries.skip(1).map(|(payload, _)| payload.len());
+        self.publish_run(start, start + stride, first.len(), rest);
+        Ok(())
+    }
+
+    /// Publishes a run of entries laid out one after the other in our claim
+    /// `[start, end)`, the first of `first` bytes, then one per item of
+    /// `rest`: stores headers 1.., hands back or skips the room after the
+    /// run, and publishes header 0 last. Payloads and records are in place
+    /// and the claim's span has ended.
+    #[inline]
+    fn publish_run<R>(&self, start: u64, end: u64, first: usize, rest: R)
+    where
+        R: Iterator<Item = usize>,
+    {
         // Headers 1.. before header 0: the consumer reaches them only
         // through header 0, whose Release store publishes them.
         let mut at = start + self.stride(first);
-        for &len in &lens[1..] {
+        for len in rest {
             // SAFETY: [OwnedSpans, AtomicHeaders] inside our claim, which
             // the consumer cannot enter before header 0 is published; the
             // span over it has ended.
@@ -420,6 +539,7 @@ impl Shared {
             word.store(Header::Entry(len).encode(), Ordering::Relaxed);
             at += self.stride(len);
         }
+        debug_assert!(at <= end);
         if at < end && !self.hand_back(at, at, end) {
             // SAFETY: as above.
             let word = unsafe { self.buffer.header(self.position(at)) };
@@ -441,10 +561,11 @@ impl Shared {
         self.stride(len)
     }
 
-    /// Header size and alignment.
+    /// The room before a payload: the header and the metadata room. A
+    /// claim for a run of entries asks for its total stride less this.
     #[inline]
-    pub(crate) fn align(&self) -> usize {
-        self.align
+    pub(crate) fn prefix(&self) -> usize {
+        self.align + self.meta_room()
     }
 
     /// Stores a header the consumer may be waiting on, and wakes the
@@ -584,7 +705,10 @@ impl Shared {
             // we just acquired; nobody writes them until we release past
             // them, which needs the cursor that this delivery must be given
             // back to first.
-            let span = unsafe { self.buffer.claim_read(pos + self.align, len) };
+            let span = unsafe {
+                self.buffer
+                    .claim_read(pos + self.align, self.meta_room() + len)
+            };
             return Some(Delivery {
                 span,
                 stride: self.stride(len),
@@ -595,7 +719,16 @@ impl Shared {
     /// The payload of a delivery.
     #[inline]
     pub(crate) fn bytes<'a>(&'a self, delivery: &'a Delivery) -> &'a [u8] {
-        self.buffer.bytes(&delivery.span)
+        &self.buffer.bytes(&delivery.span)[self.meta_room()..]
+    }
+
+    /// The metadata record of a delivery.
+    #[inline]
+    pub(crate) fn meta<'a>(&'a self, delivery: &'a Delivery) -> &'a M {
+        // SAFETY: [MetaWritten] every published entry's producer wrote an
+        // `M` (this ring's one metadata type) at the start of its room,
+        // which this span covers, before the Release store we acquired.
+        unsafe { self.buffer.read_value(&delivery.span, 0) }
     }
 
     /// Marks a delivery consumed and zeroes it (all but the cache line it
@@ -685,7 +818,7 @@ impl Shared {
     }
 }
 
-impl fmt::Debug for Shared {
+impl<M> fmt::Debug for Shared<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
             .field("capacity", &self.capacity())
