@@ -2,14 +2,20 @@
 //! them to one datagram-handler thread.
 //!
 //! K listener threads each own a UDP socket bound to the same loopback port
-//! with `SO_REUSEPORT`. Each receives straight into a ring reservation sized
-//! for the largest datagram plus a 32-byte metadata header (source address,
-//! listener id, receive time) and commits only what arrived: no copy, no
-//! allocation. A handler thread drains batches with a blocking wait and a
-//! deadline and checks every datagram (sequence number and checksum, put in
-//! by the sender). A built-in load generator sends QUIC-like sizes on
-//! loopback. Then the same pipeline runs again with a `crossbeam-channel` of
-//! `Vec<u8>` in place of the ring, and a table compares the two.
+//! with `SO_REUSEPORT`. Each waits until its socket is readable, then
+//! receives up to 16 datagrams with one `recvmmsg` and hands them to the
+//! ring with one claim, each with a typed metadata record (source address,
+//! listener id, receive time): no allocation, no hand packing. Two more
+//! ways to receive run next to it: `recvmmsg` straight into the slots of a
+//! batch reservation (no copy, but slots that short datagrams leave unused
+//! stay claimed when another listener claimed after them), and one
+//! `recv_from` per datagram into a reservation. A handler thread drains
+//! batches with a blocking wait and a deadline and checks every datagram
+//! (sequence number and checksum, put in by the sender, and its record). A
+//! built-in load generator sends QUIC-like sizes on loopback. Then the same
+//! pipelines run with a `crossbeam-channel` of `(record, Vec<u8>)` in place
+//! of the ring, and a table compares them all, including the system calls
+//! per datagram and how much of the ring room claimed the entries used.
 //!
 //! ```text
 //! cargo run --release --example udp_fanin
@@ -31,8 +37,6 @@ use mpring::{ReserveError, Ring, WaitError};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Bytes of metadata in front of every datagram in the ring (or `Vec`).
-const META: usize = 32;
 /// The largest datagram the load generator sends; listeners reserve this.
 const MAX_DATAGRAM: usize = 1500;
 /// Sequence number (8), sender id (4), checksum (4).
@@ -88,24 +92,51 @@ struct Config {
     datagrams: u64,
     capacity: usize,
     sizes: Sizes,
+    pipelines: Vec<String>,
 }
+
+/// A pipeline to run: the ring or the channel, and how listeners receive.
+#[derive(Clone, Copy)]
+enum Kind {
+    Ring(Recv),
+    Channel(Recv),
+}
+
+/// Every pipeline, by name, in the order they run.
+const PIPELINES: &[(&str, Kind)] = &[
+    ("mpring-mmsg", Kind::Ring(Recv::Mmsg)),
+    ("mpring-mmsg-in-place", Kind::Ring(Recv::MmsgInPlace)),
+    ("mpring-recv", Kind::Ring(Recv::Single)),
+    ("channel-mmsg", Kind::Channel(Recv::Mmsg)),
+    ("channel-recv", Kind::Channel(Recv::Single)),
+];
 
 const HELP: &str = "\
 udp_fanin: UDP listener threads -> mpring -> one handler thread, on loopback,
-then the same with crossbeam-channel of Vec<u8>, and a comparison table.
+then the same with crossbeam-channel of Vec<u8>, and a comparison table;
+each receiving one datagram per system call and 16 per recvmmsg.
 
 USAGE: cargo run --release --example udp_fanin -- [OPTIONS]
 
 OPTIONS:
   --listeners K     listener threads, one SO_REUSEPORT socket each   [2]
   --senders S       load generator threads, one socket each          [= K]
-  --duration SECS   longest time each pipeline sends for             [4]
+  --duration SECS   longest time each pipeline sends for             [2]
   --datagrams N     most datagrams each pipeline sends               [2000000]
   --capacity BYTES  ring capacity, a power of two (the channel gets
                     BYTES / 1200 slots)                              [4194304]
   --sizes MIX       quic (mostly 1200-1350 B, some 40-100 B acks, a few
                     up to 1500 B), a size like 1350, or a range like
                     20-1500                                          [quic]
+  --pipelines LIST  which to run, comma-separated, of
+                    mpring-mmsg           recvmmsg (16) into the listener's
+                                          buffers, copied into the ring with
+                                          one claim (push_batch_with)
+                    mpring-mmsg-in-place  recvmmsg into the slots of a batch
+                                          reservation (reserve_batch)
+                    mpring-recv           recv_from into a reservation
+                    channel-mmsg          recvmmsg, a Vec per datagram
+                    channel-recv          recv_from, a Vec per datagram [all]
   --help            this text
 
 Exits with status 1 if any datagram arrived corrupted.";
@@ -118,16 +149,18 @@ const KNOWN_FLAGS: &[&str] = &[
     "--datagrams",
     "--capacity",
     "--sizes",
+    "--pipelines",
 ];
 
 fn parse_args() -> Result<Config, String> {
     let mut config = Config {
         listeners: 2,
         senders: 0,
-        duration: Duration::from_secs(4),
+        duration: Duration::from_secs(2),
         datagrams: 2_000_000,
         capacity: 4 << 20,
         sizes: Sizes::Quic,
+        pipelines: PIPELINES.iter().map(|(name, _)| name.to_string()).collect(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -151,6 +184,16 @@ fn parse_args() -> Result<Config, String> {
                 config.duration = Duration::from_secs_f64(secs.max(0.1));
             }
             "--datagrams" => config.datagrams = number(&value)?,
+            "--pipelines" => {
+                config.pipelines = value.split(',').map(str::to_string).collect();
+                if let Some(bad) = config
+                    .pipelines
+                    .iter()
+                    .find(|p| !PIPELINES.iter().any(|(name, _)| name == p))
+                {
+                    return Err(format!("--pipelines: unknown pipeline {bad} (see --help)"));
+                }
+            }
             "--capacity" => config.capacity = number(&value)? as usize,
             "--sizes" => {
                 config.sizes = match value.split_once('-') {
@@ -227,40 +270,75 @@ fn fill_datagram(buf: &mut [u8], sender: u32, seq: u64) {
     buf[12..16].copy_from_slice(&sum.to_le_bytes());
 }
 
+/// What a listener keeps with every datagram: in the ring it is the
+/// entry's metadata record (no packing), in the channel it travels next to
+/// the `Vec`.
+#[derive(Clone, Copy, Debug)]
+struct RecvMeta {
+    from: SocketAddr,
+    /// Nanoseconds since the run started.
+    received_ns: u64,
+    listener: u16,
+    /// The datagram was longer than the buffer (`MSG_TRUNC`).
+    truncated: bool,
+}
+
+impl RecvMeta {
+    fn new(from: SocketAddr, listener: usize, base: Instant, truncated: bool) -> RecvMeta {
+        RecvMeta {
+            from,
+            received_ns: base.elapsed().as_nanos() as u64,
+            listener: listener as u16,
+            truncated,
+        }
+    }
+}
+
 /// What the handler does with every entry: metadata, then the datagram.
 struct Checker {
     handled: u64,
     corrupted: u64,
+    truncated: u64,
     bytes: u64,
     /// Highest sequence number seen per sender (UDP may reorder or drop on
     /// loopback under load; only corruption is an error).
     last_seq: Vec<u64>,
+    /// Receive time of the last datagram per listener: each listener's
+    /// datagrams arrive in its order, so these never go back.
+    last_received: Vec<u64>,
 }
 
 impl Checker {
-    fn new(senders: usize) -> Checker {
+    fn new(senders: usize, listeners: usize) -> Checker {
         Checker {
             handled: 0,
             corrupted: 0,
+            truncated: 0,
             bytes: 0,
             last_seq: vec![0; senders],
+            last_received: vec![0; listeners],
         }
     }
 
-    fn check(&mut self, entry: &[u8], listeners: usize) {
+    fn check(&mut self, meta: &RecvMeta, datagram: &[u8], listeners: usize) {
         self.handled += 1;
-        let ok = entry.len() >= META + DATAGRAM_HEADER && {
-            let (meta, datagram) = entry.split_at(META);
-            let port = u16::from_le_bytes([meta[16], meta[17]]);
-            let listener = meta[18] as usize;
+        if meta.truncated {
+            // Never handled as if whole.
+            self.truncated += 1;
+            return;
+        }
+        let ok = datagram.len() >= DATAGRAM_HEADER && {
             let sender = u32::from_le_bytes(datagram[8..12].try_into().unwrap()) as usize;
             let sum = u32::from_le_bytes(datagram[12..16].try_into().unwrap());
             let seq = u64::from_le_bytes(datagram[..8].try_into().unwrap());
-            let fine = port != 0
+            let listener = usize::from(meta.listener);
+            let fine = meta.from.port() != 0
                 && listener < listeners
+                && meta.received_ns >= self.last_received[listener]
                 && sender < self.last_seq.len()
                 && sum == checksum(datagram);
             if fine {
+                self.last_received[listener] = meta.received_ns;
                 self.last_seq[sender] = self.last_seq[sender].max(seq);
                 self.bytes += datagram.len() as u64;
             }
@@ -270,19 +348,6 @@ impl Checker {
             self.corrupted += 1;
         }
     }
-}
-
-/// The 32-byte metadata: IPv4 address mapped to IPv6 (16), port (2),
-/// listener id (1), padding, receive time in ns since `base` (8, at 24).
-fn write_meta(meta: &mut [u8], from: SocketAddr, listener: usize, base: Instant) {
-    let ip = match from {
-        SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
-        SocketAddr::V6(a) => *a.ip(),
-    };
-    meta[..16].copy_from_slice(&ip.octets());
-    meta[16..18].copy_from_slice(&from.port().to_le_bytes());
-    meta[18] = listener as u8;
-    meta[24..32].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_le_bytes());
 }
 
 // ---- sockets ---------------------------------------------------------------------
@@ -306,6 +371,12 @@ struct Counters {
     received: AtomicU64,
     full_drops: AtomicU64,
     handled: AtomicU64,
+    /// Receive calls and readiness polls, all listeners together.
+    syscalls: AtomicU64,
+    /// Ring only: entry bytes (header + record + payload) handled, and the
+    /// ring space the consumer passed to read them.
+    used_bytes: AtomicU64,
+    passed_bytes: AtomicU64,
 }
 
 struct Report {
@@ -316,12 +387,31 @@ struct Report {
     full_drops: u64,
     handled: u64,
     corrupted: u64,
+    truncated: u64,
     bytes: u64,
     allocations: u64,
     handler_cpu: Duration,
+    syscalls: u64,
+    used_bytes: u64,
+    passed_bytes: u64,
 }
 
-/// What a pipeline plugs in: how listeners hand a datagram on, and how the
+/// How a listener receives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Recv {
+    /// One `recv_from` per datagram.
+    Single,
+    /// One `recvmmsg` for up to `BATCH` datagrams, into buffers of the
+    /// listener's own; the ring copies them in with one claim.
+    Mmsg,
+    /// One `recvmmsg` straight into the slots of a batch reservation.
+    MmsgInPlace,
+}
+
+/// Datagrams per `recvmmsg`.
+const BATCH: usize = 16;
+
+/// What a pipeline plugs in: how listeners hand datagrams on, and how the
 /// handler drains.
 trait Pipeline: Send + 'static {
     type Listener: Send + 'static;
@@ -339,126 +429,228 @@ trait Pipeline: Send + 'static {
     fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters);
 }
 
+/// A listener's buffers for `recvmmsg` when it does not receive in place.
+type Scratch = Box<[[u8; MAX_DATAGRAM]; BATCH]>;
+
 struct RingPipeline {
-    producer: mpring::Producer,
-    consumer: mpring::Consumer,
+    producer: mpring::Producer<RecvMeta>,
+    consumer: mpring::Consumer<RecvMeta>,
+    recv: Recv,
+}
+
+struct RingListener {
+    producer: mpring::Producer<RecvMeta>,
+    recv: Recv,
+    scratch: Scratch,
 }
 
 impl Pipeline for RingPipeline {
-    type Listener = mpring::Producer;
+    type Listener = RingListener;
 
-    fn listener(&self) -> mpring::Producer {
-        self.producer.clone()
+    fn listener(&self) -> RingListener {
+        RingListener {
+            producer: self.producer.clone(),
+            recv: self.recv,
+            scratch: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+        }
     }
 
     fn receive(
-        producer: &mut mpring::Producer,
+        listener: &mut RingListener,
         socket: &UdpSocket,
         id: usize,
         base: Instant,
         counters: &Counters,
     ) -> bool {
-        match producer.reserve(META + MAX_DATAGRAM) {
-            Ok(mut slot) => match socket.recv_from(&mut slot[META..]) {
-                Ok((n, from)) => {
-                    write_meta(&mut slot[..META], from, id, base);
-                    slot.commit_len(META + n);
-                    counters.received.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                // Dropping the reservation aborts it.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-                Err(e) => panic!("recv: {e}"),
-            },
-            Err(ReserveError::Full) => {
-                // A real listener drops and counts; the datagram must still
-                // leave the socket.
-                let mut scratch = [0u8; MAX_DATAGRAM];
-                match socket.recv_from(&mut scratch) {
-                    Ok(_) => {
-                        counters.received.fetch_add(1, Ordering::Relaxed);
-                        counters.full_drops.fetch_add(1, Ordering::Relaxed);
-                        true
+        counters.syscalls.fetch_add(1, Ordering::Relaxed);
+        let RingListener {
+            producer,
+            recv,
+            scratch,
+        } = listener;
+        let received = match recv {
+            Recv::Single => match producer.reserve(MAX_DATAGRAM) {
+                Ok(mut slot) => match socket.recv_from(&mut slot) {
+                    Ok((n, from)) => {
+                        slot.commit_len_with(n, RecvMeta::new(from, id, base, false));
+                        1
                     }
-                    Err(_) => false,
+                    // Dropping the reservation aborts it.
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                    Err(_) => 0, // counted as lost: sent but never received
+                },
+                Err(ReserveError::Full) => drop_from(socket, scratch, counters),
+                Err(e) => panic!("reserve: {e}"),
+            },
+            Recv::Mmsg => {
+                let mut got = [Got::default(); BATCH];
+                let n = recv_mmsg(socket, scratch.iter_mut().map(|b| &mut b[..]), &mut got);
+                let entries: [(&[u8], RecvMeta); BATCH] = std::array::from_fn(|i| {
+                    let meta = RecvMeta::new(got[i].from, id, base, got[i].truncated);
+                    (&scratch[i][..got[i].len], meta)
+                });
+                push_all(producer, &entries[..n], counters);
+                n
+            }
+            Recv::MmsgInPlace => {
+                // Smaller batches when the ring is fuller.
+                let batch = [BATCH, BATCH / 4, 1]
+                    .into_iter()
+                    .find_map(|count| producer.reserve_batch(count, MAX_DATAGRAM).ok());
+                match batch {
+                    Some(mut batch) => {
+                        let mut got = [Got::default(); BATCH];
+                        let n = recv_mmsg(socket, batch.slots_mut(), &mut got);
+                        let commits: [(usize, RecvMeta); BATCH] = std::array::from_fn(|i| {
+                            (got[i].len, RecvMeta::new(got[i].from, id, base, got[i].truncated))
+                        });
+                        batch.commit_with(&commits[..n]);
+                        n
+                    }
+                    None => drop_from(socket, scratch, counters),
                 }
             }
-            Err(e) => panic!("reserve: {e}"),
-        }
+        };
+        counters
+            .received
+            .fetch_add(received as u64, Ordering::Relaxed);
+        received > 0
     }
 
     fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters) {
         let RingPipeline {
             producer,
             mut consumer,
+            ..
         } = self;
         drop(producer);
-        // Listeners make a system call per datagram, so the ring does not
-        // refill within the microseconds a wait would poll: sleep at once
-        // and leave the CPU to them.
+        // Listeners make a system call per datagram (or batch), so the ring
+        // does not refill within the microseconds a wait would poll: sleep
+        // at once and leave the CPU to them.
         consumer.set_spin(Duration::ZERO);
+        let entry_overhead = (8 + std::mem::size_of::<RecvMeta>()) as u64;
+        let mut used = 0;
         let tick = Duration::from_millis(100);
         let mut next_timer = Instant::now() + tick;
         loop {
-            match consumer
-                .read_batch_deadline(64, next_timer, |entry| checker.check(entry, listeners))
-            {
-                Ok(_) => counters.handled.store(checker.handled, Ordering::Relaxed),
+            match consumer.wait_deadline(next_timer) {
+                Ok(()) => {
+                    consumer.read_batch_meta(64, |meta, datagram| {
+                        used += entry_overhead + datagram.len() as u64;
+                        checker.check(meta, datagram, listeners);
+                    });
+                    counters.handled.store(checker.handled, Ordering::Relaxed);
+                }
                 Err(WaitError::Timeout) => next_timer += tick, // timers would run here
                 Err(WaitError::Disconnected) => break,
                 Err(e) => panic!("{e}"),
             }
         }
+        counters.used_bytes.store(used, Ordering::Relaxed);
+        counters
+            .passed_bytes
+            .store(consumer.read_offset(), Ordering::Relaxed);
     }
+}
+
+/// Copies received datagrams into the ring with one claim; when they do not
+/// all fit, as many as fit one by one, and counts the rest as drops.
+fn push_all(producer: &mpring::Producer<RecvMeta>, entries: &[(&[u8], RecvMeta)], counters: &Counters) {
+    match producer.push_batch_with(entries) {
+        Ok(()) => {}
+        Err(ReserveError::Full) => {
+            let fit = entries
+                .iter()
+                .take_while(|&&(datagram, meta)| producer.push_with(datagram, meta).is_ok())
+                .count();
+            counters
+                .full_drops
+                .fetch_add((entries.len() - fit) as u64, Ordering::Relaxed);
+        }
+        Err(e) => panic!("push: {e}"),
+    }
+}
+
+/// The ring is full: a real listener drops and counts, but the datagrams
+/// must still leave the socket. Returns how many left it.
+fn drop_from(socket: &UdpSocket, scratch: &mut Scratch, counters: &Counters) -> usize {
+    let mut got = [Got::default(); BATCH];
+    let n = recv_mmsg(socket, scratch.iter_mut().map(|b| &mut b[..]), &mut got);
+    counters.full_drops.fetch_add(n as u64, Ordering::Relaxed);
+    n
 }
 
 struct ChannelPipeline {
-    tx: crossbeam_channel::Sender<Vec<u8>>,
-    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    tx: crossbeam_channel::Sender<(RecvMeta, Vec<u8>)>,
+    rx: crossbeam_channel::Receiver<(RecvMeta, Vec<u8>)>,
+    recv: Recv,
+}
+
+struct ChannelListener {
+    tx: crossbeam_channel::Sender<(RecvMeta, Vec<u8>)>,
+    recv: Recv,
+    scratch: Scratch,
 }
 
 impl Pipeline for ChannelPipeline {
-    type Listener = crossbeam_channel::Sender<Vec<u8>>;
+    type Listener = ChannelListener;
 
-    fn listener(&self) -> crossbeam_channel::Sender<Vec<u8>> {
-        self.tx.clone()
+    fn listener(&self) -> ChannelListener {
+        ChannelListener {
+            tx: self.tx.clone(),
+            recv: self.recv,
+            scratch: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+        }
     }
 
     fn receive(
-        tx: &mut crossbeam_channel::Sender<Vec<u8>>,
+        listener: &mut ChannelListener,
         socket: &UdpSocket,
         id: usize,
         base: Instant,
         counters: &Counters,
     ) -> bool {
-        // What a QUIC implementer would write: receive into a buffer, copy
-        // into a fresh Vec, send it.
-        let mut buf = [0u8; META + MAX_DATAGRAM];
-        match socket.recv_from(&mut buf[META..]) {
-            Ok((n, from)) => {
-                write_meta(&mut buf[..META], from, id, base);
-                counters.received.fetch_add(1, Ordering::Relaxed);
-                if tx.try_send(buf[..META + n].to_vec()).is_err() {
-                    counters.full_drops.fetch_add(1, Ordering::Relaxed);
+        counters.syscalls.fetch_add(1, Ordering::Relaxed);
+        // What a QUIC implementer would write: receive into buffers, copy
+        // each datagram into a fresh Vec, send it.
+        let ChannelListener { tx, recv, scratch } = listener;
+        let mut got = [Got::default(); BATCH];
+        let n = if *recv == Recv::Single {
+            match socket.recv_from(&mut scratch[0]) {
+                Ok((n, from)) => {
+                    got[0] = Got {
+                        len: n,
+                        from,
+                        truncated: false,
+                    };
+                    1
                 }
-                true
+                Err(_) => 0,
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-            Err(e) => panic!("recv: {e}"),
+        } else {
+            recv_mmsg(socket, scratch.iter_mut().map(|b| &mut b[..]), &mut got)
+        };
+        for (datagram, got) in scratch.iter().zip(&got).take(n) {
+            let meta = RecvMeta::new(got.from, id, base, got.truncated);
+            if tx.try_send((meta, datagram[..got.len].to_vec())).is_err() {
+                counters.full_drops.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        counters.received.fetch_add(n as u64, Ordering::Relaxed);
+        n > 0
     }
 
     fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters) {
-        let ChannelPipeline { tx, rx } = self;
+        let ChannelPipeline { tx, rx, .. } = self;
         drop(tx);
         let tick = Duration::from_millis(100);
         let mut next_timer = Instant::now() + tick;
         loop {
             match rx.recv_deadline(next_timer) {
-                Ok(first) => {
-                    checker.check(&first, listeners);
-                    for entry in rx.try_iter().take(63) {
-                        checker.check(&entry, listeners);
+                Ok((meta, datagram)) => {
+                    checker.check(&meta, &datagram, listeners);
+                    for (meta, datagram) in rx.try_iter().take(63) {
+                        checker.check(&meta, &datagram, listeners);
                     }
                     counters.handled.store(checker.handled, Ordering::Relaxed);
                 }
@@ -492,6 +684,7 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
                         // Wait for a datagram *before* reserving, so that no
                         // reservation is held while the socket is idle (it
                         // would hold back the other listeners' entries).
+                        counters.syscalls.fetch_add(1, Ordering::Relaxed);
                         wait_readable(&socket, Duration::from_millis(20));
                     }
                 }
@@ -535,7 +728,7 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
         let (counters, barrier) = (counters.clone(), barrier.clone());
         let (listeners, senders) = (config.listeners, config.senders);
         thread::spawn(move || {
-            let mut checker = Checker::new(senders);
+            let mut checker = Checker::new(senders, listeners);
             barrier.wait();
             let cpu = thread_cpu_time();
             pipeline.handle(&mut checker, listeners, &counters);
@@ -592,9 +785,13 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
         full_drops: counters.full_drops.load(Ordering::Relaxed),
         handled: checker.handled,
         corrupted: checker.corrupted,
+        truncated: checker.truncated,
         bytes: checker.bytes,
         allocations: ALLOCATIONS.load(Ordering::Relaxed),
         handler_cpu,
+        syscalls: counters.syscalls.load(Ordering::Relaxed),
+        used_bytes: counters.used_bytes.load(Ordering::Relaxed),
+        passed_bytes: counters.passed_bytes.load(Ordering::Relaxed),
     })
 }
 
@@ -622,25 +819,40 @@ fn main() -> ExitCode {
         config.datagrams,
         config.duration.as_secs_f64()
     );
-    let ring = match Ring::new(config.capacity) {
-        Ok((producer, consumer)) => RingPipeline { producer, consumer },
-        Err(e) => {
-            eprintln!("--capacity: {e}");
-            return ExitCode::from(2);
+    let mut reports = Vec::new();
+    for &(name, pipeline) in PIPELINES {
+        if !config.pipelines.iter().any(|p| p == name) {
+            continue;
         }
-    };
-    let (tx, rx) = crossbeam_channel::bounded((config.capacity / 1200).max(1));
-    let reports = [
-        run("mpring", ring, &config),
-        run(
-            "crossbeam-channel<Vec<u8>>",
-            ChannelPipeline { tx, rx },
-            &config,
-        ),
-    ];
+        let report = match pipeline {
+            Kind::Ring(recv) => {
+                let (producer, consumer) = match Ring::builder(config.capacity)
+                    .metadata::<RecvMeta>()
+                    .build()
+                {
+                    Ok(handles) => handles,
+                    Err(e) => {
+                        eprintln!("--capacity: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let pipeline = RingPipeline {
+                    producer,
+                    consumer,
+                    recv,
+                };
+                run(name, pipeline, &config)
+            }
+            Kind::Channel(recv) => {
+                let (tx, rx) = crossbeam_channel::bounded((config.capacity / 1200).max(1));
+                run(name, ChannelPipeline { tx, rx, recv }, &config)
+            }
+        };
+        reports.push(report);
+    }
     println!();
-    println!("| pipeline | sent | listeners: datagrams/s | handler: datagrams/s | MB/s | drops (queue full) | lost in the kernel | heap allocations / datagram | handler CPU / datagram | corrupted |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| pipeline | sent | listeners: datagrams/s | handler: datagrams/s | MB/s | drops (queue full) | lost in the kernel | system calls / datagram | heap allocations / datagram | handler CPU / datagram | ring room used | corrupted |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut corrupted = 0;
     for report in reports {
         let r = match report {
@@ -651,8 +863,13 @@ fn main() -> ExitCode {
             }
         };
         let secs = r.elapsed.as_secs_f64();
+        let room = if r.passed_bytes > 0 {
+            format!("{:.1}%", 100.0 * r.used_bytes as f64 / r.passed_bytes as f64)
+        } else {
+            "-".to_string()
+        };
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {:.0} ns | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.3} | {:.0} ns | {} | {} |",
             r.name,
             r.sent,
             r.received as f64 / secs,
@@ -660,11 +877,13 @@ fn main() -> ExitCode {
             r.bytes as f64 / secs / 1e6,
             r.full_drops,
             r.sent.saturating_sub(r.received),
+            r.syscalls as f64 / r.received.max(1) as f64,
             r.allocations as f64 / r.handled.max(1) as f64,
             r.handler_cpu.as_nanos() as f64 / r.handled.max(1) as f64,
-            r.corrupted,
+            room,
+            r.corrupted + r.truncated,
         );
-        corrupted += r.corrupted;
+        corrupted += r.corrupted + r.truncated;
     }
     if corrupted > 0 {
         eprintln!("{corrupted} datagrams arrived corrupted");
@@ -707,4 +926,96 @@ fn wait_readable(socket: &UdpSocket, timeout: Duration) {
     let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: one valid pollfd, for the duration of the call.
     unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+}
+
+/// One datagram as `recvmmsg` reported it.
+#[derive(Clone, Copy)]
+struct Got {
+    len: usize,
+    from: SocketAddr,
+    /// Longer than its buffer: the kernel cut it (`MSG_TRUNC`).
+    truncated: bool,
+}
+
+impl Default for Got {
+    fn default() -> Got {
+        Got {
+            len: 0,
+            from: (Ipv4Addr::UNSPECIFIED, 0).into(),
+            truncated: false,
+        }
+    }
+}
+
+/// Receives up to `BATCH` datagrams with one non-blocking `recvmmsg`, one
+/// into each of `bufs`, and describes them in `got`. Returns how many
+/// arrived (0 when none was waiting, or on an error: a listener counts
+/// what it received, never panics on a socket error).
+fn recv_mmsg<'b>(
+    socket: &UdpSocket,
+    bufs: impl Iterator<Item = &'b mut [u8]>,
+    got: &mut [Got; BATCH],
+) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let (mut iovs, mut names, mut msgs): (
+        [libc::iovec; BATCH],
+        [libc::sockaddr_storage; BATCH],
+        [libc::mmsghdr; BATCH],
+    ) = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    for buf in bufs.take(BATCH) {
+        iovs[n] = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        n += 1;
+    }
+    for i in 0..n {
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        hdr.msg_iov = &mut iovs[i];
+        hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `n` headers, each pointing at one iovec over a live, writable
+    // buffer (borrowed for this call) and at a sockaddr_storage; no timeout.
+    let r = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let r = usize::try_from(r).unwrap_or(0);
+    for i in 0..r {
+        got[i] = Got {
+            len: msgs[i].msg_len as usize,
+            from: socket_addr(&names[i]),
+            truncated: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    r
+}
+
+/// The address the kernel wrote into a `sockaddr_storage`.
+fn socket_addr(name: &libc::sockaddr_storage) -> SocketAddr {
+    match i32::from(name.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            (ip, u16::from_be(a.sin_port)).into()
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            (ip, u16::from_be(a.sin6_port)).into()
+        }
+        _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
+    }
 }

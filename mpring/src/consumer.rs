@@ -173,6 +173,25 @@ impl<M: Metadata> Consumer<M> {
         self.ring.unread_bytes(&self.cursor) + self.ring.pending_bytes(&self.cursor)
     }
 
+    /// How far the consumer has read, in bytes of ring space since the ring
+    /// was built: every entry with its header, metadata room and rounding,
+    /// and every padding and skipped span it stepped over. A running total.
+    ///
+    /// Set against the payload bytes read in the same time, it shows how
+    /// much room entries really take, for example when several producers
+    /// commit reservations shorter than they asked for.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// producer.push(&[1; 60])?; // 8-byte header + 60, rounded: 72
+    /// drop(consumer.read());
+    /// assert_eq!(consumer.read_offset(), 72);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_offset(&self) -> u64 {
+        self.ring.read_offset(&self.cursor)
+    }
+
     /// Whether every [`Producer`](crate::Producer) handle has been dropped.
     /// Entries committed before that can still be read: the stream has
     /// ended once this is true and [`read`](Consumer::read) returns `None`.

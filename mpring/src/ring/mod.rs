@@ -805,6 +805,11 @@ impl<M> Shared<M> {
         cursor.head = cursor.read;
     }
 
+    /// Bytes read past since the ring was built.
+    pub(crate) fn read_offset(&self, cursor: &Cursor) -> u64 {
+        cursor.read
+    }
+
     /// Bytes consumed but not released yet.
     pub(crate) fn pending_bytes(&self, cursor: &Cursor) -> usize {
         (cursor.read - cursor.head) as usize
