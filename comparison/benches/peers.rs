@@ -420,6 +420,46 @@ fn run_mpring_batch(
     )
 }
 
+/// mpring with runs pushed whole: each producer writes 16 messages into a
+/// buffer of its own, then copies them into the ring with one CAS that
+/// claims exactly their room (`push_batch`), as a listener that received
+/// them with one `recvmmsg` would.
+fn run_mpring_push_batch(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    let (producer, mut consumer) = mpring::Ring::new(RING_BYTES).unwrap();
+    harness(
+        regime,
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let producer = producer.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                let mut seq = 0u64;
+                let longest = lens.iter().copied().max().unwrap_or(0);
+                let mut staging = vec![0u8; BATCH * longest];
+                for group in lens.chunks(BATCH) {
+                    let mut parts: [&[u8]; BATCH] = [&[]; BATCH];
+                    for ((chunk, &len), part) in staging.chunks_mut(longest.max(1)).zip(group).zip(&mut parts) {
+                        write_message(&mut chunk[..len], id, seq);
+                        seq += 1;
+                        *part = &chunk[..len];
+                    }
+                    let parts = &parts[..group.len()];
+                    retry(&mut fulls, || producer.push_batch(parts).ok());
+                }
+                fulls
+            })
+        },
+        |checker, total| drain_mpring(&mut consumer, regime, checker, total),
+    )
+}
+
 fn run_nexus(
     regime: Regime,
     producers: usize,
@@ -797,6 +837,7 @@ const QUEUES: &[(&str, Runner, bool)] = &[
     // (name, runner, multi-producer)
     ("mpring", run_mpring, true),
     ("mpring batch16", run_mpring_batch, true),
+    ("mpring push_batch16", run_mpring_push_batch, true),
     ("nexus-logbuf", run_nexus, true),
     ("crossbeam-channel", run_crossbeam_channel, true),
     ("ArrayQueue", run_array_queue, true),

@@ -583,6 +583,9 @@ impl<M> Shared<M> {
     /// Gives `[new_tail, end)` back when nothing was reserved after it:
     /// zeroes `[zero_from, end)` and moves the tail back to `new_tail`.
     /// Returns `false` (having changed nothing that matters) otherwise.
+    /// Out of line: a producer whose entry fills its claim never calls it,
+    /// and inlined it made the producers' path slower (BENCHMARKS.md).
+    #[inline(never)]
     fn hand_back(&self, new_tail: u64, zero_from: u64, end: u64) -> bool {
         let tail = &self.producers_line.tail;
         // Relaxed: a hint to skip the zeroing when the CAS cannot succeed.
