@@ -445,7 +445,11 @@ fn run_mpring_push_batch(
                 let mut staging = vec![0u8; BATCH * longest];
                 for group in lens.chunks(BATCH) {
                     let mut parts: [&[u8]; BATCH] = [&[]; BATCH];
-                    for ((chunk, &len), part) in staging.chunks_mut(longest.max(1)).zip(group).zip(&mut parts) {
+                    for ((chunk, &len), part) in staging
+                        .chunks_mut(longest.max(1))
+                        .zip(group)
+                        .zip(&mut parts)
+                    {
                         write_message(&mut chunk[..len], id, seq);
                         seq += 1;
                         *part = &chunk[..len];

@@ -502,7 +502,10 @@ impl Pipeline for RingPipeline {
                         let mut got = [Got::default(); BATCH];
                         let n = recv_mmsg(socket, batch.slots_mut(), &mut got);
                         let commits: [(usize, RecvMeta); BATCH] = std::array::from_fn(|i| {
-                            (got[i].len, RecvMeta::new(got[i].from, id, base, got[i].truncated))
+                            (
+                                got[i].len,
+                                RecvMeta::new(got[i].from, id, base, got[i].truncated),
+                            )
                         });
                         batch.commit_with(&commits[..n]);
                         n
@@ -555,7 +558,11 @@ impl Pipeline for RingPipeline {
 
 /// Copies received datagrams into the ring with one claim; when they do not
 /// all fit, as many as fit one by one, and counts the rest as drops.
-fn push_all(producer: &mpring::Producer<RecvMeta>, entries: &[(&[u8], RecvMeta)], counters: &Counters) {
+fn push_all(
+    producer: &mpring::Producer<RecvMeta>,
+    entries: &[(&[u8], RecvMeta)],
+    counters: &Counters,
+) {
     match producer.push_batch_with(entries) {
         Ok(()) => {}
         Err(ReserveError::Full) => {
@@ -864,7 +871,10 @@ fn main() -> ExitCode {
         };
         let secs = r.elapsed.as_secs_f64();
         let room = if r.passed_bytes > 0 {
-            format!("{:.1}%", 100.0 * r.used_bytes as f64 / r.passed_bytes as f64)
+            format!(
+                "{:.1}%",
+                100.0 * r.used_bytes as f64 / r.passed_bytes as f64
+            )
         } else {
             "-".to_string()
         };
@@ -1006,13 +1016,15 @@ fn socket_addr(name: &libc::sockaddr_storage) -> SocketAddr {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
             // sockaddr_storage is large and aligned enough for it.
-            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             (ip, u16::from_be(a.sin_port)).into()
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a =
+                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             (ip, u16::from_be(a.sin6_port)).into()
         }

@@ -79,6 +79,15 @@
 //! is valid), `-1` (padding) or `-span` (a skipped span: an aborted
 //! reservation, or the unused end of one committed shorter).
 //!
+//! # Metadata and batches
+//!
+//! A ring built with [`Builder::metadata`] stores a typed record (say the
+//! datagram's source address and receive time) with every entry, between
+//! its header and its payload; see [`Metadata`]. A producer can claim room
+//! for many entries with one CAS: [`Producer::reserve_batch`] (slots to
+//! receive into in place) or [`Producer::push_batch`] (a copy into exactly
+//! the room the entries need).
+//!
 //! # Waiting
 //!
 //! The consumer can block until an entry is ready or a deadline passes
