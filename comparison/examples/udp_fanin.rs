@@ -2,20 +2,21 @@
 //! them to one datagram-handler thread.
 //!
 //! K listener threads each own a UDP socket bound to the same loopback port
-//! with `SO_REUSEPORT`. Each waits until its socket is readable, then
-//! receives up to 16 datagrams with one `recvmmsg` and hands them to the
-//! ring with one claim, each with a typed metadata record (source address,
-//! listener id, receive time): no allocation, no hand packing. Two more
-//! ways to receive run next to it: `recvmmsg` straight into the slots of a
-//! batch reservation (no copy, but slots that short datagrams leave unused
-//! stay claimed when another listener claimed after them), and one
-//! `recv_from` per datagram into a reservation. A handler thread drains
-//! batches with a blocking wait and a deadline and checks every datagram
-//! (sequence number and checksum, put in by the sender, and its record). A
-//! built-in load generator sends QUIC-like sizes on loopback. Then the same
-//! pipelines run with a `crossbeam-channel` of `(record, Vec<u8>)` in place
-//! of the ring, and a table compares them all, including the system calls
-//! per datagram and how much of the ring room claimed the entries used.
+//! with `SO_REUSEPORT`: mpring's own `udp::Listeners` (feature `udp`). Each
+//! waits until its socket is readable, receives up to 16 datagrams with one
+//! `recvmmsg` and hands them to the ring with one claim, each with a typed
+//! `UdpMeta` record (source address, listener id, receive time): no
+//! allocation, no hand packing. Two hand-written ways to receive run next
+//! to it: `recvmmsg` straight into the slots of a batch reservation (no
+//! copy, but slots that short datagrams leave unused stay claimed when
+//! another listener claimed after them), and one `recv_from` per datagram
+//! into a reservation. A handler thread drains batches with a blocking wait
+//! and a deadline and checks every datagram (sequence number and checksum,
+//! put in by the sender, and its record). A built-in load generator sends
+//! QUIC-like sizes on loopback. Then the same runs with a
+//! `crossbeam-channel` of `(UdpMeta, Vec<u8>)` in place of the ring, and a
+//! table compares them all, including the system calls per datagram and
+//! how much of the ring room claimed the entries used.
 //!
 //! ```text
 //! cargo run --release --example udp_fanin
@@ -33,6 +34,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mpring::udp::{Listeners, UdpMeta};
 use mpring::{ReserveError, Ring, WaitError};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -98,15 +100,16 @@ struct Config {
 /// A pipeline to run: the ring or the channel, and how listeners receive.
 #[derive(Clone, Copy)]
 enum Kind {
-    Ring(Recv),
+    /// `None`: the `udp` feature's listeners.
+    Ring(Option<Recv>),
     Channel(Recv),
 }
 
 /// Every pipeline, by name, in the order they run.
 const PIPELINES: &[(&str, Kind)] = &[
-    ("mpring-mmsg", Kind::Ring(Recv::Mmsg)),
-    ("mpring-mmsg-in-place", Kind::Ring(Recv::MmsgInPlace)),
-    ("mpring-recv", Kind::Ring(Recv::Single)),
+    ("mpring-udp", Kind::Ring(None)),
+    ("mpring-mmsg-in-place", Kind::Ring(Some(Recv::MmsgInPlace))),
+    ("mpring-recv", Kind::Ring(Some(Recv::Single))),
     ("channel-mmsg", Kind::Channel(Recv::Mmsg)),
     ("channel-recv", Kind::Channel(Recv::Single)),
 ];
@@ -129,9 +132,10 @@ OPTIONS:
                     up to 1500 B), a size like 1350, or a range like
                     20-1500                                          [quic]
   --pipelines LIST  which to run, comma-separated, of
-                    mpring-mmsg           recvmmsg (16) into the listener's
-                                          buffers, copied into the ring with
-                                          one claim (push_batch_with)
+                    mpring-udp            mpring::udp::Listeners: recvmmsg
+                                          (16) into the listener's buffers,
+                                          copied into the ring with one
+                                          claim (push_batch_with)
                     mpring-mmsg-in-place  recvmmsg into the slots of a batch
                                           reservation (reserve_batch)
                     mpring-recv           recv_from into a reservation
@@ -270,27 +274,18 @@ fn fill_datagram(buf: &mut [u8], sender: u32, seq: u64) {
     buf[12..16].copy_from_slice(&sum.to_le_bytes());
 }
 
-/// What a listener keeps with every datagram: in the ring it is the
-/// entry's metadata record (no packing), in the channel it travels next to
-/// the `Vec`.
-#[derive(Clone, Copy, Debug)]
-struct RecvMeta {
-    from: SocketAddr,
-    /// Nanoseconds since the run started.
-    received_ns: u64,
-    listener: u16,
-    /// The datagram was longer than the buffer (`MSG_TRUNC`).
-    truncated: bool,
-}
-
-impl RecvMeta {
-    fn new(from: SocketAddr, listener: usize, base: Instant, truncated: bool) -> RecvMeta {
-        RecvMeta {
-            from,
-            received_ns: base.elapsed().as_nanos() as u64,
-            listener: listener as u16,
-            truncated,
-        }
+/// The record a hand-written listener keeps with a datagram: the same
+/// type as the `udp` feature's listeners (`mpring::udp::UdpMeta`), so that
+/// every pipeline hands the handler the same thing. In the ring it is the
+/// entry's metadata record; in the channel it travels next to the `Vec`.
+fn meta(source: SocketAddr, listener: usize) -> UdpMeta {
+    UdpMeta {
+        source,
+        destination: None,
+        ecn: 0,
+        segment_size: 0,
+        received: Instant::now(),
+        listener: listener as u16,
     }
 }
 
@@ -298,14 +293,13 @@ impl RecvMeta {
 struct Checker {
     handled: u64,
     corrupted: u64,
-    truncated: u64,
     bytes: u64,
     /// Highest sequence number seen per sender (UDP may reorder or drop on
     /// loopback under load; only corruption is an error).
     last_seq: Vec<u64>,
     /// Receive time of the last datagram per listener: each listener's
     /// datagrams arrive in its order, so these never go back.
-    last_received: Vec<u64>,
+    last_received: Vec<Option<Instant>>,
 }
 
 impl Checker {
@@ -313,32 +307,26 @@ impl Checker {
         Checker {
             handled: 0,
             corrupted: 0,
-            truncated: 0,
             bytes: 0,
             last_seq: vec![0; senders],
-            last_received: vec![0; listeners],
+            last_received: vec![None; listeners],
         }
     }
 
-    fn check(&mut self, meta: &RecvMeta, datagram: &[u8], listeners: usize) {
+    fn check(&mut self, meta: &UdpMeta, datagram: &[u8], listeners: usize) {
         self.handled += 1;
-        if meta.truncated {
-            // Never handled as if whole.
-            self.truncated += 1;
-            return;
-        }
         let ok = datagram.len() >= DATAGRAM_HEADER && {
             let sender = u32::from_le_bytes(datagram[8..12].try_into().unwrap()) as usize;
             let sum = u32::from_le_bytes(datagram[12..16].try_into().unwrap());
             let seq = u64::from_le_bytes(datagram[..8].try_into().unwrap());
             let listener = usize::from(meta.listener);
-            let fine = meta.from.port() != 0
+            let fine = meta.source.port() != 0
                 && listener < listeners
-                && meta.received_ns >= self.last_received[listener]
+                && Some(meta.received) >= self.last_received[listener]
                 && sender < self.last_seq.len()
                 && sum == checksum(datagram);
             if fine {
-                self.last_received[listener] = meta.received_ns;
+                self.last_received[listener] = Some(meta.received);
                 self.last_seq[sender] = self.last_seq[sender].max(seq);
                 self.bytes += datagram.len() as u64;
             }
@@ -373,6 +361,8 @@ struct Counters {
     handled: AtomicU64,
     /// Receive calls and readiness polls, all listeners together.
     syscalls: AtomicU64,
+    /// Datagrams longer than the buffers (never with these senders).
+    truncated: AtomicU64,
     /// Ring only: entry bytes (header + record + payload) handled, and the
     /// ring space the consumer passed to read them.
     used_bytes: AtomicU64,
@@ -396,13 +386,13 @@ struct Report {
     passed_bytes: u64,
 }
 
-/// How a listener receives.
+/// How a hand-written listener receives.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Recv {
     /// One `recv_from` per datagram.
     Single,
     /// One `recvmmsg` for up to `BATCH` datagrams, into buffers of the
-    /// listener's own; the ring copies them in with one claim.
+    /// listener's own (the channel then copies each into a `Vec`).
     Mmsg,
     /// One `recvmmsg` straight into the slots of a batch reservation.
     MmsgInPlace,
@@ -411,127 +401,154 @@ enum Recv {
 /// Datagrams per `recvmmsg`.
 const BATCH: usize = 16;
 
-/// What a pipeline plugs in: how listeners hand datagrams on, and how the
-/// handler drains.
+/// What a pipeline plugs in: its listeners, and how the handler drains.
 trait Pipeline: Send + 'static {
-    type Listener: Send + 'static;
-    fn listener(&self) -> Self::Listener;
-    /// Receives what `socket` has (non-blocking) and hands it on.
-    /// Returns false when the socket had nothing.
-    fn receive(
-        listener: &mut Self::Listener,
-        socket: &UdpSocket,
-        id: usize,
-        base: Instant,
-        counters: &Counters,
-    ) -> bool;
+    /// Starts the listeners (`config.listeners` sockets on one loopback
+    /// port); returns the address the senders send to.
+    fn start(
+        &mut self,
+        config: &Config,
+        counters: &Arc<Counters>,
+    ) -> std::io::Result<(SocketAddr, Box<dyn ListenerSide>)>;
     /// Handles until every listener is gone and all is drained.
     fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters);
+}
+
+/// The listeners of a running pipeline.
+trait ListenerSide {
+    /// Datagrams received so far.
+    fn received(&self, counters: &Counters) -> u64;
+    /// Stops and joins the listeners, leaving the final counts in
+    /// `counters`.
+    fn stop(self: Box<Self>, counters: &Counters);
+}
+
+/// Hand-written listeners: one thread per `SO_REUSEPORT` socket, each
+/// calling `receive` on a state of its own until told to stop.
+struct Threads {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Threads {
+    fn start<L: Send + 'static>(
+        config: &Config,
+        counters: &Arc<Counters>,
+        make: impl Fn() -> L,
+        receive: fn(&mut L, &UdpSocket, usize, &Counters) -> bool,
+    ) -> std::io::Result<(SocketAddr, Box<dyn ListenerSide>)> {
+        let (sockets, addr) = reuseport_group(config.listeners)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(id, socket)| {
+                let mut state = make();
+                let (counters, stop) = (counters.clone(), stop.clone());
+                thread::spawn(move || loop {
+                    if !receive(&mut state, &socket, id, &counters) {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        // Wait for a datagram *before* reserving, so that no
+                        // reservation is held while the socket is idle (it
+                        // would hold back the other listeners' entries).
+                        counters.syscalls.fetch_add(1, Ordering::Relaxed);
+                        wait_readable(&socket, Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        Ok((addr, Box::new(Threads { stop, threads })))
+    }
+}
+
+impl ListenerSide for Threads {
+    fn received(&self, counters: &Counters) -> u64 {
+        counters.received.load(Ordering::Relaxed)
+    }
+
+    fn stop(self: Box<Self>, _counters: &Counters) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("listener");
+        }
+    }
+}
+
+/// The `udp` feature's listeners: `recvmmsg` into their own buffers, one
+/// claim per batch (`push_batch_with`), `UdpMeta` records.
+impl ListenerSide for Listeners {
+    fn received(&self, _counters: &Counters) -> u64 {
+        self.stats().datagrams
+    }
+
+    fn stop(self: Box<Self>, counters: &Counters) {
+        let stats = self.shutdown();
+        counters.received.store(stats.datagrams, Ordering::Relaxed);
+        counters
+            .full_drops
+            .store(stats.full_drops, Ordering::Relaxed);
+        counters.truncated.store(stats.truncated, Ordering::Relaxed);
+        counters
+            .syscalls
+            .store(stats.polls + stats.receive_calls, Ordering::Relaxed);
+    }
 }
 
 /// A listener's buffers for `recvmmsg` when it does not receive in place.
 type Scratch = Box<[[u8; MAX_DATAGRAM]; BATCH]>;
 
+/// The ring, fed by the `udp` feature's listeners (`recv: None`) or by
+/// hand-written ones.
 struct RingPipeline {
-    producer: mpring::Producer<RecvMeta>,
-    consumer: mpring::Consumer<RecvMeta>,
-    recv: Recv,
+    producer: Option<mpring::Producer<UdpMeta>>,
+    consumer: mpring::Consumer<UdpMeta>,
+    recv: Option<Recv>,
 }
 
 struct RingListener {
-    producer: mpring::Producer<RecvMeta>,
+    producer: mpring::Producer<UdpMeta>,
     recv: Recv,
     scratch: Scratch,
 }
 
 impl Pipeline for RingPipeline {
-    type Listener = RingListener;
-
-    fn listener(&self) -> RingListener {
-        RingListener {
-            producer: self.producer.clone(),
-            recv: self.recv,
-            scratch: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+    fn start(
+        &mut self,
+        config: &Config,
+        counters: &Arc<Counters>,
+    ) -> std::io::Result<(SocketAddr, Box<dyn ListenerSide>)> {
+        let producer = self.producer.take().expect("started once");
+        match self.recv {
+            None => {
+                let listeners = Listeners::builder((Ipv4Addr::LOCALHOST, 0).into())
+                    .listeners(config.listeners)
+                    .batch(BATCH)
+                    .max_datagram(MAX_DATAGRAM)
+                    .spawn(producer)?;
+                Ok((listeners.local_addr(), Box::new(listeners)))
+            }
+            Some(recv) => Threads::start(
+                config,
+                counters,
+                move || RingListener {
+                    producer: producer.clone(),
+                    recv,
+                    scratch: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+                },
+                RingListener::receive,
+            ),
         }
     }
 
-    fn receive(
-        listener: &mut RingListener,
-        socket: &UdpSocket,
-        id: usize,
-        base: Instant,
-        counters: &Counters,
-    ) -> bool {
-        counters.syscalls.fetch_add(1, Ordering::Relaxed);
-        let RingListener {
-            producer,
-            recv,
-            scratch,
-        } = listener;
-        let received = match recv {
-            Recv::Single => match producer.reserve(MAX_DATAGRAM) {
-                Ok(mut slot) => match socket.recv_from(&mut slot) {
-                    Ok((n, from)) => {
-                        slot.commit_len_with(n, RecvMeta::new(from, id, base, false));
-                        1
-                    }
-                    // Dropping the reservation aborts it.
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-                    Err(_) => 0, // counted as lost: sent but never received
-                },
-                Err(ReserveError::Full) => drop_from(socket, scratch, counters),
-                Err(e) => panic!("reserve: {e}"),
-            },
-            Recv::Mmsg => {
-                let mut got = [Got::default(); BATCH];
-                let n = recv_mmsg(socket, scratch.iter_mut().map(|b| &mut b[..]), &mut got);
-                let entries: [(&[u8], RecvMeta); BATCH] = std::array::from_fn(|i| {
-                    let meta = RecvMeta::new(got[i].from, id, base, got[i].truncated);
-                    (&scratch[i][..got[i].len], meta)
-                });
-                push_all(producer, &entries[..n], counters);
-                n
-            }
-            Recv::MmsgInPlace => {
-                // Smaller batches when the ring is fuller.
-                let batch = [BATCH, BATCH / 4, 1]
-                    .into_iter()
-                    .find_map(|count| producer.reserve_batch(count, MAX_DATAGRAM).ok());
-                match batch {
-                    Some(mut batch) => {
-                        let mut got = [Got::default(); BATCH];
-                        let n = recv_mmsg(socket, batch.slots_mut(), &mut got);
-                        let commits: [(usize, RecvMeta); BATCH] = std::array::from_fn(|i| {
-                            (
-                                got[i].len,
-                                RecvMeta::new(got[i].from, id, base, got[i].truncated),
-                            )
-                        });
-                        batch.commit_with(&commits[..n]);
-                        n
-                    }
-                    None => drop_from(socket, scratch, counters),
-                }
-            }
-        };
-        counters
-            .received
-            .fetch_add(received as u64, Ordering::Relaxed);
-        received > 0
-    }
-
     fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters) {
-        let RingPipeline {
-            producer,
-            mut consumer,
-            ..
-        } = self;
-        drop(producer);
+        let mut consumer = self.consumer;
         // Listeners make a system call per datagram (or batch), so the ring
         // does not refill within the microseconds a wait would poll: sleep
         // at once and leave the CPU to them.
         consumer.set_spin(Duration::ZERO);
-        let entry_overhead = (8 + std::mem::size_of::<RecvMeta>()) as u64;
+        let entry_overhead = (8 + std::mem::size_of::<UdpMeta>()) as u64;
         let mut used = 0;
         let tick = Duration::from_millis(100);
         let mut next_timer = Instant::now() + tick;
@@ -556,25 +573,60 @@ impl Pipeline for RingPipeline {
     }
 }
 
-/// Copies received datagrams into the ring with one claim; when they do not
-/// all fit, as many as fit one by one, and counts the rest as drops.
-fn push_all(
-    producer: &mpring::Producer<RecvMeta>,
-    entries: &[(&[u8], RecvMeta)],
-    counters: &Counters,
-) {
-    match producer.push_batch_with(entries) {
-        Ok(()) => {}
-        Err(ReserveError::Full) => {
-            let fit = entries
-                .iter()
-                .take_while(|&&(datagram, meta)| producer.push_with(datagram, meta).is_ok())
-                .count();
-            counters
-                .full_drops
-                .fetch_add((entries.len() - fit) as u64, Ordering::Relaxed);
-        }
-        Err(e) => panic!("push: {e}"),
+impl RingListener {
+    /// Receives what `socket` has (non-blocking) and hands it on. Returns
+    /// false when the socket had nothing.
+    fn receive(&mut self, socket: &UdpSocket, id: usize, counters: &Counters) -> bool {
+        counters.syscalls.fetch_add(1, Ordering::Relaxed);
+        let RingListener {
+            producer,
+            recv,
+            scratch,
+        } = self;
+        let received = match recv {
+            Recv::Single => match producer.reserve(MAX_DATAGRAM) {
+                Ok(mut slot) => match socket.recv_from(&mut slot) {
+                    Ok((n, from)) => {
+                        slot.commit_len_with(n, meta(from, id));
+                        1
+                    }
+                    // Dropping the reservation aborts it.
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                    Err(_) => 0, // counted as lost: sent but never received
+                },
+                Err(ReserveError::Full) => drop_from(socket, scratch, counters),
+                Err(e) => panic!("reserve: {e}"),
+            },
+            // The copying path is the `udp` feature's (`recv: None`).
+            Recv::Mmsg => unreachable!("the ring's recvmmsg copy runs on mpring::udp"),
+            Recv::MmsgInPlace => {
+                // Smaller batches when the ring is fuller.
+                let batch = [BATCH, BATCH / 4, 1]
+                    .into_iter()
+                    .find_map(|count| producer.reserve_batch(count, MAX_DATAGRAM).ok());
+                match batch {
+                    Some(mut batch) => {
+                        let mut got = [Got::default(); BATCH];
+                        let n = recv_mmsg(socket, batch.slots_mut(), &mut got);
+                        // A datagram longer than its slot would be cut:
+                        // never here, the senders stay within the slots.
+                        let truncated = got[..n].iter().filter(|g| g.truncated).count();
+                        counters
+                            .truncated
+                            .fetch_add(truncated as u64, Ordering::Relaxed);
+                        let commits: [(usize, UdpMeta); BATCH] =
+                            std::array::from_fn(|i| (got[i].len, meta(got[i].from, id)));
+                        batch.commit_with(&commits[..n]);
+                        n
+                    }
+                    None => drop_from(socket, scratch, counters),
+                }
+            }
+        };
+        counters
+            .received
+            .fetch_add(received as u64, Ordering::Relaxed);
+        received > 0
     }
 }
 
@@ -588,63 +640,34 @@ fn drop_from(socket: &UdpSocket, scratch: &mut Scratch, counters: &Counters) -> 
 }
 
 struct ChannelPipeline {
-    tx: crossbeam_channel::Sender<(RecvMeta, Vec<u8>)>,
-    rx: crossbeam_channel::Receiver<(RecvMeta, Vec<u8>)>,
+    tx: crossbeam_channel::Sender<(UdpMeta, Vec<u8>)>,
+    rx: crossbeam_channel::Receiver<(UdpMeta, Vec<u8>)>,
     recv: Recv,
 }
 
 struct ChannelListener {
-    tx: crossbeam_channel::Sender<(RecvMeta, Vec<u8>)>,
+    tx: crossbeam_channel::Sender<(UdpMeta, Vec<u8>)>,
     recv: Recv,
     scratch: Scratch,
 }
 
 impl Pipeline for ChannelPipeline {
-    type Listener = ChannelListener;
-
-    fn listener(&self) -> ChannelListener {
-        ChannelListener {
-            tx: self.tx.clone(),
-            recv: self.recv,
-            scratch: Box::new([[0; MAX_DATAGRAM]; BATCH]),
-        }
-    }
-
-    fn receive(
-        listener: &mut ChannelListener,
-        socket: &UdpSocket,
-        id: usize,
-        base: Instant,
-        counters: &Counters,
-    ) -> bool {
-        counters.syscalls.fetch_add(1, Ordering::Relaxed);
-        // What a QUIC implementer would write: receive into buffers, copy
-        // each datagram into a fresh Vec, send it.
-        let ChannelListener { tx, recv, scratch } = listener;
-        let mut got = [Got::default(); BATCH];
-        let n = if *recv == Recv::Single {
-            match socket.recv_from(&mut scratch[0]) {
-                Ok((n, from)) => {
-                    got[0] = Got {
-                        len: n,
-                        from,
-                        truncated: false,
-                    };
-                    1
-                }
-                Err(_) => 0,
-            }
-        } else {
-            recv_mmsg(socket, scratch.iter_mut().map(|b| &mut b[..]), &mut got)
-        };
-        for (datagram, got) in scratch.iter().zip(&got).take(n) {
-            let meta = RecvMeta::new(got.from, id, base, got.truncated);
-            if tx.try_send((meta, datagram[..got.len].to_vec())).is_err() {
-                counters.full_drops.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        counters.received.fetch_add(n as u64, Ordering::Relaxed);
-        n > 0
+    fn start(
+        &mut self,
+        config: &Config,
+        counters: &Arc<Counters>,
+    ) -> std::io::Result<(SocketAddr, Box<dyn ListenerSide>)> {
+        let (tx, recv) = (self.tx.clone(), self.recv);
+        Threads::start(
+            config,
+            counters,
+            move || ChannelListener {
+                tx: tx.clone(),
+                recv,
+                scratch: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+            },
+            ChannelListener::receive,
+        )
     }
 
     fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters) {
@@ -668,36 +691,51 @@ impl Pipeline for ChannelPipeline {
     }
 }
 
-fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io::Result<Report> {
-    let (sockets, addr) = reuseport_group(config.listeners)?;
-    let counters = Arc::new(Counters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let base = Instant::now();
-    let barrier = Arc::new(Barrier::new(config.listeners + config.senders + 2));
-
-    let listeners: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(id, socket)| {
-            let mut handle = pipeline.listener();
-            let (counters, stop, barrier) = (counters.clone(), stop.clone(), barrier.clone());
-            thread::spawn(move || {
-                barrier.wait();
-                loop {
-                    if !P::receive(&mut handle, &socket, id, base, &counters) {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        // Wait for a datagram *before* reserving, so that no
-                        // reservation is held while the socket is idle (it
-                        // would hold back the other listeners' entries).
-                        counters.syscalls.fetch_add(1, Ordering::Relaxed);
-                        wait_readable(&socket, Duration::from_millis(20));
-                    }
+impl ChannelListener {
+    /// What a QUIC implementer would write: receive into buffers, copy each
+    /// datagram into a fresh `Vec`, send it.
+    fn receive(&mut self, socket: &UdpSocket, id: usize, counters: &Counters) -> bool {
+        counters.syscalls.fetch_add(1, Ordering::Relaxed);
+        let ChannelListener { tx, recv, scratch } = self;
+        let mut got = [Got::default(); BATCH];
+        let n = if *recv == Recv::Single {
+            match socket.recv_from(&mut scratch[0]) {
+                Ok((n, from)) => {
+                    got[0] = Got {
+                        len: n,
+                        from,
+                        truncated: false,
+                    };
+                    1
                 }
-            })
-        })
-        .collect();
+                Err(_) => 0,
+            }
+        } else {
+            recv_mmsg(socket, scratch.iter_mut().map(|b| &mut b[..]), &mut got)
+        };
+        for (datagram, got) in scratch.iter().zip(&got).take(n) {
+            if got.truncated {
+                counters.truncated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if tx
+                .try_send((meta(got.from, id), datagram[..got.len].to_vec()))
+                .is_err()
+            {
+                counters.full_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        counters.received.fetch_add(n as u64, Ordering::Relaxed);
+        n > 0
+    }
+}
+
+fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io::Result<Report> {
+    let mut pipeline = pipeline;
+    let counters = Arc::new(Counters::default());
+    let (addr, listeners) = pipeline.start(config, &counters)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(config.senders + 2));
 
     let senders: Vec<_> = (0..config.senders)
         .map(|sender| {
@@ -760,7 +798,7 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
             if tty { "\r" } else { "" },
             start.elapsed().as_secs_f64(),
             counters.sent.load(Ordering::Relaxed),
-            counters.received.load(Ordering::Relaxed),
+            listeners.received(&counters),
             counters.handled.load(Ordering::Relaxed),
             if tty { "" } else { end },
         );
@@ -771,14 +809,12 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
     // Let the last datagrams land, then stop the listeners.
     let sent = counters.sent.load(Ordering::Relaxed);
     let settle = Instant::now() + Duration::from_secs(1);
-    while counters.received.load(Ordering::Relaxed) < sent && Instant::now() < settle {
+    while listeners.received(&counters) < sent && Instant::now() < settle {
         thread::sleep(Duration::from_millis(5));
     }
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    for l in listeners {
-        l.join().expect("listener");
-    }
+    listeners.stop(&counters);
     let (checker, handler_cpu) = handler.join().expect("handler");
     COUNTING.store(false, Ordering::Relaxed);
     if tty {
@@ -792,7 +828,7 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
         full_drops: counters.full_drops.load(Ordering::Relaxed),
         handled: checker.handled,
         corrupted: checker.corrupted,
-        truncated: checker.truncated,
+        truncated: counters.truncated.load(Ordering::Relaxed),
         bytes: checker.bytes,
         allocations: ALLOCATIONS.load(Ordering::Relaxed),
         handler_cpu,
@@ -833,18 +869,16 @@ fn main() -> ExitCode {
         }
         let report = match pipeline {
             Kind::Ring(recv) => {
-                let (producer, consumer) = match Ring::builder(config.capacity)
-                    .metadata::<RecvMeta>()
-                    .build()
-                {
-                    Ok(handles) => handles,
-                    Err(e) => {
-                        eprintln!("--capacity: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
+                let (producer, consumer) =
+                    match Ring::builder(config.capacity).metadata::<UdpMeta>().build() {
+                        Ok(handles) => handles,
+                        Err(e) => {
+                            eprintln!("--capacity: {e}");
+                            return ExitCode::from(2);
+                        }
+                    };
                 let pipeline = RingPipeline {
-                    producer,
+                    producer: Some(producer),
                     consumer,
                     recv,
                 };

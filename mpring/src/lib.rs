@@ -122,8 +122,13 @@ mod producer;
 mod reservation;
 mod ring;
 mod sleep;
+#[cfg(all(feature = "udp", target_os = "linux"))]
+pub mod udp;
 mod wait;
 mod wake_handle;
+
+#[cfg(all(feature = "udp", not(target_os = "linux")))]
+compile_error!("mpring's `udp` feature (recvmmsg, UDP GRO, IP_PKTINFO) supports Linux only");
 
 pub use batch::{BatchReservation, SlotsMut};
 pub use builder::{Alignment, Builder, Metadata, Ring};

@@ -1,0 +1,441 @@
+//! The `udp` feature's listeners, on loopback: IPv4 and IPv6, GRO on and
+//! off, a full ring, shutdown under load, truncated datagrams, ECN bits and
+//! destination addresses in the records.
+#![cfg(all(feature = "udp", target_os = "linux"))]
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpring::udp::{Listeners, UdpMeta, UdpStats};
+use mpring::{Consumer, Ring};
+
+const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const LOCAL6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// A datagram that says who sent it and which one it is, and can be
+/// checked whole: sender (1 byte), sequence (4), then a pattern.
+fn datagram(sender: u8, seq: u32, len: usize) -> Vec<u8> {
+    let mut d = vec![0u8; len.max(5)];
+    d[0] = sender;
+    d[1..5].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in d[5..].iter_mut().enumerate() {
+        *b = (seq as u8).wrapping_add(i as u8).wrapping_mul(7) ^ sender;
+    }
+    d.truncate(len.max(5));
+    d
+}
+
+fn check(d: &[u8]) -> (u8, u32) {
+    let (sender, seq) = (d[0], u32::from_le_bytes(d[1..5].try_into().unwrap()));
+    assert_eq!(
+        d,
+        &datagram(sender, seq, d.len())[..],
+        "datagram {sender}/{seq} corrupted"
+    );
+    (sender, seq)
+}
+
+/// Reads entries until `want` datagrams arrived or 5 s passed; returns
+/// them with their records.
+fn collect(consumer: &mut Consumer<UdpMeta>, want: usize) -> Vec<(UdpMeta, Vec<u8>)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut datagrams = 0;
+    while datagrams < want && Instant::now() < deadline {
+        if consumer.wait_timeout(Duration::from_millis(50)).is_ok() {
+            consumer.read_batch_meta(64, |meta, payload| {
+                datagrams += meta.datagrams(payload.len());
+                got.push((*meta, payload.to_vec()));
+            });
+        }
+    }
+    got
+}
+
+fn sender(ip: IpAddr) -> UdpSocket {
+    UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind a sender")
+}
+
+/// Binds a sender for IPv6, or says why the machine has no IPv6 loopback.
+fn sender6() -> Option<UdpSocket> {
+    match UdpSocket::bind(SocketAddr::new(LOCAL6, 0)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("no IPv6 loopback here ({e}): the IPv6 case is not run");
+            None
+        }
+    }
+}
+
+fn round_trip(ip: IpAddr, sender: UdpSocket) {
+    let (producer, mut consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(ip, 0))
+        .listeners(2)
+        .spawn(producer)
+        .unwrap();
+    let to = listeners.local_addr();
+    assert_eq!(to.ip(), ip);
+    for seq in 0..200u32 {
+        sender
+            .send_to(&datagram(1, seq, 20 + seq as usize * 7), to)
+            .unwrap();
+    }
+    let got = collect(&mut consumer, 200);
+    let mut seqs: Vec<u32> = got
+        .iter()
+        .map(|(meta, payload)| {
+            assert_eq!(meta.source, sender.local_addr().unwrap());
+            assert_eq!(meta.destination, Some(ip));
+            assert_eq!(meta.segment_size, 0);
+            assert!(meta.listener < 2);
+            check(payload).1
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "every datagram once");
+    let stats = listeners.shutdown();
+    assert_eq!((stats.datagrams, stats.entries), (200, 200));
+    assert_eq!((stats.full_drops, stats.truncated, stats.errors), (0, 0, 0));
+    assert!(stats.receive_calls >= 1 && stats.receive_calls <= 200);
+}
+
+#[test]
+fn ipv4_datagrams_arrive_whole_with_their_records() {
+    round_trip(LOCAL4, sender(LOCAL4));
+}
+
+#[test]
+fn ipv6_datagrams_arrive_whole_with_their_records() {
+    if let Some(s) = sender6() {
+        round_trip(LOCAL6, s);
+    }
+}
+
+#[test]
+fn ecn_bits_reach_the_record() {
+    let (producer, mut consumer) = Ring::builder(1 << 16)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .spawn(producer)
+        .unwrap();
+    let s = sender(LOCAL4);
+    for (seq, ecn) in [(0u32, 0b01), (1, 0b10), (2, 0b11)] {
+        let tos: libc::c_int = ecn;
+        // SAFETY: a valid option value on an open socket.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_TOS,
+                (&tos as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        s.send_to(&datagram(0, seq, 30), listeners.local_addr())
+            .unwrap();
+    }
+    let got = collect(&mut consumer, 3);
+    let ecn: Vec<(u32, u8)> = got.iter().map(|(m, p)| (check(p).1, m.ecn)).collect();
+    assert_eq!(ecn, [(0, 1), (1, 2), (2, 3)]);
+}
+
+#[test]
+fn a_datagram_longer_than_the_buffers_is_counted_never_delivered() {
+    let (producer, mut consumer) = Ring::builder(1 << 16)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .max_datagram(100)
+        .spawn(producer)
+        .unwrap();
+    let s = sender(LOCAL4);
+    let to = listeners.local_addr();
+    s.send_to(&datagram(0, 0, 100), to).unwrap(); // fits exactly
+    s.send_to(&datagram(0, 1, 101), to).unwrap(); // one byte too long
+    s.send_to(&datagram(0, 2, 50), to).unwrap();
+    let got = collect(&mut consumer, 2);
+    let seqs: Vec<u32> = got.iter().map(|(_, p)| check(p).1).collect();
+    assert_eq!(seqs, [0, 2]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listeners.stats().truncated == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stats = listeners.shutdown();
+    assert_eq!((stats.datagrams, stats.entries, stats.truncated), (3, 2, 1));
+    assert!(consumer.read().is_none(), "nothing else came through");
+}
+
+#[test]
+fn a_full_ring_drops_and_counts_and_corrupts_nothing() {
+    // 64 KiB ring, 1,000-byte datagrams: about 30 fit before the consumer
+    // reads anything.
+    let (producer, mut consumer) = Ring::builder(1 << 16)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .spawn(producer)
+        .unwrap();
+    let s = sender(LOCAL4);
+    let sent = 300u32;
+    for seq in 0..sent {
+        s.send_to(&datagram(0, seq, 1000), listeners.local_addr())
+            .unwrap();
+        if seq % 50 == 49 {
+            thread::sleep(Duration::from_millis(5)); // stay under the socket buffer
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let done = |s: &UdpStats| s.datagrams + s.kernel_drops >= u64::from(sent);
+    while !done(&listeners.stats()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stats = listeners.shutdown();
+    assert!(stats.full_drops > 0, "the ring filled up: {stats:?}");
+    let mut last = None;
+    let mut delivered = 0;
+    while let Some(entry) = consumer.read() {
+        let (_, seq) = check(&entry);
+        assert!(last < Some(seq), "one listener: in order");
+        last = Some(seq);
+        delivered += 1;
+    }
+    assert_eq!(delivered, stats.entries);
+    assert_eq!(stats.entries + stats.full_drops, stats.datagrams);
+    assert!(
+        consumer.is_disconnected(),
+        "shutdown dropped every producer handle"
+    );
+}
+
+#[test]
+fn shutdown_under_load_joins_every_listener_and_keeps_what_was_committed() {
+    let (producer, mut consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .listeners(4)
+        .spawn(producer)
+        .unwrap();
+    let to = listeners.local_addr();
+    let senders: Vec<_> = (0..4u8)
+        .map(|id| {
+            thread::spawn(move || {
+                let s = sender(LOCAL4);
+                let end = Instant::now() + Duration::from_millis(300);
+                let mut seq = 0u32;
+                while Instant::now() < end {
+                    // Loopback refuses only when buffers are full.
+                    if s.send_to(&datagram(id, seq, 64 + (seq % 1200) as usize), to)
+                        .is_ok()
+                    {
+                        seq += 1;
+                    }
+                }
+                seq
+            })
+        })
+        .collect();
+    let mut handled = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(100) {
+        consumer.read_batch_meta(64, |_, p| {
+            check(p);
+            handled += 1;
+        });
+    }
+    let stats = listeners.shutdown(); // senders still sending
+    for s in senders {
+        s.join().unwrap();
+    }
+    while let Some(entry) = consumer.read() {
+        check(&entry);
+        handled += 1;
+    }
+    assert!(consumer.is_disconnected());
+    assert_eq!(
+        handled, stats.entries,
+        "every committed entry was read, whole"
+    );
+    assert_eq!(
+        stats.entries + stats.full_drops + stats.truncated,
+        stats.datagrams
+    );
+    assert!(stats.datagrams > 0);
+}
+
+/// Sends `segments` datagrams of `size` bytes in one `sendmsg` with
+/// `UDP_SEGMENT` (GSO); `false` when the kernel has no GSO.
+fn send_gso(s: &UdpSocket, to: SocketAddr, payload: &[u8], size: u16) -> bool {
+    let SocketAddr::V4(to) = to else {
+        unreachable!()
+    };
+    let mut addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: all-zero is a valid msghdr; every pointer set below points at
+    // a live local of the right size for the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as _;
+    // SAFETY: the control room above holds one message with a u16.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+    }
+    // SAFETY: a valid msghdr (see above) on an open socket.
+    let r = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) };
+    if r < 0 {
+        eprintln!(
+            "no UDP GSO here ({}): the GRO case is not run",
+            io::Error::last_os_error()
+        );
+        return false;
+    }
+    assert_eq!(r as usize, payload.len());
+    true
+}
+
+fn gso_run(gro: bool) -> Option<(bool, Vec<(UdpMeta, Vec<u8>)>, UdpStats)> {
+    let (producer, mut consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .gro(gro)
+        .spawn(producer)
+        .unwrap();
+    let s = sender(LOCAL4);
+    // Four datagrams of 1,000 bytes and a last one of 500, in one send.
+    let mut payload = Vec::new();
+    for seq in 0..5u32 {
+        payload.extend(datagram(9, seq, if seq < 4 { 1000 } else { 500 }));
+    }
+    if !send_gso(&s, listeners.local_addr(), &payload, 1000) {
+        return None;
+    }
+    let got = collect(&mut consumer, 5);
+    let on = listeners.gro();
+    Some((on, got, listeners.shutdown()))
+}
+
+#[test]
+fn gro_on_one_entry_holds_the_coalesced_datagrams() {
+    let Some((on, got, stats)) = gso_run(true) else {
+        return;
+    };
+    let datagrams: Vec<u32> = got
+        .iter()
+        .flat_map(|(meta, payload)| {
+            meta.segments(payload)
+                .map(|d| check(d).1)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(datagrams, [0, 1, 2, 3, 4], "every segment, in order, whole");
+    assert_eq!(stats.datagrams, 5);
+    if on {
+        assert_eq!(got.len(), 1, "one entry for the whole GSO send");
+        assert_eq!(got[0].0.segment_size, 1000);
+        assert_eq!(stats.entries, 1);
+    } else {
+        eprintln!("this kernel has no UDP GRO: datagrams arrived one by one");
+    }
+}
+
+#[test]
+fn gro_off_one_entry_per_datagram() {
+    let Some((on, got, stats)) = gso_run(false) else {
+        return;
+    };
+    assert!(!on);
+    let seqs: Vec<u32> = got
+        .iter()
+        .map(|(meta, payload)| {
+            assert_eq!(meta.segment_size, 0);
+            check(payload).1
+        })
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+    assert_eq!((stats.datagrams, stats.entries), (5, 5));
+}
+
+#[test]
+fn bad_options_are_errors_not_panics() {
+    let build = || {
+        Ring::builder(1 << 16)
+            .metadata::<UdpMeta>()
+            .build()
+            .unwrap()
+            .0
+    };
+    let addr = SocketAddr::new(LOCAL4, 0);
+    let kind = |r: io::Result<Listeners>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(Listeners::builder(addr).listeners(0).spawn(build())),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Listeners::builder(addr).batch(0).spawn(build())),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Listeners::builder(addr).max_datagram(0).spawn(build())),
+        io::ErrorKind::InvalidInput
+    );
+    // GRO buffers of 64 KiB do not fit a 64 KiB ring's largest payload
+    // (unless the kernel refused GRO, when 2 KiB buffers fit).
+    match Listeners::builder(addr).gro(true).spawn(build()) {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidInput),
+        Ok(l) => assert!(!l.gro()),
+    }
+    // An address nobody can bind here.
+    let taken = Listeners::builder(SocketAddr::new("192.0.2.1".parse().unwrap(), 0)).spawn(build());
+    assert!(taken.is_err());
+}
+
+#[test]
+fn the_stream_ends_when_the_listeners_are_gone() {
+    let (producer, mut consumer) = Ring::builder(1 << 16)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .listeners(3)
+        .spawn(producer)
+        .unwrap();
+    drop(listeners);
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_secs(5)),
+        Err(mpring::WaitError::Disconnected)
+    );
+}
