@@ -40,7 +40,7 @@ fn check(d: &[u8]) -> (u8, u32) {
 
 /// Reads entries until `want` datagrams arrived or 5 s passed; returns
 /// them with their records.
-fn collect(consumer: &mut Consumer<UdpMeta>, want: usize) -> Vec<(UdpMeta, Vec<u8>)> {
+fn collect(consumer: &mut Consumer<UdpMeta>, want: usize) -> Got {
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut datagrams = 0;
@@ -325,7 +325,12 @@ fn send_gso(s: &UdpSocket, to: SocketAddr, payload: &[u8], size: u16) -> bool {
     true
 }
 
-fn gso_run(gro: bool) -> Option<(bool, Vec<(UdpMeta, Vec<u8>)>, UdpStats)> {
+/// Entries read: each record with its payload.
+type Got = Vec<(UdpMeta, Vec<u8>)>;
+
+/// One GSO send of five datagrams to a group with GRO on or off: whether
+/// GRO is on, the entries read, the counters.
+fn gso_run(gro: bool) -> Option<(bool, Got, UdpStats)> {
     let (producer, mut consumer) = Ring::builder(1 << 20)
         .metadata::<UdpMeta>()
         .build()
