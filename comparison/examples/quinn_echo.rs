@@ -75,10 +75,12 @@ async fn main() {
     let megabytes = (streams * kib as u64) as f64 / 1024.0;
     println!("{streams} streams x {kib} KiB echoed per round ({megabytes:.0} MiB each way), {rounds} rounds, alternating servers");
     let (mut ring, mut default) = (Vec::new(), Vec::new());
+    let mut through_ring = 0;
     for _ in 0..rounds {
         let (server_config, client_config) = quic::configs();
-        let server = quic::ring_server(server_config, 2).expect("bind the ring server");
+        let (server, socket) = quic::ring_server(server_config, 2).expect("bind the ring server");
         ring.push(measure(server, client_config, streams, kib).await);
+        through_ring += socket.delivered();
         let (server_config, client_config) = quic::configs();
         let server = quic::default_server(server_config).expect("bind the default server");
         default.push(measure(server, client_config, streams, kib).await);
@@ -104,4 +106,5 @@ async fn main() {
     );
     println!();
     println!("ring / default: {:.2}", rate(ring) / rate(default));
+    println!("datagrams the ring-backed servers received, all through the ring: {through_ring}");
 }

@@ -1,9 +1,11 @@
-//! A quinn server socket whose receive path runs through mpring: listener
-//! threads receive on `SO_REUSEPORT` sockets straight into ring
-//! reservations, and quinn's endpoint driver drains the ring.
+//! A quinn socket whose receive path runs through mpring: the `udp`
+//! feature's listener threads (`SO_REUSEPORT`, `recvmmsg`, GRO) feed a
+//! ring, and quinn's endpoint driver drains it. [`RingSocket`] implements
+//! `quinn::AsyncUdpSocket`; the module docs of [`socket`] show a server.
 //!
-//! Not published: the receive path of mpring's quinn comparison
-//! (`comparison/examples/quinn_echo.rs`) and of its tests.
+//! A crate of its own so that the library keeps its MSRV (quinn needs
+//! 1.85) and its dependencies. Not published yet: it also holds the
+//! helpers of mpring's quinn comparison and tests.
 
 pub mod socket;
 pub mod udp;

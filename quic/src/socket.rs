@@ -1,134 +1,111 @@
 //! A quinn server socket whose receive path runs through mpring.
 //!
-//! Receive: listener threads block on `SO_REUSEPORT` sockets bound to one
-//! loopback port and receive straight into ring reservations (32 bytes of
-//! metadata, then the datagram); quinn's endpoint driver drains the ring in
-//! `poll_recv` through the consumer's async wait. Send: straight to one of
-//! the listener sockets (the same port, so peers see one address).
+//! Receive: `mpring::udp::Listeners` (K `SO_REUSEPORT` sockets on one
+//! address, a thread each, `recvmmsg` with GRO, one ring claim per batch)
+//! feed a ring; quinn's endpoint driver drains it in `poll_recv` through the
+//! consumer's async wait, with each entry's source, destination, ECN bits
+//! and GRO stride. Send: quinn-udp on a socket bound to the same address
+//! (GSO when the kernel has it), so peers see one address.
 //!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! # async fn server(config: quinn::ServerConfig) -> std::io::Result<()> {
+//! let socket = mpring_quic::RingSocket::bind("0.0.0.0:4433".parse().unwrap(), 4)?;
+//! let endpoint = quinn::Endpoint::new_with_abstract_socket(
+//!     quinn::EndpointConfig::default(),
+//!     Some(config),
+//!     Arc::new(socket),
+//!     Arc::new(quinn::TokioRuntime),
+//! )?;
+//! while let Some(incoming) = endpoint.accept().await {
+//!     tokio::spawn(async move {
+//!         if let Ok(connection) = incoming.await {
+//!             // serve `connection`
+//!         }
+//!     });
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::io::{self, ErrorKind, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
-use mpring::{ReserveError, WaitError};
-use quinn::udp::{RecvMeta, Transmit};
+use mpring::udp::{Listeners, UdpMeta, UdpStats};
+use mpring::WaitError;
+use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-use crate::udp::{is_writable, reuseport_group, wait_readable};
+use crate::udp::is_writable;
 
-/// Metadata in front of every datagram in the ring: the source address as
-/// IPv6 (16 bytes), its port (2), the listener id (1), padding.
-const META: usize = 32;
-/// What a listener reserves: more than quinn's largest probe (1,452 bytes).
-const MAX_DATAGRAM: usize = 2048;
+/// The ring's size: 64 entries of 64 KiB GRO batches.
+const RING_BYTES: usize = 4 << 20;
+/// GRO segments quinn may find in one receive buffer (each buffer is then
+/// at least 64 x 1,200 bytes, more than any entry).
+const GRO_SEGMENTS: usize = 64;
 
 /// A UDP socket for quinn, receiving through listener threads and a ring.
+/// Nothing to wrap: quinn shares it as `Arc<dyn AsyncUdpSocket>`.
 pub struct RingSocket {
-    consumer: Mutex<mpring::Consumer>,
+    /// Only quinn's endpoint driver reads; the lock is never contended.
+    consumer: Mutex<mpring::Consumer<UdpMeta>>,
+    listeners: Listeners,
     send: UdpSocket,
     /// quinn-udp's sender: GSO batches when the kernel offers them.
     send_state: quinn::udp::UdpSocketState,
     local: SocketAddr,
-    stop: Arc<AtomicBool>,
-    listeners: Mutex<Vec<JoinHandle<()>>>,
+    /// Datagrams handed to quinn (each GRO segment counts).
+    delivered: AtomicU64,
+    /// Datagrams dropped because quinn's buffer could not hold an entry.
+    oversized: AtomicU64,
 }
 
 impl RingSocket {
-    /// Binds `listeners` sockets to one loopback port and starts a thread
-    /// for each.
-    pub fn bind(listeners: usize, capacity: usize) -> io::Result<RingSocket> {
-        let (producer, consumer) =
-            mpring::Ring::new(capacity).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
-        let (sockets, local) = reuseport_group(listeners)?;
-        let send = sockets[0].try_clone()?;
+    /// Binds `listeners` sockets to `addr` (port 0: a free port) and starts
+    /// a listener thread for each, with GRO when the kernel has it.
+    pub fn bind(addr: SocketAddr, listeners: usize) -> io::Result<RingSocket> {
+        let (producer, consumer) = mpring::Ring::builder(RING_BYTES)
+            .metadata::<UdpMeta>()
+            .build()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+        let listeners = Listeners::builder(addr)
+            .listeners(listeners)
+            .gro(true)
+            .spawn(producer)?;
+        let send = listeners.send_socket().try_clone()?;
         let send_state = quinn::udp::UdpSocketState::new((&send).into())?;
-        // quinn-udp turns on GRO for receiving, but this socket is read by a
-        // listener with plain `recv_from`, which must get one datagram per
-        // call: turn it back off.
-        let off: libc::c_int = 0;
-        // SAFETY: a valid option value of the size passed, on an open socket.
-        unsafe {
-            libc::setsockopt(
-                send.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                (&off as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = sockets
-            .into_iter()
-            .enumerate()
-            .map(|(id, socket)| {
-                let (producer, stop) = (producer.clone(), stop.clone());
-                thread::spawn(move || listen(id, &socket, &producer, &stop))
-            })
-            .collect();
         Ok(RingSocket {
             consumer: Mutex::new(consumer),
+            local: listeners.local_addr(),
+            listeners,
             send,
             send_state,
-            local,
-            stop,
-            listeners: Mutex::new(threads),
+            delivered: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
         })
     }
-}
 
-/// One listener: wait until the socket is readable, then receive straight
-/// into a reservation and commit what arrived.
-fn listen(id: usize, socket: &UdpSocket, producer: &mpring::Producer, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        // Wait before reserving, so that no reservation is held (holding
-        // back the other listeners' entries) while this socket is idle.
-        wait_readable(socket, Duration::from_millis(20));
-        loop {
-            let mut slot = match producer.reserve(META + MAX_DATAGRAM) {
-                Ok(slot) => slot,
-                Err(ReserveError::Full) => {
-                    // The handler is behind: drop, as a UDP stack does.
-                    let mut scratch = [0u8; MAX_DATAGRAM];
-                    if socket.recv_from(&mut scratch).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                Err(_) => return, // the consumer is gone
-            };
-            match socket.recv_from(&mut slot[META..]) {
-                Ok((n, from)) => {
-                    let ip = match from.ip() {
-                        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
-                        IpAddr::V6(ip) => ip,
-                    };
-                    slot[..16].copy_from_slice(&ip.octets());
-                    slot[16..18].copy_from_slice(&from.port().to_le_bytes());
-                    slot[18] = id as u8;
-                    slot.commit_len(META + n);
-                }
-                // Nothing more: the reservation is aborted as it drops.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break,
-            }
-        }
+    /// The listeners' counters: datagrams received, dropped for a full
+    /// ring, by the kernel, truncated.
+    pub fn stats(&self) -> UdpStats {
+        self.listeners.stats()
     }
-}
 
-fn source(meta: &[u8]) -> SocketAddr {
-    let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&meta[..16]).unwrap());
-    let port = u16::from_le_bytes([meta[16], meta[17]]);
-    match ip.to_ipv4_mapped() {
-        Some(v4) => SocketAddr::new(v4.into(), port),
-        None => SocketAddr::new(ip.into(), port),
+    /// Datagrams handed to quinn so far: every one passed through the ring.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams dropped because an entry did not fit quinn's receive
+    /// buffer (never with quinn's default buffers).
+    pub fn oversized(&self) -> u64 {
+        self.oversized.load(Ordering::Relaxed)
     }
 }
 
@@ -145,31 +122,51 @@ impl AsyncUdpSocket for RingSocket {
         self.send_state.max_gso_segments()
     }
 
+    fn max_receive_segments(&self) -> usize {
+        GRO_SEGMENTS
+    }
+
     fn poll_recv(
         &self,
         cx: &mut Context,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut consumer = self.consumer.lock().unwrap();
+        let mut consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match consumer.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {
                     let mut n = 0;
                     let max = bufs.len().min(meta.len());
-                    consumer.read_batch(max, |entry| {
-                        let (head, datagram) = entry.split_at(META);
+                    let (mut delivered, mut oversized) = (0, 0);
+                    consumer.read_batch_meta(max, |record, payload| {
+                        let datagrams = record.datagrams(payload.len()) as u64;
+                        let buf = &mut bufs[n];
+                        if payload.len() > buf.len() {
+                            oversized += datagrams;
+                            return;
+                        }
                         // quinn reads from its own buffers: one copy here.
-                        bufs[n][..datagram.len()].copy_from_slice(datagram);
+                        buf[..payload.len()].copy_from_slice(payload);
                         meta[n] = RecvMeta {
-                            addr: source(head),
-                            len: datagram.len(),
-                            stride: datagram.len(),
-                            ..RecvMeta::default()
+                            addr: record.source,
+                            len: payload.len(),
+                            stride: match record.segment_size {
+                                0 => payload.len(),
+                                size => usize::from(size),
+                            },
+                            ecn: EcnCodepoint::from_bits(record.ecn),
+                            dst_ip: record.destination,
                         };
+                        delivered += datagrams;
                         n += 1;
                     });
+                    self.delivered.fetch_add(delivered, Ordering::Relaxed);
+                    self.oversized.fetch_add(oversized, Ordering::Relaxed);
+                    if n == 0 {
+                        continue; // only oversized entries: wait again
+                    }
                     return Poll::Ready(Ok(n));
                 }
                 Poll::Ready(Err(WaitError::Woken)) => continue,
@@ -182,15 +179,6 @@ impl AsyncUdpSocket for RingSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
-    }
-}
-
-impl Drop for RingSocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.listeners.lock().unwrap().drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
@@ -238,15 +226,23 @@ pub fn configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
     (server, client)
 }
 
-/// A quinn server endpoint on a ring-backed socket.
-pub fn ring_server(config: quinn::ServerConfig, listeners: usize) -> io::Result<quinn::Endpoint> {
-    let socket = RingSocket::bind(listeners, 4 << 20)?;
-    quinn::Endpoint::new_with_abstract_socket(
+/// A quinn server endpoint on a ring-backed socket on a loopback port, and
+/// the socket (for its counters).
+pub fn ring_server(
+    config: quinn::ServerConfig,
+    listeners: usize,
+) -> io::Result<(quinn::Endpoint, Arc<RingSocket>)> {
+    let socket = Arc::new(RingSocket::bind(
+        (Ipv4Addr::LOCALHOST, 0).into(),
+        listeners,
+    )?);
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(config),
-        Arc::new(socket),
+        socket.clone(),
         Arc::new(quinn::TokioRuntime),
-    )
+    )?;
+    Ok((endpoint, socket))
 }
 
 /// A quinn server endpoint on quinn's own socket, for comparison.

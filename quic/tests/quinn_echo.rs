@@ -12,7 +12,7 @@ use std::time::Duration;
 async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let (server_config, client_config) = quic::configs();
-        let server = quic::ring_server(server_config, 2).expect("bind the ring server");
+        let (server, socket) = quic::ring_server(server_config, 2).expect("bind the ring server");
         let echo = tokio::spawn(quic::echo(server.clone()));
         let (client, connection) = quic::connect(&server, client_config).await;
 
@@ -41,7 +41,52 @@ async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
         server.close(0u32.into(), b"done");
         server.wait_idle().await;
         echo.abort();
+        // Every datagram the server saw came through the ring: 2 MiB of
+        // stream data each way is well over 1,000 datagrams.
+        let stats = socket.stats();
+        assert!(
+            socket.delivered() > 1000,
+            "{} through the ring",
+            socket.delivered()
+        );
+        assert_eq!(socket.delivered() + stats.full_drops, stats.datagrams);
+        assert_eq!((stats.truncated, socket.oversized()), (0, 0));
     })
     .await
     .expect("the echo test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_at_once() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = quic::configs();
+        let (server, socket) = quic::ring_server(server_config, 2).expect("bind the ring server");
+        let echo = tokio::spawn(quic::echo(server.clone()));
+        let clients: Vec<_> = (0..32u64)
+            .map(|i| {
+                let (server, client_config) = (server.clone(), client_config.clone());
+                tokio::spawn(async move {
+                    let (client, connection) = quic::connect(&server, client_config).await;
+                    // Four streams of 8 KiB each, every byte compared.
+                    let echoed = quic::echo_streams(&connection, 4, 8 * 1024 + i as usize).await;
+                    connection.close(0u32.into(), b"done");
+                    client.wait_idle().await;
+                    echoed
+                })
+            })
+            .collect();
+        for (i, c) in clients.into_iter().enumerate() {
+            assert_eq!(c.await.expect("client task"), 4 * (8 * 1024 + i as u64));
+        }
+        server.close(0u32.into(), b"done");
+        server.wait_idle().await;
+        echo.abort();
+        assert!(
+            socket.delivered() >= 32 * 4,
+            "{} through the ring",
+            socket.delivered()
+        );
+    })
+    .await
+    .expect("32 clients finished in time");
 }
