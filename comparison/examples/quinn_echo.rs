@@ -1,55 +1,99 @@
-//! A QUIC echo server (quinn) whose socket receives through SO_REUSEPORT
-//! listener threads and mpring, next to the same server on quinn's own
-//! socket: a stock quinn client pushes many concurrent streams through
-//! each, every echoed byte is checked, and the throughputs are printed side
-//! by side.
+//! A QUIC echo server (quinn) whose socket receives through mpring's UDP
+//! listeners and ring (`mpring_quic::RingSocket`), next to the same server
+//! on quinn's own socket: a stock quinn client pushes many concurrent
+//! streams, then many small QUIC datagrams, through each; every echoed
+//! byte is checked, and the rates are printed side by side.
 //!
 //! ```text
-//! cargo run --release --example quinn_echo -- [streams] [KiB per stream] [rounds]
+//! cargo run --release --example quinn_echo -- [STREAMS] [KIB] [ROUNDS] [LISTENERS] [WORKERS]
 //! ```
 
 use mpring_quic as quic;
 
 use std::time::{Duration, Instant};
 
-async fn measure(
-    server: quinn::Endpoint,
+/// Echoes `streams` streams of `kib` KiB through `server`; the time taken.
+async fn streams_round(
+    server: &quinn::Endpoint,
     client_config: quinn::ClientConfig,
     streams: u64,
     kib: usize,
 ) -> Duration {
-    let addr = server.local_addr().unwrap();
-    let echo = tokio::spawn(quic::echo(server.clone()));
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
-    let connection = client
-        .connect(addr, "localhost")
-        .unwrap()
-        .await
-        .expect("handshake");
+    let (client, connection) = quic::connect(server, client_config).await;
     let start = Instant::now();
     let echoed = quic::echo_streams(&connection, streams, kib * 1024).await;
     let elapsed = start.elapsed();
     assert_eq!(echoed, streams * kib as u64 * 1024);
     connection.close(0u32.into(), b"done");
     client.wait_idle().await;
-    server.close(0u32.into(), b"done");
-    echo.abort();
     elapsed
+}
+
+/// QUIC datagrams per datagram round, and how many may be in flight.
+const DATAGRAMS: u32 = 20_000;
+const WINDOW: u32 = 32;
+
+/// Echoes `DATAGRAMS` small QUIC datagrams (40-200 bytes), `WINDOW` in
+/// flight; the time taken and how many echoes never came (datagrams are
+/// unreliable).
+async fn datagrams_round(
+    server: &quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+) -> (Duration, u32) {
+    let (client, connection) = quic::connect(server, client_config).await;
+    let start = Instant::now();
+    let mut lost = 0;
+    let mut seq = 0u32;
+    while seq < DATAGRAMS {
+        let window = WINDOW.min(DATAGRAMS - seq);
+        for i in seq..seq + window {
+            let len = 40 + (i as usize * 37) % 161;
+            let mut payload = quic::stream_bytes(u64::from(i), len);
+            payload[..4].copy_from_slice(&i.to_le_bytes());
+            connection.send_datagram(payload.into()).expect("send a datagram");
+        }
+        let mut got = 0;
+        while got < window {
+            let echo = tokio::time::timeout(Duration::from_millis(50), connection.read_datagram());
+            match echo.await {
+                Ok(echo) => {
+                    let echo = echo.expect("read a datagram");
+                    let i = u32::from_le_bytes(echo[..4].try_into().unwrap());
+                    let mut want = quic::stream_bytes(u64::from(i), echo.len());
+                    want[..4].copy_from_slice(&i.to_le_bytes());
+                    assert!(echo[..] == want[..], "datagram {i} corrupted");
+                    got += 1;
+                }
+                Err(_) => {
+                    lost += window - got;
+                    break;
+                }
+            }
+        }
+        seq += window;
+    }
+    let elapsed = start.elapsed();
+    connection.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    (elapsed, lost)
 }
 
 const HELP: &str = "\
 A quinn echo server on a ring-backed socket next to quinn's own socket.
 
-USAGE: cargo run --release --example quinn_echo -- [STREAMS] [KIB] [ROUNDS]
+USAGE: cargo run --release --example quinn_echo -- [STREAMS] [KIB] [ROUNDS] [LISTENERS] [WORKERS]
 
-  STREAMS   concurrent bidirectional streams per round (default 64)
-  KIB       KiB echoed per stream (default 256)
-  ROUNDS    rounds per server, alternating (default 5)";
+  STREAMS    concurrent bidirectional streams per round (default 64)
+  KIB        KiB echoed per stream (default 256)
+  ROUNDS     rounds per server and per kind, alternating (default 5)
+  LISTENERS  listener threads of the ring-backed server (default 2)
+  WORKERS    tokio worker threads, shared by server and client (default 2)
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut values = [64u64, 256, 5];
+Each round echoes the streams, then 20,000 QUIC datagrams of 40-200 bytes
+(32 in flight).";
+
+fn main() {
+    let mut values = [64u64, 256, 5, 2, 2];
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}");
@@ -68,43 +112,101 @@ async fn main() {
             }
         }
     }
-    let [streams, kib, rounds] = values;
-    let kib = kib as usize;
+    let [streams, kib, rounds, listeners, workers] = values;
+    let (kib, listeners) = (kib as usize, listeners.max(1) as usize);
+    let workers = workers.max(1) as usize;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("2 listener threads + 2 tokio workers + the client share {cores} cores");
+    println!("{listeners} listener threads + {workers} tokio workers (server and client) share {cores} cores");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(compare(streams, kib, rounds, listeners));
+}
+
+async fn compare(streams: u64, kib: usize, rounds: u64, listeners: usize) {
     let megabytes = (streams * kib as u64) as f64 / 1024.0;
-    println!("{streams} streams x {kib} KiB echoed per round ({megabytes:.0} MiB each way), {rounds} rounds, alternating servers");
-    let (mut ring, mut default) = (Vec::new(), Vec::new());
+    println!(
+        "per round: {streams} streams x {kib} KiB ({megabytes:.0} MiB each way), then \
+         {DATAGRAMS} datagrams; {rounds} rounds, alternating servers"
+    );
+    let mut ring = Rounds::default();
+    let mut default = Rounds::default();
     let mut through_ring = 0;
     for _ in 0..rounds {
         let (server_config, client_config) = quic::configs();
-        let (server, socket) = quic::ring_server(server_config, 2).expect("bind the ring server");
-        ring.push(measure(server, client_config, streams, kib).await);
+        let (server, socket) =
+            quic::ring_server(server_config, listeners).expect("bind the ring server");
+        ring.run(&server, client_config, streams, kib).await;
         through_ring += socket.delivered();
         let (server_config, client_config) = quic::configs();
         let server = quic::default_server(server_config).expect("bind the default server");
-        default.push(measure(server, client_config, streams, kib).await);
+        default.run(&server, client_config, streams, kib).await;
     }
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (ring, default) = (median(&mut ring), median(&mut default));
-    let rate = |d: Duration| megabytes / d.as_secs_f64();
-    println!();
-    println!("| server socket | median time | MiB/s echoed (each way) |");
-    println!("|---|---:|---:|");
-    println!(
-        "| 2 listener threads -> mpring -> quinn | {:.3} s | {:.1} |",
-        ring.as_secs_f64(),
-        rate(ring)
-    );
-    println!(
-        "| quinn's own UDP socket | {:.3} s | {:.1} |",
-        default.as_secs_f64(),
-        rate(default)
+    let (ring_streams, default_streams) = (megabytes / ring.streams(), megabytes / default.streams());
+    let (ring_dgrams, default_dgrams) = (
+        f64::from(DATAGRAMS) / ring.datagrams(),
+        f64::from(DATAGRAMS) / default.datagrams(),
     );
     println!();
-    println!("ring / default: {:.2}", rate(ring) / rate(default));
+    println!("| server socket | streams: MiB/s echoed (median) | datagrams: echoes/s (median) | datagram echoes lost |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| {listeners} listener threads -> mpring -> quinn | {ring_streams:.1} | {ring_dgrams:.0} | {} |",
+        ring.lost
+    );
+    println!(
+        "| quinn's own UDP socket | {default_streams:.1} | {default_dgrams:.0} | {} |",
+        default.lost
+    );
+    println!();
+    println!(
+        "ring / quinn's own: streams {:.2}, datagrams {:.2}",
+        ring_streams / default_streams,
+        ring_dgrams / default_dgrams
+    );
     println!("datagrams the ring-backed servers received, all through the ring: {through_ring}");
+}
+
+/// The times of one server's rounds.
+#[derive(Default)]
+struct Rounds {
+    streams: Vec<Duration>,
+    datagrams: Vec<Duration>,
+    lost: u32,
+}
+
+impl Rounds {
+    async fn run(
+        &mut self,
+        server: &quinn::Endpoint,
+        client_config: quinn::ClientConfig,
+        streams: u64,
+        kib: usize,
+    ) {
+        let echo = tokio::spawn(quic::echo(server.clone()));
+        self.streams
+            .push(streams_round(server, client_config.clone(), streams, kib).await);
+        let (time, lost) = datagrams_round(server, client_config).await;
+        self.datagrams.push(time);
+        self.lost += lost;
+        server.close(0u32.into(), b"done");
+        echo.abort();
+    }
+
+    /// Median seconds of the stream rounds.
+    fn streams(&mut self) -> f64 {
+        median(&mut self.streams)
+    }
+
+    /// Median seconds of the datagram rounds.
+    fn datagrams(&mut self) -> f64 {
+        median(&mut self.datagrams)
+    }
+}
+
+fn median(v: &mut [Duration]) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64()
 }

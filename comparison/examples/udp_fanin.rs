@@ -95,6 +95,8 @@ struct Config {
     capacity: usize,
     sizes: Sizes,
     pipelines: Vec<String>,
+    /// Threads that only burn CPU while the pipelines run.
+    busy: usize,
 }
 
 /// A pipeline to run: the ring or the channel, and how listeners receive.
@@ -141,6 +143,7 @@ OPTIONS:
                     mpring-recv           recv_from into a reservation
                     channel-mmsg          recvmmsg, a Vec per datagram
                     channel-recv          recv_from, a Vec per datagram [all]
+  --busy N          N more threads that only burn CPU meanwhile       [0]
   --help            this text
 
 Exits with status 1 if any datagram arrived corrupted.";
@@ -154,6 +157,7 @@ const KNOWN_FLAGS: &[&str] = &[
     "--capacity",
     "--sizes",
     "--pipelines",
+    "--busy",
 ];
 
 fn parse_args() -> Result<Config, String> {
@@ -165,6 +169,7 @@ fn parse_args() -> Result<Config, String> {
         capacity: 4 << 20,
         sizes: Sizes::Quic,
         pipelines: PIPELINES.iter().map(|(name, _)| name.to_string()).collect(),
+        busy: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -188,6 +193,7 @@ fn parse_args() -> Result<Config, String> {
                 config.duration = Duration::from_secs_f64(secs.max(0.1));
             }
             "--datagrams" => config.datagrams = number(&value)?,
+            "--busy" => config.busy = number(&value)? as usize,
             "--pipelines" => {
                 config.pipelines = value.split(',').map(str::to_string).collect();
                 if let Some(bad) = config
@@ -848,11 +854,12 @@ fn main() -> ExitCode {
     };
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "{} threads per pipeline ({} listeners, {} senders, 1 handler) on {cores} cores: \
+        "{} threads per pipeline ({} listeners, {} senders, 1 handler, {} busy) on {cores} cores: \
          with more threads than cores they take turns, which shows in drops and handler CPU",
-        config.listeners + config.senders.max(1) + 1,
+        config.listeners + config.senders.max(1) + 1 + config.busy,
         config.listeners,
         config.senders.max(1),
+        config.busy,
     );
     println!(
         "{} listeners (SO_REUSEPORT on one loopback port), {} senders, sizes {:?}, up to {} datagrams or {:.1} s per pipeline",
@@ -862,6 +869,20 @@ fn main() -> ExitCode {
         config.datagrams,
         config.duration.as_secs_f64()
     );
+    let busy_stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..config.busy)
+        .map(|_| {
+            let stop = busy_stop.clone();
+            thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                }
+            })
+        })
+        .collect();
     let mut reports = Vec::new();
     for &(name, pipeline) in PIPELINES {
         if !config.pipelines.iter().any(|p| p == name) {
@@ -890,6 +911,10 @@ fn main() -> ExitCode {
             }
         };
         reports.push(report);
+    }
+    busy_stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.join().expect("busy thread");
     }
     println!();
     println!("| pipeline | sent | listeners: datagrams/s | handler: datagrams/s | MB/s | drops (queue full) | lost in the kernel | system calls / datagram | heap allocations / datagram | handler CPU / datagram | ring room used | corrupted |");
