@@ -50,7 +50,9 @@ async fn datagrams_round(
             let len = 40 + (i as usize * 37) % 161;
             let mut payload = quic::stream_bytes(u64::from(i), len);
             payload[..4].copy_from_slice(&i.to_le_bytes());
-            connection.send_datagram(payload.into()).expect("send a datagram");
+            connection
+                .send_datagram(payload.into())
+                .expect("send a datagram");
         }
         let mut got = 0;
         while got < window {
@@ -144,7 +146,8 @@ async fn compare(streams: u64, kib: usize, rounds: u64, listeners: usize) {
         let server = quic::default_server(server_config).expect("bind the default server");
         default.run(&server, client_config, streams, kib).await;
     }
-    let (ring_streams, default_streams) = (megabytes / ring.streams(), megabytes / default.streams());
+    let (ring_streams, default_streams) =
+        (megabytes / ring.streams(), megabytes / default.streams());
     let (ring_dgrams, default_dgrams) = (
         f64::from(DATAGRAMS) / ring.datagrams(),
         f64::from(DATAGRAMS) / default.datagrams(),
