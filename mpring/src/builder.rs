@@ -140,6 +140,7 @@ impl<T: Copy + Send + 'static> Metadata for T {}
 pub struct Builder<M = ()> {
     capacity: usize,
     alignment: Alignment,
+    around: bool,
     _meta: PhantomData<fn() -> M>,
 }
 
@@ -149,6 +150,7 @@ impl Builder {
         Builder {
             capacity,
             alignment: Alignment::default(),
+            around: false,
             _meta: PhantomData,
         }
     }
@@ -161,6 +163,42 @@ impl<M: Metadata> Builder<M> {
         self
     }
 
+    /// Read-around mode (default off): the consumer delivers committed
+    /// entries that lie after reservations still open, and comes back to
+    /// each open one when it is committed (or steps over it when aborted).
+    ///
+    /// A preempted or stuck producer then holds up only its own entries:
+    /// entries from other producers keep flowing until the ring is full
+    /// (space is released only up to the oldest open reservation, so
+    /// nothing is overwritten). Every entry is still delivered once, byte
+    /// for byte, and a producer that commits its reservations in the order
+    /// it made them sees them delivered in that order; entries of different
+    /// producers may come out in commit order rather than reservation order.
+    ///
+    /// The costs: each reservation stores its header once more (its
+    /// length, announced right after the claim); room a shorter commit or an
+    /// abort leaves unused is not handed back to the tail but waits for the
+    /// consumer (claim what you need, or copy with
+    /// [`Producer::push_batch`](crate::Producer::push_batch)); the consumer
+    /// reads past at most 32 open reservations at a time.
+    /// [`Consumer::open_reservations`](crate::Consumer::open_reservations)
+    /// tells how many it is waiting on, and for how long.
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::builder(4096).read_around_open(true).build()?;
+    /// let stuck = producer.reserve(100)?; // a listener preempted mid-receive
+    /// producer.push(b"from another listener")?;
+    /// assert_eq!(&*consumer.read().unwrap(), b"from another listener");
+    /// assert_eq!(consumer.open_reservations().0, 1);
+    /// stuck.commit();
+    /// assert_eq!(consumer.read().unwrap().len(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_around_open(mut self, on: bool) -> Builder<M> {
+        self.around = on;
+        self
+    }
+
     /// Gives every entry a metadata record of type `N` (see [`Metadata`]):
     /// producers commit with the `_with` methods
     /// ([`Producer::push_with`], [`Reservation::commit_with`](crate::Reservation::commit_with),
@@ -170,6 +208,7 @@ impl<M: Metadata> Builder<M> {
         Builder {
             capacity: self.capacity,
             alignment: self.alignment,
+            around: self.around,
             _meta: PhantomData,
         }
     }
@@ -183,7 +222,11 @@ impl<M: Metadata> Builder<M> {
     /// when the metadata type's alignment exceeds the entries'. Never aborts
     /// the process on a huge request.
     pub fn build(self) -> Result<(Producer<M>, Consumer<M>), BuildError> {
-        let ring = Arc::new(Shared::<M>::new(self.capacity, self.alignment.bytes())?);
+        let ring = Arc::new(Shared::<M>::new(
+            self.capacity,
+            self.alignment.bytes(),
+            self.around,
+        )?);
         Ok((Producer::new(ring.clone()), Consumer::new(ring)))
     }
 }

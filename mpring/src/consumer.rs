@@ -163,7 +163,7 @@ impl<M: Metadata> Consumer<M> {
     /// shortened reservation) lies ahead: the next [`read`](Consumer::read)
     /// steps over it and then returns `None`.
     pub fn is_empty(&self) -> bool {
-        self.ring.unread_bytes(&self.cursor) == 0
+        self.ring.caught_up(&self.cursor)
     }
 
     /// Bytes not free for producers right now: entries (committed or still
@@ -190,6 +190,33 @@ impl<M: Metadata> Consumer<M> {
     /// ```
     pub fn read_offset(&self) -> u64 {
         self.ring.read_offset(&self.cursor)
+    }
+
+    /// In read-around mode ([`Builder::read_around_open`](crate::Builder::read_around_open)):
+    /// how many reservations the consumer has read past while they were
+    /// open and still waits for, and how long ago it first met the oldest
+    /// of them (measured on the consumer's side, when it read past it), so
+    /// that a handler can log a stuck listener. `(0, None)` otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (producer, mut consumer) = mpring::Ring::builder(4096).read_around_open(true).build()?;
+    /// let held = producer.reserve(8)?;
+    /// producer.push(b"next")?;
+    /// drop(consumer.read());
+    /// let (open, oldest) = consumer.open_reservations();
+    /// assert_eq!(open, 1);
+    /// if oldest.is_some_and(|t| t > Duration::from_millis(100)) {
+    ///     eprintln!("a listener holds a reservation for too long");
+    /// }
+    /// drop(held); // aborted: stepped over
+    /// assert!(consumer.read().is_none());
+    /// assert_eq!(consumer.open_reservations(), (0, None));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_reservations(&self) -> (usize, Option<Duration>) {
+        self.ring.open_claims(&self.cursor)
     }
 
     /// Whether every [`Producer`](crate::Producer) handle has been dropped.

@@ -288,12 +288,16 @@ impl<M: Metadata> Consumer<M> {
                 continue;
             }
             // Register, announce, then look again (see `crate::sleep`): a
-            // commit after this point sees the flag.
+            // commit after this point sees the flag. Looking again may step
+            // over spans published before the flag (no wake-up comes for
+            // them): release them, or producers that wait for that room
+            // would wait on a sleeping consumer.
             let announced = self.ring.sleep().announce_thread(&mut self.barrier_mode);
-            if self.ring.next(&mut self.cursor).is_none()
-                && !self.ring.sleep().is_woken()
-                && self.ring.producers() != 0
-            {
+            let ready = self.ring.next(&mut self.cursor).is_some();
+            if !ready {
+                self.ring.release(&mut self.cursor);
+            }
+            if !ready && !self.ring.sleep().is_woken() && self.ring.producers() != 0 {
                 let until = if announced.must_bound() {
                     let bound = Instant::now() + crate::sleep::DEGRADED_SLEEP;
                     Some(deadline.map_or(bound, |d| d.min(bound)))

@@ -104,6 +104,29 @@ fn pop_ready<M: PartialEq>(model: &mut VecDeque<Slot<M>>) -> Option<Seen<M>> {
     }
 }
 
+/// What the consumer can read now in read-around mode: the first committed
+/// entry in reservation order, reading past pending ones.
+fn pop_ready_around<M: PartialEq>(model: &mut VecDeque<Slot<M>>) -> Option<Seen<M>> {
+    let mut i = 0;
+    while i < model.len() {
+        match &mut model[i] {
+            Slot::Pending(_) => i += 1,
+            Slot::Aborted => {
+                model.remove(i);
+            }
+            Slot::Batch(entries) if entries.is_empty() => {
+                model.remove(i);
+            }
+            Slot::Batch(entries) => return entries.pop_front(),
+            Slot::Committed(_) => match model.remove(i) {
+                Some(Slot::Committed(seen)) => return Some(seen),
+                _ => unreachable!(),
+            },
+        }
+    }
+    None
+}
+
 fn set<M: PartialEq>(model: &mut VecDeque<Slot<M>>, id: u64, slot: Slot<M>) {
     let at = model
         .iter()
@@ -119,6 +142,7 @@ fn run<M>(
     alignment: Alignment,
     ops: Vec<Op>,
     meta: fn(u64) -> M,
+    around: bool,
 ) -> Result<(), TestCaseError>
 where
     M: Metadata + PartialEq + Debug,
@@ -129,6 +153,7 @@ where
     let (producer, mut consumer) = Ring::builder(capacity)
         .alignment(alignment)
         .metadata::<M>()
+        .read_around_open(around)
         .build()
         .unwrap();
     let max = producer.max_payload();
@@ -143,12 +168,20 @@ where
     let mut batches = Vec::new(); // (id, batch)
     let mut next_id = 0u64;
     let check_read = |got: Option<Seen<M>>, model: &mut VecDeque<Slot<M>>| {
-        let want = pop_ready(model);
+        let want = if around {
+            pop_ready_around(model)
+        } else {
+            pop_ready(model)
+        };
         prop_assert_eq!(got, want);
         Ok(())
     };
     for op in ops {
         match op {
+            // Read-around mode reads past at most 32 open reservations;
+            // the model keeps below that.
+            Op::Reserve { .. } | Op::ReserveBatch { .. }
+                if around && live.len() + batches.len() >= 16 => {}
             Op::Reserve { len, fill } => {
                 let used = consumer.used_bytes();
                 match producer.reserve(len) {
@@ -400,11 +433,21 @@ proptest! {
 
     #[test]
     fn ring_behaves_like_a_queue((capacity, alignment, ops) in case(0)) {
-        run(capacity, alignment, ops, |_| ())?;
+        run(capacity, alignment, ops, |_| (), false)?;
     }
 
     #[test]
     fn ring_with_records_behaves_like_a_queue((capacity, alignment, ops) in case(8)) {
-        run(capacity, alignment, ops, |n| Record { tag: n as u8, n: n as u32 })?;
+        run(capacity, alignment, ops, |n| Record { tag: n as u8, n: n as u32 }, false)?;
+    }
+
+    #[test]
+    fn ring_reading_around_open_reservations((capacity, alignment, ops) in case(0)) {
+        run(capacity, alignment, ops, |_| (), true)?;
+    }
+
+    #[test]
+    fn ring_with_records_reading_around((capacity, alignment, ops) in case(8)) {
+        run(capacity, alignment, ops, |n| Record { tag: n as u8, n: n as u32 }, true)?;
     }
 }

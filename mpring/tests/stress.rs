@@ -97,9 +97,20 @@ enum Idle {
 }
 
 fn stress(capacity: usize, alignment: Alignment, producers: usize, steps: u64, seed: u64) {
-    stress_idle(capacity, alignment, producers, steps, seed, Idle::Yield);
+    stress_idle(
+        capacity,
+        alignment,
+        producers,
+        steps,
+        seed,
+        Idle::Yield,
+        false,
+    );
 }
 
+/// In read-around mode (`around`), producers also hold some reservations
+/// for a while (yielding inside them), so that the consumer reads past
+/// them, and entries of different producers come out in commit order.
 fn stress_idle(
     capacity: usize,
     alignment: Alignment,
@@ -107,9 +118,11 @@ fn stress_idle(
     steps: u64,
     seed: u64,
     idle: Idle,
+    around: bool,
 ) {
     let (producer, mut consumer) = Ring::builder(capacity)
         .alignment(alignment)
+        .read_around_open(around)
         .build()
         .unwrap();
     consumer.set_spin(std::time::Duration::ZERO);
@@ -132,6 +145,12 @@ fn stress_idle(
                             Err(e) => panic!("producer {id}: {e}"),
                         }
                     };
+                    if around && seq % 17 == id as u64 % 17 {
+                        // A listener preempted while it holds a reservation.
+                        for _ in 0..(seq % 5 + 1) {
+                            thread::yield_now();
+                        }
+                    }
                     match step {
                         Step::Commit(len) if seq % 3 == 0 => {
                             // The same bytes through `push`.
@@ -256,7 +275,22 @@ mod full {
 
     #[test]
     fn consumer_sleeps_on_every_empty_poll() {
-        stress_idle(1024, Alignment::Eight, 3, 20_000, 7, Idle::Sleep);
+        stress_idle(1024, Alignment::Eight, 3, 20_000, 7, Idle::Sleep, false);
+    }
+
+    #[test]
+    fn read_around_tiny_ring() {
+        stress_idle(64, Alignment::Eight, 3, 20_000, 11, Idle::Yield, true);
+    }
+
+    #[test]
+    fn read_around_sixteen_byte_alignment() {
+        stress_idle(512, Alignment::Sixteen, 4, 20_000, 12, Idle::Yield, true);
+    }
+
+    #[test]
+    fn read_around_consumer_sleeps_on_every_empty_poll() {
+        stress_idle(4096, Alignment::Eight, 4, 10_000, 13, Idle::Sleep, true);
     }
 
     #[test]
@@ -271,5 +305,7 @@ fn small_concurrent_stress() {
     let steps = if cfg!(miri) { 40 } else { 2_000 };
     stress(128, Alignment::Eight, 2, steps, 5);
     stress(128, Alignment::Sixteen, 3, steps / 2, 6);
-    stress_idle(256, Alignment::Eight, 2, steps, 8, Idle::Sleep);
+    stress_idle(256, Alignment::Eight, 2, steps, 8, Idle::Sleep, false);
+    stress_idle(256, Alignment::Eight, 3, steps, 9, Idle::Yield, true);
+    stress_idle(512, Alignment::Eight, 2, steps, 10, Idle::Sleep, true);
 }

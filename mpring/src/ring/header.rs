@@ -3,13 +3,16 @@
 //! | word (as `i64`) | meaning                                               |
 //! |-----------------|-------------------------------------------------------|
 //! | `0`             | nothing published here yet: the consumer stops        |
-//! | `n > 0`         | a committed entry whose payload is `n - 1` bytes long |
+//! | `0 < n < 2^62`  | a committed entry whose payload is `n - 1` bytes long |
+//! | `2^62 + s`      | an open reservation of `s` bytes (read-around mode)   |
 //! | `-1`            | padding: the rest of the buffer is unused             |
 //! | `-s < -1`       | a skipped span of `s` bytes (header included)         |
 //!
 //! Lengths are stored plus one so that a 0-byte payload (a valid UDP
 //! datagram) is `1`, not the "not ready" `0`. A skipped span is at least one
-//! alignment unit (8 or 16 bytes), so it can never be `-1`.
+//! alignment unit (8 or 16 bytes), so it can never be `-1`. Payloads and
+//! spans are below `2^61` (half of any buffer that can be allocated), so
+//! the open bit never meets an entry's length.
 
 /// What a header word says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +25,13 @@ pub(crate) enum Header {
     Padding,
     /// A span of this many bytes (header included) to step over.
     Skip(usize),
+    /// A reservation of this many bytes (header included), claimed and not
+    /// committed yet: announced only in read-around mode.
+    Open(usize),
 }
 
 const PADDING: u64 = u64::MAX;
+const OPEN: u64 = 1 << 62;
 
 impl Header {
     /// Decodes a header word.
@@ -32,7 +39,11 @@ impl Header {
     pub(crate) fn decode(word: u64) -> Header {
         let signed = word as i64;
         if signed > 0 {
-            Header::Entry((word - 1) as usize)
+            if word & OPEN != 0 {
+                Header::Open((word & !OPEN) as usize)
+            } else {
+                Header::Entry((word - 1) as usize)
+            }
         } else if signed == 0 {
             Header::NotReady
         } else if word == PADDING {
@@ -47,7 +58,14 @@ impl Header {
     pub(crate) fn encode(self) -> u64 {
         match self {
             Header::NotReady => 0,
-            Header::Entry(len) => len as u64 + 1,
+            Header::Entry(len) => {
+                debug_assert!((len as u64) < OPEN - 1);
+                len as u64 + 1
+            }
+            Header::Open(span) => {
+                debug_assert!((span as u64) < OPEN && span > 0);
+                OPEN | span as u64
+            }
             Header::Padding => PADDING,
             Header::Skip(span) => {
                 debug_assert!(span >= 2);
@@ -73,6 +91,8 @@ mod tests {
             Header::Skip(8),
             Header::Skip(16),
             Header::Skip(1 << 40),
+            Header::Open(8),
+            Header::Open(1 << 40),
         ] {
             assert_eq!(Header::decode(h.encode()), h, "{h:?}");
         }

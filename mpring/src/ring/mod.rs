@@ -147,6 +147,9 @@ pub(crate) struct Shared<M = ()> {
     /// The consumer zeroes what it consumed up to a multiple of this (a
     /// cache line), leaving the line at its read position alone.
     zero_line: u64,
+    /// Read-around mode: producers announce their claims, the consumer
+    /// delivers committed entries past claims still open.
+    around: bool,
     /// Any `M` may go in and come out (`Shared` holds none itself).
     _meta: PhantomData<fn(M) -> M>,
 }
@@ -180,23 +183,70 @@ pub(crate) struct Claim {
 /// The consumer's offsets: `head` as published, `read` how far it has
 /// read (`[head, read)` is consumed but not yet released), `zeroed` how far
 /// it has zeroed what it consumed (`head <= zeroed <= read`).
+///
+/// In read-around mode `holes` lists the claims `read` went past while they
+/// were open, oldest first; while there is one, only `[head, settled)` is
+/// known to be consumed (`settled` <= the oldest hole's start), and what was
+/// consumed after it keeps its header, rewritten as a skipped span, for the
+/// walk that settles it (`settle`). Without holes, `settled` is `read`.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
     head: u64,
     zeroed: u64,
     read: u64,
+    settled: u64,
+    holes: Holes,
+}
+
+/// Most claims the consumer reads past at once; at the next one it stops.
+const MAX_HOLES: usize = 32;
+
+/// Claims read past while open, oldest first.
+#[derive(Debug, Default)]
+struct Holes {
+    list: [Hole; MAX_HOLES],
+    len: usize,
+}
+
+/// A claim read past while open: `[start, end)`, read up to `pos` once
+/// committed (a batch holds several entries).
+#[derive(Clone, Copy, Debug, Default)]
+struct Hole {
+    start: u64,
+    pos: u64,
+    end: u64,
+    /// When the consumer first met it open.
+    since: Option<std::time::Instant>,
+}
+
+impl Holes {
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.list.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+    }
 }
 
 /// A committed entry handed to the consumer: its span covers its metadata
-/// room and its payload.
+/// room and its payload; `at` is its header's offset.
 pub(crate) struct Delivery {
     span: ReadSpan,
     stride: u64,
+    at: u64,
 }
 
 impl<M> Shared<M> {
-    /// Allocates the buffer (zeroed, once). `align` is 8 or 16.
-    pub(crate) fn new(capacity: usize, align: usize) -> Result<Shared<M>, BuildError> {
+    /// Allocates the buffer (zeroed, once). `align` is 8 or 16; `around`
+    /// chooses read-around mode.
+    pub(crate) fn new(
+        capacity: usize,
+        align: usize,
+        around: bool,
+    ) -> Result<Shared<M>, BuildError> {
         debug_assert!(align == 8 || align == 16);
         if mem::align_of::<M>() > align {
             return Err(BuildError::MetadataAlignment {
@@ -242,6 +292,7 @@ impl<M> Shared<M> {
             // Half the ring at most, so that tiny rings (loom's) also leave
             // a partial line behind and exercise the catch-up in `release`.
             zero_line: (capacity as u64 / 2).min(64),
+            around,
             _meta: PhantomData,
         })
     }
@@ -363,8 +414,17 @@ impl<M> Shared<M> {
             let word = unsafe { self.buffer.header(self.position(tail)) };
             self.publish(&word, Header::Padding);
         }
-        // The consumer will not look past our (still zero) header until we
-        // publish it, which happens after this span is ended.
+        if self.around {
+            // SAFETY: [OwnedSpans, AtomicHeaders] `start`'s word is our own
+            // claim's header; the consumer reads it only atomically.
+            let word = unsafe { self.buffer.header(self.position(start)) };
+            // Relaxed: it carries no data, only the claim's length, which
+            // lets the consumer read past it; what lies after the claim it
+            // reads through that span's own header.
+            word.store(Header::Open(stride as usize).encode(), Ordering::Relaxed);
+        }
+        // The consumer will not look into our claim until we publish its
+        // header, which happens after this span is ended.
         // SAFETY: [OwnedSpans, NoWrap, FreeIsZero] our CAS claimed
         // `[start, start + stride)` for us alone, within one lap, all zero.
         let span = unsafe {
@@ -419,8 +479,10 @@ impl<M> Shared<M> {
             span,
         } = claim;
         self.buffer.end_write(span);
-        // Our header word stays zero: the consumer may be polling it.
-        if self.hand_back(start, start + self.align as u64, start + stride) {
+        // Our header word stays zero (or open): the consumer may be polling
+        // it. Nothing goes back in read-around mode: the consumer may have
+        // read past the claim, and must never land inside a later one.
+        if !self.around && self.hand_back(start, start + self.align as u64, start + stride) {
             return;
         }
         // SAFETY: [AtomicHeaders] `start` is our own header word; the
@@ -540,7 +602,8 @@ impl<M> Shared<M> {
             at += self.stride(len);
         }
         debug_assert!(at <= end);
-        if at < end && !self.hand_back(at, at, end) {
+        // Read-around mode hands nothing back (see `abort`).
+        if at < end && (self.around || !self.hand_back(at, at, end)) {
             // SAFETY: as above.
             let word = unsafe { self.buffer.header(self.position(at)) };
             // Relaxed: as above.
@@ -674,7 +737,7 @@ impl<M> Shared<M> {
                 debug_assert!(span % self.align == 0 && pos + span <= self.capacity());
                 (span, span)
             }
-            Header::NotReady | Header::Entry(_) => return false,
+            Header::NotReady | Header::Entry(_) | Header::Open(_) => return false,
         };
         let start = cursor.read;
         cursor.read += span as u64;
@@ -692,6 +755,9 @@ impl<M> Shared<M> {
     /// skipped spans; `None` when the next header is not published yet.
     #[inline]
     pub(crate) fn next(&self, cursor: &mut Cursor) -> Option<Delivery> {
+        if self.around {
+            return self.next_around(cursor);
+        }
         loop {
             let (pos, word) = self.read_header(cursor);
             // Acquire: pairs with the producer's Release, so the payload it
@@ -715,6 +781,7 @@ impl<M> Shared<M> {
             return Some(Delivery {
                 span,
                 stride: self.stride(len),
+                at: cursor.read,
             });
         }
     }
@@ -738,6 +805,9 @@ impl<M> Shared<M> {
     /// shares with the next span); releases when enough is pending.
     #[inline]
     pub(crate) fn consume(&self, cursor: &mut Cursor, delivery: Delivery) {
+        if !cursor.holes.is_empty() {
+            return self.consume_around(cursor, delivery);
+        }
         cursor.read += delivery.stride;
         // The delivery (and under loom its guards) ends here, before its
         // bytes are zeroed.
@@ -758,7 +828,17 @@ impl<M> Shared<M> {
     /// (BENCHMARKS.md, "Consumer regimes").
     #[inline]
     fn zero_behind(&self, cursor: &mut Cursor) {
-        self.zero_consumed(cursor, cursor.read & !(self.zero_line - 1));
+        self.zero_consumed(cursor, self.settled(cursor) & !(self.zero_line - 1));
+    }
+
+    /// How far everything is consumed: `read`, unless a hole is open.
+    #[inline]
+    fn settled(&self, cursor: &Cursor) -> u64 {
+        if cursor.holes.is_empty() {
+            cursor.read
+        } else {
+            cursor.settled
+        }
     }
 
     /// Zeroes `[cursor.zeroed, to)` (if `to` is ahead), split at the
@@ -798,14 +878,20 @@ impl<M> Shared<M> {
     /// all of it goes back to the producers.
     #[inline]
     pub(crate) fn release(&self, cursor: &mut Cursor) {
-        if cursor.read == cursor.head {
+        let to = if cursor.holes.is_empty() {
+            cursor.read
+        } else {
+            self.settle(cursor);
+            cursor.settled
+        };
+        if to == cursor.head {
             return;
         }
-        self.zero_consumed(cursor, cursor.read);
+        self.zero_consumed(cursor, to);
         // Release: producers acquire the head before they write into these
         // bytes, so our zeroes (and reads) happen before their writes.
-        self.head.store(cursor.read, Ordering::Release);
-        cursor.head = cursor.read;
+        self.head.store(to, Ordering::Release);
+        cursor.head = to;
     }
 
     /// Bytes read past since the ring was built.
@@ -813,9 +899,203 @@ impl<M> Shared<M> {
         cursor.read
     }
 
+    // ---- the consumer, read-around mode ----------------------------------
+
+    /// The next committed entry in read-around mode: the oldest committed
+    /// entry in a claim read past while it was open (a hole), else the next
+    /// one at `read`, which goes past claims still open.
+    fn next_around(&self, cursor: &mut Cursor) -> Option<Delivery> {
+        loop {
+            // The word at `read` first, the holes after it: a producer's
+            // commits made before the one we acquire at `read` are then
+            // visible in the holes, so its entries come out in its order.
+            // At a full lap past `head` the word at `read` is the oldest
+            // hole's own: stop there.
+            let ahead = if cursor.read - cursor.head < self.capacity() as u64 {
+                let (pos, word) = self.read_header(cursor);
+                // Acquire: pairs with the producer's Release (its payload).
+                Some((pos, Header::decode(word.load(Ordering::Acquire))))
+            } else {
+                None
+            };
+            if let Some(delivery) = self.next_in_holes(cursor) {
+                return Some(delivery);
+            }
+            let (pos, header) = ahead?;
+            match header {
+                Header::Entry(len) => return Some(self.deliver(pos, cursor.read, len)),
+                Header::NotReady => return None, // free, or claimed and not announced yet
+                Header::Open(span) => {
+                    if cursor.holes.len == MAX_HOLES {
+                        return None;
+                    }
+                    if cursor.holes.is_empty() {
+                        // Everything before the first hole is consumed.
+                        cursor.settled = cursor.read;
+                    }
+                    cursor.holes.list[cursor.holes.len] = Hole {
+                        start: cursor.read,
+                        pos: cursor.read,
+                        end: cursor.read + span as u64,
+                        since: Some(std::time::Instant::now()),
+                    };
+                    cursor.holes.len += 1;
+                    cursor.read += span as u64;
+                }
+                Header::Padding | Header::Skip(_) => {
+                    if cursor.holes.is_empty() {
+                        self.step_over(cursor, pos, header);
+                    } else {
+                        // Left with its header for the walk that settles it.
+                        cursor.read += match header {
+                            Header::Skip(span) => span,
+                            _ => self.capacity() - pos,
+                        } as u64;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The oldest committed entry inside a hole, dropping holes that were
+    /// aborted or are read to their end.
+    fn next_in_holes(&self, cursor: &mut Cursor) -> Option<Delivery> {
+        let mut i = 0;
+        while i < cursor.holes.len {
+            let hole = cursor.holes.list[i];
+            let pos = self.position(hole.pos);
+            // SAFETY: [OwnedSpans, AtomicHeaders] `hole.pos` is the header
+            // of a claim we read past, or an entry boundary inside it that
+            // its producer published before its first header; header words
+            // are only accessed atomically and no span covers them.
+            let word = unsafe { self.buffer.header(pos) };
+            // Acquire: pairs with the producer's Release (its commit).
+            match Header::decode(word.load(Ordering::Acquire)) {
+                Header::Entry(len) => return Some(self.deliver(pos, hole.pos, len)),
+                Header::Skip(span) => {
+                    // Aborted, or a commit's unused end: left for the walk.
+                    cursor.holes.list[i].pos += span as u64;
+                    if cursor.holes.list[i].pos == hole.end {
+                        self.close_hole(cursor, i);
+                    }
+                }
+                // Still open (only a claim's first header is ever open).
+                Header::Open(_) => i += 1,
+                Header::NotReady | Header::Padding => {
+                    debug_assert!(false, "a hole's header cannot go back to {pos}");
+                    i += 1;
+                }
+            }
+        }
+        None
+    }
+
+    /// Hands out the entry of `len` bytes whose header, at offset `at`, is
+    /// at position `pos` and was published to us (acquired).
+    #[inline]
+    fn deliver(&self, pos: usize, at: u64, len: usize) -> Delivery {
+        debug_assert!(len <= self.max_payload);
+        // SAFETY: [OwnedSpans] the producer published these bytes with the
+        // Release we acquired; nobody writes them until we release past
+        // them, which needs the cursor this delivery goes back to first.
+        let span = unsafe {
+            self.buffer
+                .claim_read(pos + self.align, self.meta_room() + len)
+        };
+        Delivery {
+            span,
+            stride: self.stride(len),
+            at,
+        }
+    }
+
+    /// Consumes a delivery while holes are open: its header becomes a
+    /// skipped span, zeroed by the walk that settles it.
+    fn consume_around(&self, cursor: &mut Cursor, delivery: Delivery) {
+        let (at, stride) = (delivery.at, delivery.stride);
+        #[allow(clippy::drop_non_drop)] // holds loom guards under mpring_loom
+        drop(delivery);
+        // SAFETY: [OwnedSpans, AtomicHeaders] the header of an entry
+        // published to us: ours until we release past it; header words are
+        // only accessed atomically.
+        let word = unsafe { self.buffer.header(self.position(at)) };
+        // Relaxed: only this thread reads it again (`settle`); a producer
+        // reaches the word only after the walk zeroed it and a head store
+        // (Release) published that.
+        word.store(Header::Skip(stride as usize).encode(), Ordering::Relaxed);
+        if at == cursor.read {
+            cursor.read += stride;
+        } else {
+            // Inside a hole: the one whose read position it was.
+            let Some(i) = cursor.holes.list[..cursor.holes.len]
+                .iter()
+                .position(|h| h.pos == at)
+            else {
+                unreachable!("a delivery is at `read` or in a hole");
+            };
+            cursor.holes.list[i].pos += stride;
+            if cursor.holes.list[i].pos == cursor.holes.list[i].end {
+                self.close_hole(cursor, i);
+            }
+        }
+        self.release_if_due(cursor);
+    }
+
+    /// Drops hole `i`, read to its end; the oldest one lets the walk go on.
+    fn close_hole(&self, cursor: &mut Cursor, i: usize) {
+        cursor.holes.remove(i);
+        if i == 0 {
+            self.settle(cursor);
+        }
+    }
+
+    /// Walks `settled` forward over consumed and skipped spans, zeroing
+    /// them, up to the oldest hole (or `read`, when none is left).
+    fn settle(&self, cursor: &mut Cursor) {
+        let bound = match cursor.holes.list[..cursor.holes.len].first() {
+            Some(hole) => hole.start,
+            None => cursor.read,
+        };
+        while cursor.settled < bound {
+            let pos = self.position(cursor.settled);
+            // SAFETY: [OwnedSpans, AtomicHeaders] a span boundary in
+            // `[head, read)` outside every hole: a span we consumed or
+            // stepped over, the consumer's own; only accessed atomically.
+            let word = unsafe { self.buffer.header(pos) };
+            // Relaxed: we wrote this word, or acquired it when we read past.
+            let (span, dirty) = match Header::decode(word.load(Ordering::Relaxed)) {
+                Header::Skip(span) => (span, span),
+                Header::Padding => (self.capacity() - pos, self.align),
+                other => unreachable!("{other:?} in consumed space"),
+            };
+            let start = cursor.settled;
+            cursor.settled += span as u64;
+            self.zero_consumed(cursor, start + dirty as u64);
+            if dirty < span {
+                // The rest of the padding is still zero.
+                cursor.zeroed = cursor.settled;
+            }
+        }
+    }
+
+    /// Claims read past while open, and how long ago the consumer met the
+    /// oldest of them.
+    pub(crate) fn open_claims(&self, cursor: &Cursor) -> (usize, Option<std::time::Duration>) {
+        let oldest = cursor.holes.list[..cursor.holes.len]
+            .first()
+            .and_then(|h| h.since)
+            .map(|since| since.elapsed());
+        (cursor.holes.len, oldest)
+    }
+
     /// Bytes consumed but not released yet.
     pub(crate) fn pending_bytes(&self, cursor: &Cursor) -> usize {
         (cursor.read - cursor.head) as usize
+    }
+
+    /// Whether nothing is left to read: no claim after `read`, no hole.
+    pub(crate) fn caught_up(&self, cursor: &Cursor) -> bool {
+        self.unread_bytes(cursor) == 0 && cursor.holes.is_empty()
     }
 
     /// Bytes between the consumer's read position and the tail.
