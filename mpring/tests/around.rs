@@ -1,0 +1,229 @@
+//! Read-around mode: committed entries are delivered past reservations
+//! still open, which are delivered when committed and stepped over when
+//! aborted; space is released only up to the oldest open one.
+
+use std::time::Duration;
+
+use mpring::{Alignment, Consumer, Producer, ReserveError, Ring};
+
+fn ring(capacity: usize) -> (Producer, Consumer) {
+    Ring::builder(capacity).read_around_open(true).build().unwrap()
+}
+
+fn read_all(consumer: &mut Consumer) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(entry) = consumer.read() {
+        out.push(entry.to_vec());
+    }
+    out
+}
+
+#[test]
+fn entries_after_an_open_reservation_come_first_then_the_committed_one() {
+    let (producer, mut consumer) = ring(1024);
+    let mut open = producer.reserve(3).unwrap();
+    producer.push(b"b").unwrap();
+    producer.push(b"c").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(consumer.open_reservations().0, 1);
+    open.copy_from_slice(b"aaa");
+    open.commit();
+    assert_eq!(read_all(&mut consumer), [b"aaa".to_vec()]);
+    assert_eq!(consumer.open_reservations(), (0, None));
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0, "everything released once the hole closed");
+}
+
+#[test]
+fn an_aborted_open_reservation_is_stepped_over() {
+    let (producer, mut consumer) = ring(1024);
+    let open = producer.reserve(40).unwrap();
+    producer.push(b"after").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"after".to_vec()]);
+    drop(open);
+    assert!(consumer.read().is_none());
+    assert_eq!(consumer.open_reservations(), (0, None));
+    assert_eq!(consumer.used_bytes(), 0);
+}
+
+#[test]
+fn a_shrunk_open_reservation_delivers_its_prefix() {
+    let (producer, mut consumer) = ring(1024);
+    let mut open = producer.reserve(100).unwrap();
+    producer.push(b"x").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"x".to_vec()]);
+    open[..2].copy_from_slice(b"ok");
+    open.commit_len(2);
+    assert_eq!(read_all(&mut consumer), [b"ok".to_vec()]);
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0);
+}
+
+#[test]
+fn space_is_released_only_up_to_the_oldest_open_reservation() {
+    let (producer, mut consumer) = ring(256);
+    producer.push(&[1; 8]).unwrap(); // 16 bytes
+    let open = producer.reserve(8).unwrap(); // 16 bytes
+    producer.push(&[2; 8]).unwrap();
+    assert_eq!(read_all(&mut consumer).len(), 2);
+    consumer.release();
+    // The entry before the hole is released; the hole and what follows it
+    // are not.
+    assert_eq!(consumer.used_bytes(), 32);
+    open.commit();
+    assert_eq!(read_all(&mut consumer).len(), 1);
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0);
+}
+
+#[test]
+fn one_producers_reservations_committed_in_order_come_out_in_order() {
+    let (producer, mut consumer) = ring(1024);
+    let mut first = producer.reserve(1).unwrap();
+    let mut second = producer.reserve(1).unwrap();
+    let other = producer.clone();
+    other.push(b"o").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"o".to_vec()]);
+    first[0] = 1;
+    second[0] = 2;
+    first.commit();
+    second.commit();
+    assert_eq!(read_all(&mut consumer), [vec![1], vec![2]]);
+}
+
+/// A leaked reservation never commits: every other entry still gets
+/// through until the ring is full, which producers see as `Full`; the
+/// consumer never hangs.
+#[test]
+fn a_forgotten_reservation_lets_everything_else_through_until_the_ring_is_full() {
+    let (producer, mut consumer) = ring(1024);
+    std::mem::forget(producer.reserve(10).unwrap()); // 24 bytes, open for good
+    let mut pushed = 0u32;
+    let mut read = 0u32;
+    loop {
+        match producer.push(&pushed.to_le_bytes()) {
+            Ok(()) => pushed += 1,
+            Err(ReserveError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+        // The consumer keeps up: everything but the leaked one comes out.
+        while let Some(entry) = consumer.read() {
+            assert_eq!(&*entry, &read.to_le_bytes());
+            read += 1;
+        }
+    }
+    assert_eq!(read, pushed);
+    // A lap's worth passed the leaked reservation before the ring filled:
+    // the space after it cannot be released.
+    assert!(pushed >= (1024 - 24) / 16 - 1, "{pushed} entries got through");
+    assert_eq!(consumer.open_reservations().0, 1);
+    assert_eq!(
+        consumer.wait_timeout(Duration::from_millis(20)),
+        Err(mpring::WaitError::Timeout),
+        "nothing to read, and no hang"
+    );
+    assert_eq!(producer.push(b"more"), Err(ReserveError::Full));
+}
+
+#[test]
+fn batches_in_a_hole_deliver_every_committed_slot() {
+    let (producer, mut consumer) = ring(4096);
+    let mut batch = producer.reserve_batch(4, 100).unwrap();
+    producer.push(b"later").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"later".to_vec()]);
+    batch.slot_mut(0)[..1].copy_from_slice(b"a");
+    batch.slot_mut(1)[..2].copy_from_slice(b"bb");
+    batch.slot_mut(2)[..3].copy_from_slice(b"ccc");
+    batch.commit(&[1, 2, 3]);
+    assert_eq!(read_all(&mut consumer), [b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]);
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0);
+}
+
+#[test]
+fn an_open_reservation_at_the_end_of_a_lap_with_padding_after_it() {
+    let (producer, mut consumer) = ring(256);
+    producer.push(&[0; 104]).unwrap(); // 112 bytes
+    assert_eq!(read_all(&mut consumer).len(), 1);
+    consumer.release(); // read position 112
+    let open = producer.reserve(88).unwrap(); // [112, 208)
+    producer.push(&[7; 56]).unwrap(); // pads [208, 256), lands at 0
+    assert_eq!(read_all(&mut consumer), [vec![7; 56]]);
+    open.commit();
+    assert_eq!(read_all(&mut consumer), [vec![0; 88]]);
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0);
+    // The next lap starts clean.
+    producer.push(&[9; 40]).unwrap();
+    assert_eq!(read_all(&mut consumer), [vec![9; 40]]);
+}
+
+#[test]
+fn metadata_and_sixteen_byte_alignment_around_an_open_reservation() {
+    let (producer, mut consumer) = Ring::builder(2048)
+        .alignment(Alignment::Sixteen)
+        .metadata::<u64>()
+        .read_around_open(true)
+        .build()
+        .unwrap();
+    let mut open = producer.reserve(5).unwrap();
+    producer.push_with(b"second", 2).unwrap();
+    let entry = consumer.read().unwrap();
+    assert_eq!((&*entry, *entry.meta()), (&b"second"[..], 2));
+    assert_eq!(entry.as_ptr() as usize % 16, 0);
+    drop(entry);
+    open.copy_from_slice(b"first");
+    open.commit_with(1);
+    let entry = consumer.read().unwrap();
+    assert_eq!((&*entry, *entry.meta()), (&b"first"[..], 1));
+}
+
+#[test]
+fn more_open_reservations_than_the_consumer_tracks() {
+    let (producer, mut consumer) = ring(4096);
+    let open: Vec<_> = (0..40).map(|_| producer.reserve(8).unwrap()).collect();
+    producer.push(b"behind forty").unwrap();
+    // 32 are read past; the 33rd stops the consumer.
+    assert!(consumer.read().is_none());
+    assert_eq!(consumer.open_reservations().0, 32);
+    for (i, mut r) in open.into_iter().enumerate() {
+        r.copy_from_slice(&(i as u64).to_le_bytes());
+        r.commit();
+    }
+    let got = read_all(&mut consumer);
+    assert_eq!(got.len(), 41);
+    let firsts: Vec<u64> = got[..40]
+        .iter()
+        .map(|e| u64::from_le_bytes(e[..].try_into().unwrap()))
+        .collect();
+    assert_eq!(firsts, (0..40).collect::<Vec<_>>());
+    assert_eq!(got[40], b"behind forty");
+}
+
+#[test]
+fn a_sleeping_consumer_is_woken_by_the_commit_of_an_open_reservation() {
+    let (producer, mut consumer) = ring(1024);
+    let mut open = producer.reserve(4).unwrap();
+    producer.push(b"first").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"first".to_vec()]);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            open.copy_from_slice(b"late");
+            open.commit();
+        });
+        let entry = consumer.read_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(&*entry, b"late");
+    });
+}
+
+#[test]
+fn the_default_mode_still_stops_at_an_open_reservation() {
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    let open = producer.reserve(4).unwrap();
+    producer.push(b"behind").unwrap();
+    assert!(consumer.read().is_none());
+    assert_eq!(consumer.open_reservations(), (0, None));
+    drop(open);
+    assert_eq!(read_all(&mut consumer), [b"behind".to_vec()]);
+}
