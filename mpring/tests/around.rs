@@ -7,7 +7,10 @@ use std::time::Duration;
 use mpring::{Alignment, Consumer, Producer, ReserveError, Ring};
 
 fn ring(capacity: usize) -> (Producer, Consumer) {
-    Ring::builder(capacity).read_around_open(true).build().unwrap()
+    Ring::builder(capacity)
+        .read_around_open(true)
+        .build()
+        .unwrap()
 }
 
 fn read_all(consumer: &mut Consumer) -> Vec<Vec<u8>> {
@@ -31,7 +34,11 @@ fn entries_after_an_open_reservation_come_first_then_the_committed_one() {
     assert_eq!(read_all(&mut consumer), [b"aaa".to_vec()]);
     assert_eq!(consumer.open_reservations(), (0, None));
     consumer.release();
-    assert_eq!(consumer.used_bytes(), 0, "everything released once the hole closed");
+    assert_eq!(
+        consumer.used_bytes(),
+        0,
+        "everything released once the hole closed"
+    );
 }
 
 #[test]
@@ -115,7 +122,10 @@ fn a_forgotten_reservation_lets_everything_else_through_until_the_ring_is_full()
     assert_eq!(read, pushed);
     // A lap's worth passed the leaked reservation before the ring filled:
     // the space after it cannot be released.
-    assert!(pushed >= (1024 - 24) / 16 - 1, "{pushed} entries got through");
+    assert!(
+        pushed >= (1024 - 24) / 16 - 1,
+        "{pushed} entries got through"
+    );
     assert_eq!(consumer.open_reservations().0, 1);
     assert_eq!(
         consumer.wait_timeout(Duration::from_millis(20)),
@@ -135,7 +145,10 @@ fn batches_in_a_hole_deliver_every_committed_slot() {
     batch.slot_mut(1)[..2].copy_from_slice(b"bb");
     batch.slot_mut(2)[..3].copy_from_slice(b"ccc");
     batch.commit(&[1, 2, 3]);
-    assert_eq!(read_all(&mut consumer), [b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]);
+    assert_eq!(
+        read_all(&mut consumer),
+        [b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]
+    );
     consumer.release();
     assert_eq!(consumer.used_bytes(), 0);
 }

@@ -559,3 +559,127 @@ fn wait_twice_woken_by_a_handle_and_by_a_commit() {
         drop(other.join().unwrap());
     });
 }
+
+// ---- read-around mode ---------------------------------------------------
+
+fn around(capacity: usize) -> (Producer, Consumer) {
+    Ring::builder(capacity)
+        .read_around_open(true)
+        .build()
+        .unwrap()
+}
+
+/// How an open reservation ends in the models below.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Commit,
+    Abort,
+    Shrink,
+}
+
+/// A reservation held open while another producer commits after it: the
+/// consumer may deliver the later entry first, comes back to the open one
+/// when it is committed (or steps over it when aborted, or delivers its
+/// prefix when shrunk), and releases everything in the end. Also covers
+/// the window between a claim and its announcement (the consumer stops at
+/// a zero header there) and releases attempted while a hole is open (the
+/// 64-byte ring releases at every step).
+#[test]
+fn open_reservation_with_a_committed_entry_after_it() {
+    for outcome in [Outcome::Commit, Outcome::Abort, Outcome::Shrink] {
+        loom::model(move || {
+            let (producer, mut consumer) = around(64);
+            let other = producer.clone();
+            let holder = thread::spawn(move || {
+                let mut r = producer.reserve(8).unwrap(); // 16 bytes
+                r.fill(1);
+                match outcome {
+                    Outcome::Commit => r.commit(),
+                    Outcome::Abort => drop(r),
+                    Outcome::Shrink => r.commit_len(3),
+                }
+            });
+            let pusher = thread::spawn(move || push(&other, &[2; 8]));
+            let want = match outcome {
+                Outcome::Commit => vec![vec![1; 8], vec![2; 8]],
+                Outcome::Abort => vec![vec![2; 8]],
+                Outcome::Shrink => vec![vec![1; 3], vec![2; 8]],
+            };
+            let mut got = read_n(&mut consumer, want.len());
+            holder.join().unwrap();
+            pusher.join().unwrap();
+            got.sort();
+            assert_eq!(got, want, "{outcome:?}");
+            assert!(consumer.read().is_none());
+            consumer.release();
+            assert_eq!(consumer.used_bytes(), 0, "{outcome:?}: all released");
+        });
+    }
+}
+
+/// One producer's two reservations, the first held while the second is
+/// committed after it: committed in that order, they come out in that
+/// order, however the consumer interleaves (it looks at the word ahead
+/// first, then back at the open one).
+#[test]
+fn one_producers_commits_come_out_in_its_order() {
+    loom::model(|| {
+        let (producer, mut consumer) = around(128);
+        let writer = thread::spawn(move || {
+            let mut first = producer.reserve(1).unwrap();
+            let mut second = producer.reserve(1).unwrap();
+            first[0] = 1;
+            second[0] = 2;
+            first.commit();
+            second.commit();
+        });
+        let got = read_n(&mut consumer, 2);
+        writer.join().unwrap();
+        assert_eq!(got, vec![vec![1], vec![2]]);
+    });
+}
+
+/// An open reservation at the end of a lap, padding after it, the next
+/// entry at the lap's start: the consumer reads past both, then comes back.
+#[test]
+fn open_reservation_before_padding_while_the_consumer_reads_ahead() {
+    loom::model(|| {
+        let (producer, mut consumer) = around(128);
+        producer.push(&[0; 40]).unwrap(); // [0, 48)
+        assert_eq!(drain(&mut consumer).len(), 1);
+        consumer.release();
+        let other = producer.clone();
+        let holder = thread::spawn(move || {
+            let mut r = producer.reserve(40).unwrap(); // [48, 96)
+            r.fill(1);
+            r.commit();
+        });
+        // 48 bytes: pads [96, 128) (or lands first at 48) and starts a lap.
+        let pusher = thread::spawn(move || push(&other, &[2; 40]));
+        let mut got = read_n(&mut consumer, 2);
+        holder.join().unwrap();
+        pusher.join().unwrap();
+        got.sort();
+        assert_eq!(got, vec![vec![1; 40], vec![2; 40]]);
+        consumer.release();
+        assert_eq!(consumer.used_bytes(), 0);
+    });
+}
+
+/// A consumer asleep behind an open reservation is woken by its commit.
+#[test]
+fn wait_behind_an_open_reservation_is_woken_by_its_commit() {
+    loom::model(|| {
+        let (producer, mut consumer) = around(64);
+        let producer = std::sync::Arc::new(producer);
+        let p = producer.clone();
+        let writer = thread::spawn(move || {
+            let mut r = p.reserve(2).unwrap();
+            r.copy_from_slice(b"ok");
+            r.commit();
+        });
+        assert_eq!(consumer.wait(), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), b"ok");
+        writer.join().unwrap();
+    });
+}

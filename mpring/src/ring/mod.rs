@@ -960,8 +960,28 @@ impl<M> Shared<M> {
     /// The oldest committed entry inside a hole, dropping holes that were
     /// aborted or are read to their end.
     fn next_in_holes(&self, cursor: &mut Cursor) -> Option<Delivery> {
+        // Found one: look again at the older holes, which we may have seen
+        // open before this one's commit. Having acquired this commit, we
+        // now see every commit its producer made before it: its entries
+        // come out in its order.
+        let mut found = None;
+        let mut older = cursor.holes.len;
+        while let Some((i, pos, at, len)) = self.first_committed_hole(cursor, older) {
+            found = Some((pos, at, len));
+            older = i;
+        }
+        found.map(|(pos, at, len)| self.deliver(pos, at, len))
+    }
+
+    /// The first of holes `0..limit` whose next header is a committed
+    /// entry: its index, position, offset and length.
+    fn first_committed_hole(
+        &self,
+        cursor: &mut Cursor,
+        mut limit: usize,
+    ) -> Option<(usize, usize, u64, usize)> {
         let mut i = 0;
-        while i < cursor.holes.len {
+        while i < limit.min(cursor.holes.len) {
             let hole = cursor.holes.list[i];
             let pos = self.position(hole.pos);
             // SAFETY: [OwnedSpans, AtomicHeaders] `hole.pos` is the header
@@ -971,12 +991,13 @@ impl<M> Shared<M> {
             let word = unsafe { self.buffer.header(pos) };
             // Acquire: pairs with the producer's Release (its commit).
             match Header::decode(word.load(Ordering::Acquire)) {
-                Header::Entry(len) => return Some(self.deliver(pos, hole.pos, len)),
+                Header::Entry(len) => return Some((i, pos, hole.pos, len)),
                 Header::Skip(span) => {
                     // Aborted, or a commit's unused end: left for the walk.
                     cursor.holes.list[i].pos += span as u64;
                     if cursor.holes.list[i].pos == hole.end {
                         self.close_hole(cursor, i);
+                        limit -= 1;
                     }
                 }
                 // Still open (only a claim's first header is ever open).
