@@ -341,7 +341,32 @@ fn run_mpring(
     lengths: &[Vec<usize>],
     fulls: &AtomicU64,
 ) -> Duration {
-    let (producer, mut consumer) = mpring::Ring::new(RING_BYTES).unwrap();
+    run_mpring_mode(regime, producers, lengths, fulls, false)
+}
+
+/// mpring in read-around mode: what announcing every claim (and reading
+/// past open ones, which happens here only when a producer is preempted
+/// inside its reservation) costs when nothing stalls.
+fn run_mpring_around(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    run_mpring_mode(regime, producers, lengths, fulls, true)
+}
+
+fn run_mpring_mode(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+    around: bool,
+) -> Duration {
+    let (producer, mut consumer) = mpring::Ring::builder(RING_BYTES)
+        .read_around_open(around)
+        .build()
+        .unwrap();
     harness(
         regime,
         producers,
@@ -842,6 +867,7 @@ const QUEUES: &[(&str, Runner, bool)] = &[
     ("mpring", run_mpring, true),
     ("mpring batch16", run_mpring_batch, true),
     ("mpring push_batch16", run_mpring_push_batch, true),
+    ("mpring around", run_mpring_around, true),
     ("nexus-logbuf", run_nexus, true),
     ("crossbeam-channel", run_crossbeam_channel, true),
     ("ArrayQueue", run_array_queue, true),

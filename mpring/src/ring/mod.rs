@@ -753,9 +753,13 @@ impl<M> Shared<M> {
 
     /// The next committed entry at the cursor, stepping over padding and
     /// skipped spans; `None` when the next header is not published yet.
+    ///
+    /// Without holes this is the in-order path, in both modes: an open
+    /// header (announced in read-around mode only) or a hole hands over to
+    /// `next_around`, so that the common case costs what it costs in order.
     #[inline]
     pub(crate) fn next(&self, cursor: &mut Cursor) -> Option<Delivery> {
-        if self.around {
+        if !cursor.holes.is_empty() {
             return self.next_around(cursor);
         }
         loop {
@@ -766,23 +770,13 @@ impl<M> Shared<M> {
             if self.step_over(cursor, pos, header) {
                 continue;
             }
-            let Header::Entry(len) = header else {
-                return None;
+            let len = match header {
+                Header::Entry(len) => len,
+                // Only announced in read-around mode.
+                Header::Open(_) => return self.next_around(cursor),
+                _ => return None,
             };
-            debug_assert!(len <= self.max_payload);
-            // SAFETY: [OwnedSpans] the producer published these bytes with the Release
-            // we just acquired; nobody writes them until we release past
-            // them, which needs the cursor that this delivery must be given
-            // back to first.
-            let span = unsafe {
-                self.buffer
-                    .claim_read(pos + self.align, self.meta_room() + len)
-            };
-            return Some(Delivery {
-                span,
-                stride: self.stride(len),
-                at: cursor.read,
-            });
+            return Some(self.deliver(pos, cursor.read, len));
         }
     }
 
@@ -926,7 +920,12 @@ impl<M> Shared<M> {
                 Header::Entry(len) => return Some(self.deliver(pos, cursor.read, len)),
                 Header::NotReady => return None, // free, or claimed and not announced yet
                 Header::Open(span) => {
-                    if cursor.holes.len == MAX_HOLES {
+                    // Nothing claimed after it: reading past gains nothing
+                    // (the claim is most likely being written right now).
+                    // Relaxed: a hint; a stale tail only delays reading
+                    // past until the next look.
+                    let tail = self.producers_line.tail.load(Ordering::Relaxed);
+                    if tail <= cursor.read + span as u64 || cursor.holes.len == MAX_HOLES {
                         return None;
                     }
                     if cursor.holes.is_empty() {
