@@ -180,7 +180,8 @@ impl<M: Metadata> Builder<M> {
     /// abort leaves unused is not handed back to the tail but waits for the
     /// consumer (claim what you need, or copy with
     /// [`Producer::push_batch`](crate::Producer::push_batch)); the consumer
-    /// reads past at most 32 open reservations at a time.
+    /// reads past at most 32 open reservations at a time (and only when
+    /// something was reserved after them).
     /// [`Consumer::open_reservations`](crate::Consumer::open_reservations)
     /// tells how many it is waiting on, and for how long.
     ///

@@ -62,6 +62,47 @@
 //! are exactly as long as the entries: nothing to move, nothing to hand
 //! back.
 //!
+//! # Read-around mode
+//!
+//! Opt-in (`Builder::read_around_open`). What changes, and why it stays
+//! safe:
+//! - **Announcement.** Right after its CAS a producer stores
+//!   `Header::Open(stride)` in its claim's header (Relaxed: it carries no
+//!   data, only the claim's length). The word was zero (FreeIsZero), so
+//!   between the CAS and this store the consumer still stops there.
+//! - **Reading past.** Meeting an open header with something claimed
+//!   after it (a Relaxed look at the tail: a hint), the consumer records
+//!   the claim as a hole (at most `MAX_HOLES`; at the next one it stops)
+//!   and reads on after it. It reads the word at `read` only while
+//!   `read - head < capacity`: with holes, `read` may run up to a lap
+//!   ahead of `head` (ReadWindow is relaxed to this), never onto the
+//!   oldest hole's own word a lap later. Without holes, `next` is the
+//!   in-order path and only an open header leaves it, so the mode costs
+//!   nothing measurable while nothing stalls.
+//! - **Coming back.** While holes exist, every step loads the word at
+//!   `read` (Acquire) first, then the holes, oldest first; a hole found
+//!   committed makes it look again at the older ones. Having acquired a
+//!   commit, the consumer sees every commit its producer made before it,
+//!   so one producer's entries come out in its commit order (HoleOrder;
+//!   loom's `one_producers_commits_come_out_in_its_order` fails if either
+//!   look is taken out). Entries of different producers may come out in
+//!   commit order rather than reservation order: this mode relaxes that
+//!   promise of the default mode, and only that.
+//! - **Consumed, not released.** While a hole exists, an entry consumed
+//!   after it keeps its header word, rewritten by the consumer (which owns
+//!   it, OwnedSpans) as a skipped span; `settle` walks `settled` from
+//!   `head` over such spans, zeroing them, up to the oldest hole, and only
+//!   `settled` is released. So `head` never passes an open claim, nothing
+//!   is zeroed while a producer may write it, and FreeIsZero holds as
+//!   stated.
+//! - **No hand-back.** Aborts and short commits leave skipped spans; the
+//!   tail never moves back (Bounds without its exception), so a consumer
+//!   that read past a claim can never land inside a later one.
+//! - **Waking.** Announcements wake nobody; commits and aborts publish
+//!   through `publish` as always. The consumer's last look before sleeping
+//!   covers the word at `read` and every hole, so NoLostWakeUp holds for
+//!   each of them.
+//!
 //! # Metadata
 //!
 //! ```text
@@ -85,6 +126,8 @@
 //! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes (`consume`, `step_over`) and finished reads (FreeIsZero) |
 //! | producer: `cached_head` store, `reserve` | producer: `cached_head` load, `reserve`   | the same, passed on between producers (CachedHead)  |
 //! | producer: tail CAS, `hand_back`      | producer: tail CAS (success), `reserve`       | the zeroes over handed-back bytes (FreeIsZero)      |
+//! | (read-around) producer: `Open` store, `reserve`, Relaxed | consumer: header load, `next_around`  | nothing but the claim's length, in the word itself |
+//! | (read-around) consumer: `Skip` rewrite, `consume_around`, Relaxed | consumer: `settle` | (the consumer's own word; producers reach it after the walk zeroed it and a `head` store) |
 //! | last producer: count `fetch_sub`     | consumer: count load, `producers`             | the last commits before the disconnection           |
 //! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target            |
 //! | waker: `woken` store, `Sleep::wake_on_purpose` | consumer: `woken` load, `Sleep::take_woken` | (a flag; the target slot's mutex orders the rest) |
