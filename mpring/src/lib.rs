@@ -99,12 +99,15 @@
 //!
 //! # Guarantees
 //! - Every committed entry is read once, byte for byte, in reservation
-//!   order (so in commit order for each producer). Two cases read an entry
+//!   order (so in commit order for each producer); in read-around mode
+//!   ([`Builder::read_around_open`]) in each producer's commit order, past
+//!   reservations still open. Two cases read an entry
 //!   again, by design: an [`Entry`] leaked with `mem::forget` (it was never
 //!   consumed), and the entry a [`Consumer::read_batch`] callback panicked
 //!   on. An `Entry` dropped while unwinding counts as consumed.
 //! - No panic, leak or drop order leads to undefined behaviour. A leaked
-//!   [`Reservation`] (`mem::forget`) blocks the entries reserved after it.
+//!   [`Reservation`] (`mem::forget`) blocks the entries reserved after it
+//!   (in read-around mode, only once the ring is full).
 //! - No heap allocation after [`Ring::new`].
 
 #![forbid(unsafe_op_in_unsafe_fn)]
