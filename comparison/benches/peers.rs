@@ -356,6 +356,50 @@ fn run_mpring_around(
     run_mpring_mode(regime, producers, lengths, fulls, true)
 }
 
+/// mpring read with the loop form (`consumer.batch(n)` and
+/// `while let Some(entry) = batch.next()`) instead of `read_batch`.
+fn run_mpring_loop(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    let (producer, mut consumer) = mpring::Ring::new(RING_BYTES).unwrap();
+    harness(
+        regime,
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let producer = producer.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let mut r = retry(&mut fulls, || producer.reserve(len).ok());
+                    write_message(&mut r, id, seq as u64);
+                    r.commit();
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let mut seen = 0;
+            let mut idle = Idle::new(regime);
+            while seen < total {
+                let mut n = 0;
+                let mut batch = consumer.batch(regime.batch);
+                while let Some(entry) = batch.next() {
+                    checker.check(&entry);
+                    n += 1;
+                }
+                drop(batch);
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
 fn run_mpring_mode(
     regime: Regime,
     producers: usize,
@@ -868,6 +912,7 @@ const QUEUES: &[(&str, Runner, bool)] = &[
     ("mpring batch16", run_mpring_batch, true),
     ("mpring push_batch16", run_mpring_push_batch, true),
     ("mpring around", run_mpring_around, true),
+    ("mpring loop", run_mpring_loop, true),
     ("nexus-logbuf", run_nexus, true),
     ("crossbeam-channel", run_crossbeam_channel, true),
     ("ArrayQueue", run_array_queue, true),

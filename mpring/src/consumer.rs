@@ -71,6 +71,37 @@ impl<M: Metadata> Consumer<M> {
         }
     }
 
+    /// A batch of up to `max` ready entries, read in a loop: each
+    /// [`ReadBatch::next`] hands out one [`Entry`] (record included), which
+    /// is consumed when dropped, before the next one. Unlike
+    /// [`read_batch`](Consumer::read_batch), the loop body can `break`,
+    /// `return` or use `?`. Space is released as in `read_batch`: inside a
+    /// long batch each time an eighth of the ring is pending, and when the
+    /// batch ends (is dropped).
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// for i in 0..10u8 {
+    ///     producer.push(&[i])?;
+    /// }
+    /// let mut batch = consumer.batch(64);
+    /// while let Some(entry) = batch.next() {
+    ///     if entry[0] == 5 {
+    ///         break; // entries 6..10 stay for the next batch
+    ///     }
+    /// }
+    /// drop(batch);
+    /// assert_eq!(consumer.read().unwrap()[0], 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn batch(&mut self, max: usize) -> ReadBatch<'_, M> {
+        ReadBatch {
+            ring: &self.ring,
+            cursor: &mut self.cursor,
+            left: max,
+        }
+    }
+
     /// Hands up to `max` ready entries to `f`, in order, and returns how
     /// many entries `f` saw.
     ///
@@ -229,6 +260,48 @@ impl<M: Metadata> Consumer<M> {
     /// The buffer's size in bytes.
     pub fn capacity(&self) -> usize {
         self.ring.capacity()
+    }
+}
+
+/// Up to a number of entries, read one at a time in a loop; made by
+/// [`Consumer::batch`]. Dropping it releases the space of what was read.
+pub struct ReadBatch<'a, M = ()> {
+    ring: &'a Shared<M>,
+    cursor: &'a mut Cursor,
+    left: usize,
+}
+
+impl<M> ReadBatch<'_, M> {
+    /// The next ready entry, or `None` when the batch is used up or the
+    /// next entry is not committed yet. The entry borrows the batch: it is
+    /// consumed (dropped) before the next call.
+    #[inline]
+    #[allow(clippy::should_implement_trait)] // a lending iterator: `Iterator` cannot express it
+    pub fn next(&mut self) -> Option<Entry<'_, M>> {
+        if self.left == 0 {
+            return None;
+        }
+        match self.ring.next(self.cursor) {
+            Some(delivery) => {
+                self.left -= 1;
+                Some(Entry::new(self.ring, self.cursor, delivery))
+            }
+            None => None,
+        }
+    }
+}
+
+impl<M> Drop for ReadBatch<'_, M> {
+    fn drop(&mut self) {
+        self.ring.release(self.cursor);
+    }
+}
+
+impl<M> fmt::Debug for ReadBatch<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadBatch")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
     }
 }
 

@@ -135,7 +135,7 @@ compile_error!("mpring's `udp` feature (recvmmsg, UDP GRO, IP_PKTINFO) supports 
 
 pub use batch::{BatchReservation, SlotsMut};
 pub use builder::{Alignment, Builder, Metadata, Ring};
-pub use consumer::Consumer;
+pub use consumer::{Consumer, ReadBatch};
 pub use entry::Entry;
 pub use error::{BuildError, ReserveError, WaitError};
 pub use producer::Producer;

@@ -1,0 +1,64 @@
+//! The loop form of batch reading: `while let Some(entry) = batch.next()`.
+
+use mpring::Ring;
+
+#[test]
+fn reads_up_to_max_in_order_and_releases_when_dropped() {
+    let (producer, mut consumer) = Ring::new(1024).unwrap();
+    for i in 0..10u8 {
+        producer.push(&[i; 3]).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut batch = consumer.batch(4);
+    while let Some(entry) = batch.next() {
+        seen.push(entry[0]);
+    }
+    assert!(batch.next().is_none(), "a used-up batch stays empty");
+    drop(batch);
+    assert_eq!(seen, [0, 1, 2, 3]);
+    // The four entries' space went back when the batch ended.
+    assert_eq!(consumer.used_bytes(), 6 * 16);
+    let mut batch = consumer.batch(usize::MAX);
+    let mut rest = 0;
+    while let Some(entry) = batch.next() {
+        assert_eq!(entry[0], 4 + rest);
+        rest += 1;
+    }
+    drop(batch);
+    assert_eq!((rest, consumer.used_bytes()), (6, 0));
+}
+
+#[test]
+fn break_and_question_mark_leave_the_rest_for_later() {
+    fn handle(consumer: &mut mpring::Consumer<u16>) -> Result<u32, String> {
+        let mut sum = 0;
+        let mut batch = consumer.batch(64);
+        while let Some(entry) = batch.next() {
+            if *entry.meta() == 0 {
+                return Err(format!("bad record for {:?}", &*entry));
+            }
+            sum += u32::from(*entry.meta());
+        }
+        Ok(sum)
+    }
+    let (producer, mut consumer) = Ring::builder(1024).metadata::<u16>().build().unwrap();
+    producer.push_with(b"a", 1).unwrap();
+    producer.push_with(b"b", 2).unwrap();
+    producer.push_with(b"bad", 0).unwrap();
+    producer.push_with(b"c", 3).unwrap();
+    // The entry the error was about is consumed (it was handed out and
+    // dropped); what follows is not.
+    assert_eq!(
+        handle(&mut consumer),
+        Err("bad record for [98, 97, 100]".into())
+    );
+    assert_eq!(handle(&mut consumer), Ok(3));
+    assert!(consumer.read().is_none());
+}
+
+#[test]
+fn an_empty_ring_gives_an_empty_batch() {
+    let (_producer, mut consumer) = Ring::new(64).unwrap();
+    assert!(consumer.batch(8).next().is_none());
+    assert!(consumer.batch(0).next().is_none());
+}
