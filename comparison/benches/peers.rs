@@ -370,18 +370,7 @@ fn run_mpring_loop(
         producers,
         lengths,
         fulls,
-        |id| {
-            let producer = producer.clone();
-            Box::new(move |lens: &[usize]| {
-                let mut fulls = 0;
-                for (seq, &len) in lens.iter().enumerate() {
-                    let mut r = retry(&mut fulls, || producer.reserve(len).ok());
-                    write_message(&mut r, id, seq as u64);
-                    r.commit();
-                }
-                fulls
-            })
-        },
+        |id| single_reservations(&producer, id),
         |checker, total| {
             let mut seen = 0;
             let mut idle = Idle::new(regime);
@@ -416,23 +405,30 @@ fn run_mpring_mode(
         producers,
         lengths,
         fulls,
-        |id| {
-            let producer = producer.clone();
-            Box::new(move |lens: &[usize]| {
-                let mut fulls = 0;
-                for (seq, &len) in lens.iter().enumerate() {
-                    let mut r = retry(&mut fulls, || producer.reserve(len).ok());
-                    write_message(&mut r, id, seq as u64);
-                    r.commit();
-                }
-                fulls
-            })
-        },
+        |id| single_reservations(&producer, id),
         |checker, total| drain_mpring(&mut consumer, regime, checker, total),
     )
 }
 
-/// The consumer side of both mpring rows.
+/// An mpring producer that reserves, writes and commits one message at a
+/// time (the rows `mpring`, `mpring around`, `mpring loop`).
+fn single_reservations(
+    producer: &mpring::Producer,
+    id: usize,
+) -> Box<dyn FnOnce(&[usize]) -> u64 + Send> {
+    let producer = producer.clone();
+    Box::new(move |lens: &[usize]| {
+        let mut fulls = 0;
+        for (seq, &len) in lens.iter().enumerate() {
+            let mut r = retry(&mut fulls, || producer.reserve(len).ok());
+            write_message(&mut r, id, seq as u64);
+            r.commit();
+        }
+        fulls
+    })
+}
+
+/// The consumer side of the mpring rows that read with `read_batch`.
 fn drain_mpring(
     consumer: &mut mpring::Consumer,
     regime: Regime,

@@ -447,16 +447,14 @@ impl Listener {
                 let received = Instant::now();
                 let mut entries = reuse(spare);
                 for (i, r) in got.iter().enumerate() {
-                    let datagrams = match r.segment_size {
-                        0 => 1,
-                        size => r.len.div_ceil(usize::from(size)).max(1),
-                    } as u64;
+                    let meta = self.meta(r, received);
+                    let datagrams = meta.datagrams(r.len) as u64;
                     Counters::add(&counters.datagrams, datagrams);
                     if r.truncated {
                         Counters::add(&counters.truncated, datagrams);
                         continue;
                     }
-                    entries.push((receiver.datagram(i, r.len), self.meta(r, received)));
+                    entries.push((receiver.datagram(i, r.len), meta));
                 }
                 let gone = hand_over(&self.producer, &entries, counters);
                 spare = reuse(entries);
