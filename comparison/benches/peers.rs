@@ -307,7 +307,7 @@ fn harness<P, C>(
     consume: C,
 ) -> Duration
 where
-    P: Fn(usize) -> Box<dyn FnOnce(&[usize]) -> u64 + Send>,
+    P: Fn(usize) -> ProducerWork,
     C: FnOnce(&mut Checker, usize),
 {
     let total: usize = lengths.iter().map(Vec::len).sum();
@@ -410,12 +410,13 @@ fn run_mpring_mode(
     )
 }
 
+/// What a producer thread runs: given its message lengths, it sends them
+/// all and returns how many times it found the queue full.
+type ProducerWork = Box<dyn FnOnce(&[usize]) -> u64 + Send>;
+
 /// An mpring producer that reserves, writes and commits one message at a
 /// time (the rows `mpring`, `mpring around`, `mpring loop`).
-fn single_reservations(
-    producer: &mpring::Producer,
-    id: usize,
-) -> Box<dyn FnOnce(&[usize]) -> u64 + Send> {
+fn single_reservations(producer: &mpring::Producer, id: usize) -> ProducerWork {
     let producer = producer.clone();
     Box::new(move |lens: &[usize]| {
         let mut fulls = 0;
