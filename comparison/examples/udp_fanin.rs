@@ -569,7 +569,6 @@ impl Pipeline for RingPipeline {
                 }
                 Err(WaitError::Timeout) => next_timer += tick, // timers would run here
                 Err(WaitError::Disconnected) => break,
-                Err(e) => panic!("{e}"),
             }
         }
         counters.used_bytes.store(used, Ordering::Relaxed);

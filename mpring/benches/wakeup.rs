@@ -3,9 +3,11 @@
 //! consumer running.
 //!
 //! ```text
-//! cargo bench --bench wakeup
+//! cargo bench --bench wakeup [-- throughput | latency]
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -96,39 +98,131 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Commit-to-running latency of a consumer asleep in `wait`: the producer
-/// pauses so that the consumer is surely asleep, stamps the time, pushes;
-/// the consumer reads the stamp as soon as it runs.
-fn wakeup_latency(samples: usize, pause: Duration) -> Vec<f64> {
-    let (producer, mut consumer) = Ring::new(1 << 16).unwrap();
-    let base = Instant::now();
-    let writer = thread::spawn(move || {
-        for _ in 0..samples {
-            thread::sleep(pause);
-            let stamp = base.elapsed().as_nanos() as u64;
-            producer.push(&stamp.to_le_bytes()).unwrap();
-        }
-    });
-    let mut latencies = Vec::with_capacity(samples);
-    loop {
-        match consumer.wait() {
-            Ok(()) => {
-                let now = base.elapsed().as_nanos() as u64;
-                consumer.read_batch(usize::MAX, |m| {
-                    let stamp = u64::from_le_bytes(m.try_into().unwrap());
-                    // An entry committed after `now` arrived while we were
-                    // awake: it measures no wake-up.
-                    if stamp <= now {
-                        latencies.push((now - stamp) as f64);
-                    }
-                });
+/// How the consumer waits in a latency run.
+#[derive(Clone, Copy)]
+enum Waiter {
+    /// A flag and `thread::park`/`unpark`: the floor a blocking hand-off
+    /// between two threads has on this machine.
+    Handoff,
+    /// The same hand-off, polling the flag for a while before parking.
+    HandoffSpin(Duration),
+    /// `Consumer::wait`, after `set_spin(spin)` if given.
+    Wait(Option<Duration>),
+    /// `Consumer::ready().await` on a current-thread tokio runtime.
+    Async,
+}
+
+impl Waiter {
+    fn name(self) -> String {
+        match self {
+            Waiter::Handoff => "flag + park/unpark".into(),
+            Waiter::HandoffSpin(spin) => {
+                format!("flag + park/unpark, spin {} us", spin.as_micros())
             }
-            Err(WaitError::Disconnected) => break,
-            Err(e) => panic!("{e}"),
+            Waiter::Wait(None) => "ring wait, default spin".into(),
+            Waiter::Wait(Some(spin)) => format!("ring wait, spin {} us", spin.as_micros()),
+            Waiter::Async => "ring ready().await, current-thread tokio".into(),
         }
     }
-    writer.join().unwrap();
-    latencies
+}
+
+/// Commit-to-running latency of a sleeping consumer: the producer pauses
+/// (longer than any spin) so that the consumer is surely asleep, stamps
+/// the time and hands the stamp over; the consumer takes the time as soon
+/// as it runs. Returns the latencies (ns) and how many times the consumer
+/// really slept.
+fn wakeup_latency(waiter: Waiter, samples: usize, pause: Duration) -> (Vec<f64>, u64) {
+    let base = Instant::now();
+    let mut latencies = Vec::with_capacity(samples);
+    let mut record = |stamp: u64| {
+        let now = base.elapsed().as_nanos() as u64;
+        latencies.push(now.saturating_sub(stamp) as f64);
+    };
+    let sleeps = match waiter {
+        Waiter::Handoff | Waiter::HandoffSpin(_) => {
+            let spin = match waiter {
+                Waiter::HandoffSpin(spin) => spin,
+                _ => Duration::ZERO,
+            };
+            let slot = Arc::new(AtomicU64::new(0));
+            let consumer = thread::current();
+            let writer = {
+                let slot = slot.clone();
+                thread::spawn(move || {
+                    for _ in 0..samples {
+                        thread::sleep(pause);
+                        // A slow wake-up may not have taken the last stamp.
+                        while slot.load(Ordering::Acquire) != 0 {
+                            thread::yield_now();
+                        }
+                        let stamp = base.elapsed().as_nanos() as u64;
+                        slot.store(stamp, Ordering::Release);
+                        consumer.unpark();
+                    }
+                })
+            };
+            let mut sleeps = 0;
+            for _ in 0..samples {
+                let spin_end = Instant::now() + spin;
+                loop {
+                    let stamp = slot.swap(0, Ordering::Acquire);
+                    if stamp != 0 {
+                        record(stamp);
+                        break;
+                    }
+                    if Instant::now() < spin_end {
+                        for _ in 0..256 {
+                            std::hint::spin_loop();
+                        }
+                        continue;
+                    }
+                    sleeps += 1;
+                    thread::park();
+                }
+            }
+            writer.join().unwrap();
+            sleeps
+        }
+        Waiter::Wait(_) | Waiter::Async => {
+            let (producer, mut consumer) = Ring::new(1 << 16).unwrap();
+            if let Waiter::Wait(Some(spin)) = waiter {
+                consumer.set_spin(spin);
+            }
+            let writer = thread::spawn(move || {
+                for _ in 0..samples {
+                    thread::sleep(pause);
+                    let stamp = base.elapsed().as_nanos() as u64;
+                    producer.push(&stamp.to_le_bytes()).unwrap();
+                }
+            });
+            let mut on_entry = |m: &[u8]| record(u64::from_le_bytes(m.try_into().unwrap()));
+            if let Waiter::Async = waiter {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    loop {
+                        match consumer.ready().await {
+                            Ok(()) => consumer.read_batch(usize::MAX, &mut on_entry),
+                            Err(WaitError::Disconnected) => break,
+                            Err(e) => panic!("{e}"),
+                        };
+                    }
+                });
+            } else {
+                loop {
+                    match consumer.wait() {
+                        Ok(()) => consumer.read_batch(usize::MAX, &mut on_entry),
+                        Err(WaitError::Disconnected) => break,
+                        Err(e) => panic!("{e}"),
+                    };
+                }
+            }
+            writer.join().unwrap();
+            consumer.sleep_count()
+        }
+    };
+    (latencies, sleeps)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -136,6 +230,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
+    // `cargo bench --bench wakeup -- latency` (or `throughput`) runs one table.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |table: &str| only.is_empty() || only.iter().any(|a| a == table);
+    if wants("throughput") {
+        throughput_table();
+    }
+    if wants("latency") {
+        latency_table();
+    }
+}
+
+/// The throughput table: polling against waiting, rounds interleaved.
+fn throughput_table() {
     let rounds = 7;
     println!("throughput: polling vs waiting consumer (medians of {rounds} interleaved rounds)");
     println!("| consumer | P | size | polling M msgs/s | waiting, spin 5 us (default) | waiting, spin 20 us | waiting, spin 0 |");
@@ -178,14 +288,57 @@ fn main() {
         }
     }
     println!();
-    let samples = 10_000;
-    let mut lat = wakeup_latency(samples, Duration::from_micros(50));
-    lat.sort_by(f64::total_cmp);
+}
+
+/// The wake-up table: every waiter in each round, rounds interleaved.
+fn latency_table() {
+    let rounds = 5;
+    let samples = 2_000;
+    let pause = Duration::from_micros(50);
+    let mut waiters = vec![
+        Waiter::Handoff,
+        Waiter::Wait(None),
+        Waiter::Wait(Some(Duration::ZERO)),
+        Waiter::Async,
+    ];
+    // More spins to compare: `WAKEUP_SPINS=1,2,10` (microseconds).
+    if let Ok(spins) = std::env::var("WAKEUP_SPINS") {
+        for us in spins.split(',') {
+            let us = us.trim().parse().expect("WAKEUP_SPINS: microseconds");
+            waiters.push(Waiter::Wait(Some(Duration::from_micros(us))));
+            waiters.push(Waiter::HandoffSpin(Duration::from_micros(us)));
+        }
+    }
+    let mut all: Vec<(Vec<f64>, u64)> = vec![(Vec::new(), 0); waiters.len()];
+    for _ in 0..rounds {
+        for (i, &w) in waiters.iter().enumerate() {
+            let (lat, sleeps) = wakeup_latency(w, samples, pause);
+            all[i].0.extend(lat);
+            all[i].1 += sleeps;
+        }
+    }
     println!(
-        "wake-up latency, commit to a sleeping consumer running ({} samples): median {:.1} us, p99 {:.1} us, max {:.1} us",
-        lat.len(),
-        percentile(&lat, 0.5) / 1e3,
-        percentile(&lat, 0.99) / 1e3,
-        lat[lat.len() - 1] / 1e3
+        "wake-up latency, commit to a sleeping consumer running ({rounds} interleaved rounds of {samples} samples, producer pauses {} us before each)",
+        pause.as_micros()
     );
+    println!("| consumer | p50 us | p99 us | max us | p50 / hand-off | p99 / hand-off | sleeps per sample |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut base = (0.0, 0.0);
+    for (i, (mut lat, sleeps)) in all.into_iter().enumerate() {
+        lat.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+        if i == 0 {
+            base = (p50, p99);
+        }
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2} |",
+            waiters[i].name(),
+            p50 / 1e3,
+            p99 / 1e3,
+            lat[lat.len() - 1] / 1e3,
+            p50 / base.0,
+            p99 / base.1,
+            sleeps as f64 / lat.len() as f64
+        );
+    }
 }

@@ -6,6 +6,8 @@
 //! cargo run --release --example timer_loop
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ use mpring::{Ring, WaitError};
 
 fn main() {
     let (producer, mut consumer) = Ring::new(1 << 20).expect("a power of two");
-    let shutdown = consumer.wake_handle();
+    let waker = consumer.wake_handle();
+    let shutdown = Arc::new(AtomicBool::new(false));
 
     // Two listeners: bursts of 1,200-byte datagrams, then silence.
     let listeners: Vec<_> = (0..2u8)
@@ -35,9 +38,11 @@ fn main() {
     drop(producer);
 
     // Stop the handler after 400 ms, whatever it is doing.
+    let stop = shutdown.clone();
     let stopper = thread::spawn(move || {
         thread::sleep(Duration::from_millis(400));
-        shutdown.wake();
+        stop.store(true, Ordering::Relaxed);
+        waker.wake();
     });
 
     let tick = Duration::from_millis(25);
@@ -48,6 +53,11 @@ fn main() {
             datagrams += 1;
             assert_eq!(datagram.len(), 1200);
         }) {
+            Ok(_) if shutdown.load(Ordering::Relaxed) => {
+                // Woken on purpose (or just fed): stop.
+                println!("shutdown requested");
+                break;
+            }
             Ok(_) => {
                 batches += 1;
                 // Under steady load the deadline can pass between batches.
@@ -61,15 +71,10 @@ fn main() {
                 timers += 1;
                 next_timer += tick;
             }
-            Err(WaitError::Woken) => {
-                println!("shutdown requested");
-                break;
-            }
             Err(WaitError::Disconnected) => {
                 println!("all listeners gone");
                 break;
             }
-            Err(e) => panic!("{e}"),
         }
     }
     println!("{datagrams} datagrams in {batches} batches, {timers} timer ticks");

@@ -26,10 +26,15 @@ use crate::{Entry, Metadata};
 pub struct Consumer<M = ()> {
     pub(crate) ring: Arc<Shared<M>>,
     pub(crate) cursor: Cursor,
-    /// How long a blocking wait polls before it sleeps.
+    /// How long a blocking wait polls before it sleeps, at most.
     pub(crate) spin: Duration,
+    /// How long the next blocking wait polls: `spin` while polling pays
+    /// off, halved after each poll that ended in sleep all the same.
+    pub(crate) spin_now: Duration,
     /// Which barrier pairing the next sleep uses.
     pub(crate) barrier_mode: BarrierMode,
+    /// How many times a wait went to sleep (see `sleep_count`).
+    pub(crate) sleeps: u64,
 }
 
 impl<M: Metadata> Consumer<M> {
@@ -39,6 +44,8 @@ impl<M: Metadata> Consumer<M> {
             ring,
             cursor: Cursor::default(),
             spin: DEFAULT_SPIN,
+            spin_now: DEFAULT_SPIN,
+            sleeps: 0,
         }
     }
 
@@ -248,6 +255,25 @@ impl<M: Metadata> Consumer<M> {
     /// ```
     pub fn open_reservations(&self) -> (usize, Option<Duration>) {
         self.ring.open_claims(&self.cursor)
+    }
+
+    /// How many times this consumer went to sleep: a blocking wait that
+    /// parked its thread, or a [`poll_ready`](Consumer::poll_ready) that
+    /// returned `Pending`. Each sleep costs the producer that ends it a
+    /// wake-up (a system call); set against the entries read, it shows
+    /// whether the spin ([`set_spin`](Consumer::set_spin)) fits the load.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (_producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// consumer.set_spin(Duration::ZERO);
+    /// assert!(consumer.wait_timeout(Duration::from_millis(1)).is_err());
+    /// assert!(consumer.sleep_count() >= 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sleep_count(&self) -> u64 {
+        self.sleeps
     }
 
     /// Whether every [`Producer`](crate::Producer) handle has been dropped.

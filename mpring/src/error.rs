@@ -117,18 +117,16 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// Why a wait ended without an entry.
+/// Why a wait ended without an entry. Two cases, matched exhaustively: a
+/// [`WakeHandle`](crate::WakeHandle) wake-up is no error (the wait
+/// returns `Ok`, with nothing to read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum WaitError {
     /// The timeout or deadline passed first.
     Timeout,
     /// Every producer is gone and no entry is left to read: the stream has
     /// ended.
     Disconnected,
-    /// A [`WakeHandle`](crate::WakeHandle) woke the consumer on purpose
-    /// (for example to shut it down).
-    Woken,
 }
 
 impl fmt::Display for WaitError {
@@ -138,7 +136,6 @@ impl fmt::Display for WaitError {
             WaitError::Disconnected => {
                 f.write_str("every producer has been dropped and the ring is drained")
             }
-            WaitError::Woken => f.write_str("woken on purpose"),
         }
     }
 }

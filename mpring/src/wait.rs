@@ -13,10 +13,28 @@ use crate::{Consumer, Entry, Metadata, WaitError, WakeHandle};
 /// How long a blocking wait polls before it sleeps, unless set otherwise.
 pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(5);
 
+/// Polls shorter than this are not worth their clock reads: none at all.
+const MIN_SPIN: Duration = Duration::from_nanos(500);
+
+/// The next, shorter poll after one that found nothing.
+fn halve(spin: Duration) -> Duration {
+    let half = spin / 2;
+    if half < MIN_SPIN {
+        Duration::ZERO
+    } else {
+        half
+    }
+}
+
 /// # Waiting
 impl<M: Metadata> Consumer<M> {
     /// Blocks until an entry is ready to read, every producer is gone (and
     /// the ring drained), or a [`WakeHandle`] wakes the consumer.
+    ///
+    /// `Ok(())` means an entry is ready, unless a [`WakeHandle`] ended the
+    /// wait: then the next [`read`](Consumer::read) may find nothing (ready
+    /// entries still come first). A consumer that never made a handle gets
+    /// `Ok` only with an entry ready.
     ///
     /// The wait polls for a few microseconds first ([`set_spin`](Consumer::set_spin)),
     /// then sleeps. While the consumer is busy, producers pay only a fence
@@ -24,7 +42,7 @@ impl<M: Metadata> Consumer<M> {
     /// fell asleep wakes it (a lock and an unpark).
     ///
     /// # Errors
-    /// [`WaitError::Disconnected`] or [`WaitError::Woken`].
+    /// [`WaitError::Disconnected`].
     pub fn wait(&mut self) -> Result<(), WaitError> {
         self.wait_until(None)
     }
@@ -32,8 +50,7 @@ impl<M: Metadata> Consumer<M> {
     /// [`wait`](Consumer::wait), for at most `timeout`.
     ///
     /// # Errors
-    /// [`WaitError::Timeout`], [`WaitError::Disconnected`] or
-    /// [`WaitError::Woken`].
+    /// [`WaitError::Timeout`] or [`WaitError::Disconnected`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<(), WaitError> {
         // A timeout too large for the clock waits without one.
         self.wait_until(Instant::now().checked_add(timeout))
@@ -43,8 +60,7 @@ impl<M: Metadata> Consumer<M> {
     /// QUIC timer).
     ///
     /// # Errors
-    /// [`WaitError::Timeout`], [`WaitError::Disconnected`] or
-    /// [`WaitError::Woken`].
+    /// [`WaitError::Timeout`] or [`WaitError::Disconnected`].
     ///
     /// ```
     /// use std::time::{Duration, Instant};
@@ -64,29 +80,30 @@ impl<M: Metadata> Consumer<M> {
     /// next entry.
     ///
     /// # Errors
-    /// As [`wait_timeout`](Consumer::wait_timeout).
+    /// As [`wait_timeout`](Consumer::wait_timeout); a [`WakeHandle`]
+    /// wake-up with nothing ready ends it early, as [`WaitError::Timeout`].
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<Entry<'_, M>, WaitError> {
         self.wait_timeout(timeout)?;
-        Ok(self
-            .read()
-            .expect("a ready entry stays ready: only the consumer reads"))
+        // A ready entry stays ready (only the consumer reads): `None` here
+        // is a wake-up on purpose.
+        self.read().ok_or(WaitError::Timeout)
     }
 
     /// Waits like [`wait_deadline`](Consumer::wait_deadline), then reads the
     /// next entry.
     ///
     /// # Errors
-    /// As [`wait_deadline`](Consumer::wait_deadline).
+    /// As [`wait_deadline`](Consumer::wait_deadline); a [`WakeHandle`]
+    /// wake-up with nothing ready ends it early, as [`WaitError::Timeout`].
     pub fn read_deadline(&mut self, deadline: Instant) -> Result<Entry<'_, M>, WaitError> {
         self.wait_deadline(deadline)?;
-        Ok(self
-            .read()
-            .expect("a ready entry stays ready: only the consumer reads"))
+        self.read().ok_or(WaitError::Timeout)
     }
 
     /// Waits like [`wait_timeout`](Consumer::wait_timeout), then hands up to
     /// `max` ready entries to `f` as [`read_batch`](Consumer::read_batch)
-    /// does. Returns how many (at least one, unless `max` is 0).
+    /// does. Returns how many: at least one, unless `max` is 0 or a
+    /// [`WakeHandle`] woke the consumer.
     ///
     /// # Errors
     /// As [`wait_timeout`](Consumer::wait_timeout).
@@ -103,7 +120,6 @@ impl<M: Metadata> Consumer<M> {
     ///         Ok(_) => {}
     ///         Err(WaitError::Timeout) => { /* run timers */ }
     ///         Err(WaitError::Disconnected) => break, // every producer is gone, all read
-    ///         Err(e) => return Err(e.into()),
     ///     }
     /// }
     /// assert_eq!(seen, 1);
@@ -125,7 +141,8 @@ impl<M: Metadata> Consumer<M> {
 
     /// Waits like [`wait_deadline`](Consumer::wait_deadline), then hands up
     /// to `max` ready entries to `f` as [`read_batch`](Consumer::read_batch)
-    /// does. Returns how many (at least one, unless `max` is 0).
+    /// does. Returns how many: at least one, unless `max` is 0 or a
+    /// [`WakeHandle`] woke the consumer.
     ///
     /// # Errors
     /// As [`wait_deadline`](Consumer::wait_deadline).
@@ -167,9 +184,11 @@ impl<M: Metadata> Consumer<M> {
     /// lost interest; the [`ready`](Consumer::ready) future takes that back
     /// when it is dropped, so prefer it in `select!`.
     ///
+    /// `Ready(Ok(()))` also when a [`WakeHandle`] woke the consumer (as for
+    /// [`wait`](Consumer::wait)).
+    ///
     /// # Errors
-    /// `Ready(Err(..))` with [`WaitError::Disconnected`] or
-    /// [`WaitError::Woken`].
+    /// `Ready(Err(WaitError::Disconnected))`.
     ///
     /// ```
     /// use std::future::poll_fn;
@@ -216,6 +235,7 @@ impl<M: Metadata> Consumer<M> {
             None => {
                 // The producer that sees the flag wakes the task.
                 announced.keep();
+                self.sleeps += 1;
                 Poll::Pending
             }
         }
@@ -249,8 +269,14 @@ impl<M: Metadata> Consumer<M> {
         Ready::new(self)
     }
 
-    /// Sets how long a blocking wait polls the ring before it sleeps
-    /// (default 5 µs).
+    /// Sets how long a blocking wait polls the ring before it sleeps, at
+    /// most (default 5 µs).
+    ///
+    /// The poll adapts: after each poll that ended in sleep all the same,
+    /// the next wait polls half as long (down to not at all); a sleep that
+    /// turns out shorter than `spin` restores the full poll. So a consumer
+    /// that sleeps long between bursts does not burn the poll (nor, on
+    /// some virtual machines, pay a slower wake-up after it) every time.
     ///
     /// Each sleep costs the producer that ends it a system call (a futex
     /// wake), and the consumer one more to sleep. Polling longer suits a
@@ -261,6 +287,7 @@ impl<M: Metadata> Consumer<M> {
     /// for both. The async [`poll_ready`](Consumer::poll_ready) never polls.
     pub fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
+        self.spin_now = spin;
     }
 
     /// A handle that wakes this consumer from another thread.
@@ -272,9 +299,14 @@ impl<M: Metadata> Consumer<M> {
         // Poll for a while before sleeping: a busy ring refills within
         // microseconds, and every sleep costs the producer that ends it a
         // system call.
-        let mut spun = crate::loom::LOOM || self.spin.is_zero();
+        let mut spun = crate::loom::LOOM || self.spin_now.is_zero();
+        // When the last sleep began, if this wait slept.
+        let mut slept_at = None;
         loop {
             if let Some(outcome) = self.check() {
+                if let (Some(at), Ok(())) = (slept_at, &outcome) {
+                    self.adapt_after_sleep(at);
+                }
                 return outcome;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -285,6 +317,8 @@ impl<M: Metadata> Consumer<M> {
                 if let Some(outcome) = self.spin(deadline) {
                     return outcome;
                 }
+                // Polling found nothing: poll less next time.
+                self.spin_now = halve(self.spin_now);
                 continue;
             }
             // Register, announce, then look again (see `crate::sleep`): a
@@ -304,20 +338,33 @@ impl<M: Metadata> Consumer<M> {
                 } else {
                     deadline
                 };
+                self.sleeps += 1;
+                if !crate::loom::LOOM {
+                    slept_at = Some(Instant::now());
+                }
                 crate::loom::park_until(until);
             }
             drop(announced);
         }
     }
 
-    /// Polls for up to `self.spin` (or until the deadline), pausing
+    /// A sleep that began at `at` ended with an entry: if it was shorter
+    /// than the full spin, polling would have caught that entry, so the
+    /// next wait polls for the full spin again.
+    fn adapt_after_sleep(&mut self, at: Instant) {
+        if at.elapsed() <= self.spin {
+            self.spin_now = self.spin;
+        }
+    }
+
+    /// Polls for up to `self.spin_now` (or until the deadline), pausing
     /// between polls so as not to steal the cache line a producer is
     /// writing. Returns the outcome if waiting ended (an entry is ready,
     /// a wake-up, the end of the stream), `None` when the time is up.
     fn spin(&mut self, deadline: Option<Instant>) -> Option<Result<(), WaitError>> {
         // A spin too long for the clock (`Duration::MAX`) spins until
         // something happens or the deadline passes.
-        let spin_end = Instant::now().checked_add(self.spin);
+        let spin_end = Instant::now().checked_add(self.spin_now);
         let until = match (deadline, spin_end) {
             (Some(d), Some(s)) => Some(d.min(s)),
             (d, s) => d.or(s),
@@ -343,7 +390,8 @@ impl<M: Metadata> Consumer<M> {
         // Caught up: hold back no space while waiting.
         self.ring.release(&mut self.cursor);
         if self.ring.sleep().take_woken() {
-            return Some(Err(WaitError::Woken));
+            // A wake-up on purpose ends the wait, with nothing to read.
+            return Some(Ok(()));
         }
         if self.ring.producers() == 0 {
             // The last commits happen before the count's Acquire: look again.
@@ -364,8 +412,9 @@ impl<M> Consumer<M> {
     }
 }
 
-/// A future that resolves once an entry is ready to read (or the stream
-/// ended, or a [`WakeHandle`](crate::WakeHandle) woke the consumer); made
+/// A future that resolves once an entry is ready to read, a
+/// [`WakeHandle`](crate::WakeHandle) woke the consumer (both `Ok`), or the
+/// stream ended; made
 /// by [`Consumer::ready`]. Works with any executor: it only uses the
 /// task's `Waker`.
 #[must_use = "futures do nothing unless polled"]
@@ -408,5 +457,47 @@ impl<M> Drop for Ready<'_, M> {
 impl<M> fmt::Debug for Ready<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ready").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(mpring_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Ring, WaitError};
+
+    /// Each poll that ends in sleep all the same halves the next one, down
+    /// to none.
+    #[test]
+    fn polls_that_find_nothing_shrink_to_none() {
+        let (_producer, mut consumer) = Ring::new(1024).unwrap();
+        consumer.set_spin(Duration::from_micros(4));
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(
+                consumer.wait_timeout(Duration::from_millis(50)),
+                Err(WaitError::Timeout)
+            );
+            seen.push(consumer.spin_now.as_nanos());
+        }
+        assert_eq!(seen, [2_000, 1_000, 500, 0, 0]);
+    }
+
+    /// A sleep shorter than the full spin means polling would have caught
+    /// the entry: the next wait polls for the full spin again.
+    #[test]
+    fn a_short_sleep_restores_the_full_poll() {
+        let (producer, mut consumer) = Ring::new(1024).unwrap();
+        let spin = Duration::from_secs(5);
+        consumer.set_spin(spin);
+        consumer.spin_now = Duration::ZERO;
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            producer.push(b"soon").unwrap();
+        });
+        assert_eq!(consumer.wait(), Ok(()));
+        assert!(consumer.sleep_count() >= 1);
+        assert_eq!(consumer.spin_now, spin);
+        pusher.join().unwrap();
     }
 }

@@ -10,9 +10,10 @@ use crate::ring::Shared;
 /// look at a shutdown flag. Made by [`Consumer::wake_handle`](crate::Consumer::wake_handle);
 /// `Clone + Send + Sync`. (`M` is the ring's [`Metadata`](crate::Metadata).)
 ///
-/// The wait in progress, or the next one if none is, returns
-/// [`WaitError::Woken`](crate::WaitError::Woken) instead of blocking (ready
-/// entries still come first).
+/// The wait in progress, or the next one if none is, returns `Ok` instead
+/// of blocking, with nothing to read unless an entry is ready (ready
+/// entries still come first): the consumer then looks at whatever it was
+/// woken for. Wake-ups are no error, so code without a handle never sees one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -22,7 +23,8 @@ use crate::ring::Shared;
 /// std::thread::spawn(move || handle.wake());
 /// // Returns once woken (the long timeout is only a safety net).
 /// let outcome = consumer.wait_timeout(Duration::from_secs(60));
-/// assert_eq!(outcome, Err(mpring::WaitError::Woken));
+/// assert_eq!(outcome, Ok(()));
+/// assert!(consumer.read().is_none()); // woken, not fed
 /// # Ok::<(), mpring::BuildError>(())
 /// ```
 pub struct WakeHandle<M = ()> {

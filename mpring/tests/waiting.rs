@@ -140,10 +140,9 @@ fn wake_handle_wakes_a_waiting_consumer_once() {
         thread::sleep(Duration::from_millis(10));
         handle.wake();
     });
-    assert_eq!(
-        consumer.wait_timeout(Duration::from_secs(30)),
-        Err(WaitError::Woken)
-    );
+    // A wake-up is no error: `Ok`, with nothing to read.
+    assert_eq!(consumer.wait_timeout(Duration::from_secs(30)), Ok(()));
+    assert!(consumer.read().is_none());
     waker.join().unwrap();
     // Taken once: the next wait blocks again.
     assert_eq!(
@@ -155,7 +154,21 @@ fn wake_handle_wakes_a_waiting_consumer_once() {
     producer.push(b"x").unwrap();
     assert_eq!(consumer.wait(), Ok(()));
     assert_eq!(&*consumer.read().unwrap(), b"x");
-    assert_eq!(consumer.wait(), Err(WaitError::Woken));
+    assert_eq!(consumer.wait(), Ok(()));
+    assert!(consumer.read().is_none());
+    // The forms that read: no entry, so a wake-up ends them early.
+    consumer.wake_handle().wake();
+    assert_eq!(
+        consumer.read_batch_timeout(8, Duration::from_secs(30), |_| ()),
+        Ok(0)
+    );
+    consumer.wake_handle().wake();
+    assert_eq!(
+        consumer
+            .read_timeout(Duration::from_secs(30))
+            .map(|e| e.len()),
+        Err(WaitError::Timeout)
+    );
 }
 
 #[test]
@@ -232,7 +245,8 @@ fn a_spin_of_duration_max_waits_without_panicking() {
         thread::sleep(Duration::from_millis(10));
         handle.wake();
     });
-    assert_eq!(consumer.wait(), Err(WaitError::Woken));
+    assert_eq!(consumer.wait(), Ok(()));
+    assert!(consumer.read().is_none());
     waker.join().unwrap();
 
     let dropper = thread::spawn(move || {

@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use mpring::udp::{Listeners, UdpMeta, UdpStats};
-use mpring::WaitError;
 use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
@@ -165,11 +164,10 @@ impl AsyncUdpSocket for RingSocket {
                     self.delivered.fetch_add(delivered, Ordering::Relaxed);
                     self.oversized.fetch_add(oversized, Ordering::Relaxed);
                     if n == 0 {
-                        continue; // only oversized entries: wait again
+                        continue; // only oversized entries, or a wake-up: wait again
                     }
                     return Poll::Ready(Ok(n));
                 }
-                Poll::Ready(Err(WaitError::Woken)) => continue,
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Err(io::Error::new(ErrorKind::BrokenPipe, e)))
                 }
