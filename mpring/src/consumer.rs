@@ -35,6 +35,9 @@ pub struct Consumer<M = ()> {
     pub(crate) barrier_mode: BarrierMode,
     /// How many times a wait went to sleep (see `sleep_count`).
     pub(crate) sleeps: u64,
+    /// The readiness fd, once made.
+    #[cfg(target_os = "linux")]
+    pub(crate) readiness: Option<crate::readiness::Readiness>,
 }
 
 impl<M: Metadata> Consumer<M> {
@@ -46,6 +49,8 @@ impl<M: Metadata> Consumer<M> {
             spin: DEFAULT_SPIN,
             spin_now: DEFAULT_SPIN,
             sleeps: 0,
+            #[cfg(target_os = "linux")]
+            readiness: None,
         }
     }
 

@@ -120,8 +120,12 @@ mod builder;
 mod consumer;
 mod entry;
 mod error;
+#[cfg(all(target_os = "linux", not(mpring_loom)))]
+mod event_fd;
 mod loom;
 mod producer;
+#[cfg(target_os = "linux")]
+mod readiness;
 mod reservation;
 mod ring;
 mod sleep;

@@ -60,6 +60,77 @@ pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
 
 pub(crate) use words::{HeaderWord, ReadGuard, Words, WriteGuard};
 
+#[cfg(all(target_os = "linux", not(mpring_loom)))]
+pub(crate) use crate::event_fd::EventFd;
+#[cfg(mpring_loom)]
+pub(crate) use event_fd::EventFd;
+
+/// The readiness fd under loom: a counter behind a mutex, and what
+/// `epoll_wait` does with it, level- or edge-triggered. An edge is a
+/// notification not yet reported; like the kernel, a report needs the
+/// counter to be non-zero when it is made (`ep_send_events` polls the fd
+/// again), so an edge left from before a clear is dropped.
+#[cfg(mpring_loom)]
+mod event_fd {
+    use loom::sync::{Condvar, Mutex};
+
+    #[derive(Default)]
+    struct State {
+        count: u64,
+        edge: bool,
+    }
+
+    pub(crate) struct EventFd {
+        state: Mutex<State>,
+        changed: Condvar,
+    }
+
+    impl EventFd {
+        pub(crate) fn new() -> std::io::Result<EventFd> {
+            Ok(EventFd {
+                state: Mutex::new(State::default()),
+                changed: Condvar::new(),
+            })
+        }
+
+        pub(crate) fn raw(&self) -> std::os::fd::RawFd {
+            -1
+        }
+
+        pub(crate) fn notify(&self) {
+            let mut state = self.state.lock().unwrap();
+            state.count += 1;
+            state.edge = true;
+            self.changed.notify_all();
+        }
+
+        pub(crate) fn clear(&self) {
+            self.state.lock().unwrap().count = 0;
+        }
+
+        pub(crate) fn readable(&self) -> bool {
+            self.state.lock().unwrap().count > 0
+        }
+
+        /// Blocks like `epoll_wait` on this fd alone: until it is readable
+        /// (level-triggered) or until an edge can be reported
+        /// (edge-triggered, which takes the edge).
+        pub(crate) fn wait(&self, edge_triggered: bool) {
+            let mut state = self.state.lock().unwrap();
+            loop {
+                if state.count > 0 && (!edge_triggered || state.edge) {
+                    state.edge = false;
+                    return;
+                }
+                if state.count == 0 {
+                    state.edge = false;
+                }
+                state = self.changed.wait(state).unwrap();
+            }
+        }
+    }
+}
+
 /// The buffer's words as loom sees them. Outside loom: nothing.
 #[cfg(not(mpring_loom))]
 mod words {

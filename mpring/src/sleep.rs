@@ -40,6 +40,8 @@ use std::task::Waker;
 use crossbeam_utils::CachePadded;
 
 use crate::loom::{fence, AtomicBool, Mutex, MutexGuard, Ordering, Thread};
+#[cfg(target_os = "linux")]
+use crate::loom::{Arc, EventFd};
 
 /// The longest sleep after a refused heavy barrier (see
 /// [`Announced::must_bound`]).
@@ -154,6 +156,9 @@ pub(crate) enum Target {
     Thread(Thread),
     /// A consumer polled as a future: wake its task.
     Task(Waker),
+    /// A consumer waiting in an event loop: make its readiness fd readable.
+    #[cfg(target_os = "linux")]
+    Fd(Arc<EventFd>),
 }
 
 /// The flag, the target and the wake-on-purpose flag (see the module docs).
@@ -244,10 +249,22 @@ impl Sleep {
 
     /// Wakes the registered target, if any (the last producer is gone).
     pub(crate) fn wake(&self) {
-        let target = self.target().take();
+        let mut slot = self.target();
+        let target = slot.take();
+        #[cfg(target_os = "linux")]
+        if let Some(Target::Fd(fd)) = &target {
+            // Under the lock: a consumer that finds the slot empty when it
+            // arms again then knows the counter is written, and clears it
+            // (see `Consumer::arm_fd`).
+            fd.notify();
+            return;
+        }
+        drop(slot);
         match target {
             Some(Target::Thread(thread)) => thread.unpark(),
             Some(Target::Task(waker)) => waker.wake(),
+            #[cfg(target_os = "linux")]
+            Some(Target::Fd(_)) => unreachable!("notified above"),
             None => {}
         }
     }
@@ -279,6 +296,26 @@ impl Sleep {
             }
         }
         self.announce(mode)
+    }
+
+    /// Registers a readiness fd (kept when it is registered already) and
+    /// announces sleep, as [`announce_thread`](Sleep::announce_thread).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn announce_fd(&self, fd: &Arc<EventFd>, mode: &mut BarrierMode) -> Announced<'_> {
+        {
+            let mut slot = self.target();
+            if !matches!(&*slot, Some(Target::Fd(f)) if Arc::ptr_eq(f, fd)) {
+                *slot = Some(Target::Fd(fd.clone()));
+            }
+        }
+        self.announce(mode)
+    }
+
+    /// Whether `fd` is still registered: no waker has taken it (and
+    /// written its counter) since it was.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn holds_fd(&self, fd: &Arc<EventFd>) -> bool {
+        matches!(&*self.target(), Some(Target::Fd(f)) if Arc::ptr_eq(f, fd))
     }
 
     fn announce(&self, mode: &mut BarrierMode) -> Announced<'_> {

@@ -383,7 +383,7 @@ impl<M: Metadata> Consumer<M> {
     }
 
     /// `Some` when waiting is over: an entry is ready, or an error.
-    fn check(&mut self) -> Option<Result<(), WaitError>> {
+    pub(crate) fn check(&mut self) -> Option<Result<(), WaitError>> {
         if self.ring.next(&mut self.cursor).is_some() {
             return Some(Ok(()));
         }
