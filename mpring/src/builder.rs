@@ -141,6 +141,7 @@ pub struct Builder<M = ()> {
     capacity: usize,
     alignment: Alignment,
     around: bool,
+    high_water: usize,
     _meta: PhantomData<fn() -> M>,
 }
 
@@ -151,6 +152,7 @@ impl Builder {
             capacity,
             alignment: Alignment::default(),
             around: false,
+            high_water: usize::MAX,
             _meta: PhantomData,
         }
     }
@@ -200,6 +202,34 @@ impl<M: Metadata> Builder<M> {
         self
     }
 
+    /// Sets the ring's high-water mark (default: none): once more than
+    /// `bytes` of it are in use, [`Producer::above_high_water`](crate::Producer::above_high_water)
+    /// says so, and producers can refuse work they may shed (a QUIC
+    /// listener: Initial packets of new connections) before the ring is
+    /// full, keeping the rest for established connections. Refuse with
+    /// [`Reservation::refuse`](crate::Reservation::refuse), counted apart
+    /// from `Full` ([`Producer::refused_count`](crate::Producer::refused_count)).
+    ///
+    /// Only advice: nothing is refused unless a producer asks. A mark at or
+    /// above the capacity is never passed.
+    ///
+    /// ```
+    /// let (producer, _consumer) = mpring::Ring::builder(1024).high_water_mark(512).build()?;
+    /// while !producer.above_high_water() {
+    ///     producer.push(&[0; 100])?; // an established connection's packet
+    /// }
+    /// // An Initial packet arrives: shed it, and keep room for the rest.
+    /// let initial = producer.reserve(100)?;
+    /// initial.refuse();
+    /// assert_eq!(producer.refused_count(), 1);
+    /// assert!(producer.free_bytes() >= 400);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn high_water_mark(mut self, bytes: usize) -> Builder<M> {
+        self.high_water = bytes;
+        self
+    }
+
     /// Gives every entry a metadata record of type `N` (see [`Metadata`]):
     /// producers commit with the `_with` methods
     /// ([`Producer::push_with`], [`Reservation::commit_with`](crate::Reservation::commit_with),
@@ -210,6 +240,7 @@ impl<M: Metadata> Builder<M> {
             capacity: self.capacity,
             alignment: self.alignment,
             around: self.around,
+            high_water: self.high_water,
             _meta: PhantomData,
         }
     }
@@ -227,6 +258,7 @@ impl<M: Metadata> Builder<M> {
             self.capacity,
             self.alignment.bytes(),
             self.around,
+            self.high_water,
         )?);
         Ok((Producer::new(ring.clone()), Consumer::new(ring)))
     }

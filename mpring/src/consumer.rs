@@ -281,6 +281,13 @@ impl<M: Metadata> Consumer<M> {
         self.sleeps
     }
 
+    /// How many reservations producers refused for admission
+    /// ([`Reservation::refuse`](crate::Reservation::refuse)), for the
+    /// handler's statistics.
+    pub fn refused_count(&self) -> u64 {
+        self.ring.refused_count()
+    }
+
     /// Whether every [`Producer`](crate::Producer) handle has been dropped.
     /// Entries committed before that can still be read: the stream has
     /// ended once this is true and [`read`](Consumer::read) returns `None`.

@@ -1,7 +1,7 @@
 //! An entry read in place.
 
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 
 use crate::ring::{Cursor, Delivery, Shared};
 
@@ -11,6 +11,19 @@ use crate::ring::{Cursor, Delivery, Shared};
 /// its metadata record on a ring with [`Metadata`](crate::Metadata).
 /// Dropping it consumes the entry; its space goes back to producers with
 /// the consumer's next release.
+///
+/// The payload is the consumer's until then, so it can be changed in place
+/// (`DerefMut`), for example decrypted by a QUIC stack whose `recv` takes
+/// `&mut [u8]`:
+///
+/// ```
+/// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+/// producer.push(b"sealed")?;
+/// let mut entry = consumer.read().unwrap();
+/// entry.make_ascii_uppercase(); // open the packet where it lies
+/// assert_eq!(&*entry, b"SEALED");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Entry<'a, M = ()> {
     ring: &'a Shared<M>,
     cursor: &'a mut Cursor,
@@ -57,6 +70,22 @@ impl<M> Deref for Entry<'_, M> {
             Some(delivery) => self.ring.bytes(delivery),
             None => &[],
         }
+    }
+}
+
+impl<M> DerefMut for Entry<'_, M> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.delivery {
+            Some(delivery) => self.ring.delivered_bytes_mut(delivery),
+            None => &mut [],
+        }
+    }
+}
+
+impl<M> AsMut<[u8]> for Entry<'_, M> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
     }
 }
 

@@ -143,7 +143,7 @@ pub use consumer::{Consumer, ReadBatch};
 pub use entry::Entry;
 pub use error::{BuildError, ReserveError, WaitError};
 pub use producer::Producer;
-pub use reservation::Reservation;
+pub use reservation::{OwnedReservation, Reservation};
 pub use wait::Ready;
 pub use wake_handle::WakeHandle;
 

@@ -204,7 +204,7 @@ mod words {
 /// as it would on real hardware.
 #[cfg(mpring_loom)]
 mod words {
-    use loom::cell::{ConstPtr, MutPtr, UnsafeCell};
+    use loom::cell::{MutPtr, UnsafeCell};
 
     use super::{AtomicU64, Ordering};
 
@@ -215,7 +215,7 @@ mod words {
 
     pub(crate) struct WriteGuard(#[allow(dead_code)] Vec<MutPtr<()>>);
 
-    pub(crate) struct ReadGuard(#[allow(dead_code)] Vec<ConstPtr<()>>);
+    pub(crate) struct ReadGuard(#[allow(dead_code)] Vec<MutPtr<()>>);
 
     fn words(pos: usize, len: usize) -> std::ops::Range<usize> {
         pos / 8..(pos + len).div_ceil(8)
@@ -265,8 +265,12 @@ mod words {
             WriteGuard(words(pos, len).map(|w| self.cells[w].get_mut()).collect())
         }
 
+        /// Takes the words of a delivered entry for the consumer. For
+        /// writing: the consumer owns them until it consumes the entry and
+        /// may write them (`Entry`'s `DerefMut`), so loom checks that no
+        /// one else touches them meanwhile, reads included.
         pub(crate) fn read(&self, pos: usize, len: usize) -> ReadGuard {
-            ReadGuard(words(pos, len).map(|w| self.cells[w].get()).collect())
+            ReadGuard(words(pos, len).map(|w| self.cells[w].get_mut()).collect())
         }
 
         /// Mirrors the written bytes into the header models (the span's

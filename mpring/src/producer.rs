@@ -5,7 +5,7 @@ use std::fmt;
 use crate::error::ReserveError;
 use crate::loom::Arc;
 use crate::ring::Shared;
-use crate::{BatchReservation, Metadata, Reservation};
+use crate::{BatchReservation, Metadata, OwnedReservation, Reservation};
 
 /// The producer side: a handle that every listener thread can share.
 ///
@@ -20,7 +20,7 @@ use crate::{BatchReservation, Metadata, Reservation};
 /// `M` is the ring's [`Metadata`] record (none by default); on a ring with
 /// metadata, entries are committed with the `_with` methods, which take it.
 pub struct Producer<M = ()> {
-    ring: Arc<Shared<M>>,
+    pub(crate) ring: Arc<Shared<M>>,
 }
 
 impl<M: Metadata> Producer<M> {
@@ -60,6 +60,34 @@ impl<M: Metadata> Producer<M> {
     pub fn reserve(&self, len: usize) -> Result<Reservation<'_, M>, ReserveError> {
         let claim = self.ring.reserve(len)?;
         Ok(Reservation::new(&self.ring, claim, len))
+    }
+
+    /// [`reserve`](Producer::reserve), as an [`OwnedReservation`]: no borrow
+    /// of this producer (it holds a producer handle of its own, one more
+    /// reference count), so it can be stored beside the producer, sent to
+    /// another thread or task and committed there, or handed to a
+    /// completion-based I/O runtime.
+    ///
+    /// # Errors
+    /// As [`reserve`](Producer::reserve).
+    ///
+    /// ```
+    /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
+    /// let mut pending = producer.reserve_owned(5)?;
+    /// drop(producer); // the reservation keeps the stream open
+    /// std::thread::spawn(move || {
+    ///     pending.copy_from_slice(b"later");
+    ///     pending.commit();
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// assert_eq!(&*consumer.read().unwrap(), b"later");
+    /// assert!(consumer.is_disconnected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reserve_owned(&self, len: usize) -> Result<OwnedReservation<M>, ReserveError> {
+        let claim = self.ring.reserve(len)?;
+        Ok(Reservation::owned(self.clone(), claim, len))
     }
 
     /// Reserves room for up to `count` entries of up to `slot_len` bytes
@@ -216,6 +244,34 @@ impl<M: Metadata> Producer<M> {
     /// ```
     pub fn full_count(&self) -> u64 {
         self.ring.full_count()
+    }
+
+    /// Bytes of the ring in use now (entries being written or not yet
+    /// released by the consumer, with their headers and padding): a
+    /// snapshot, for admission decisions. Reads the consumer's cache line.
+    pub fn used_bytes(&self) -> usize {
+        self.ring.bytes_in_use()
+    }
+
+    /// Bytes free for producers now: `capacity - used_bytes()`. A snapshot;
+    /// an entry of this size may still not fit where the tail is (it would
+    /// need padding to the buffer's end).
+    pub fn free_bytes(&self) -> usize {
+        self.ring.capacity() - self.ring.bytes_in_use()
+    }
+
+    /// Whether more of the ring is in use than its
+    /// [high-water mark](crate::Builder::high_water_mark): time to refuse
+    /// what can be shed ([`Reservation::refuse`]). Always `false` without
+    /// a mark.
+    pub fn above_high_water(&self) -> bool {
+        self.ring.above_high_water()
+    }
+
+    /// How many reservations producers refused for admission
+    /// ([`Reservation::refuse`]), counted apart from [`full_count`](Producer::full_count).
+    pub fn refused_count(&self) -> u64 {
+        self.ring.refused_count()
     }
 
     /// Whether the consumer has been dropped (every reservation then fails

@@ -5,7 +5,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 
 use crate::ring::{Claim, Shared};
-use crate::Metadata;
+use crate::{Metadata, Producer};
 
 /// Space reserved in the ring by [`Producer::reserve`](crate::Producer::reserve),
 /// written in place and then published.
@@ -35,9 +35,13 @@ use crate::Metadata;
 /// On a ring with [`Metadata`], commit with [`commit_with`](Reservation::commit_with)
 /// or [`commit_len_with`](Reservation::commit_len_with), which take the
 /// entry's record.
+///
+/// [`Producer::reserve_owned`](crate::Producer::reserve_owned) makes an
+/// [`OwnedReservation`]: the same type with no borrow, `'static` and
+/// `Send`, to be committed later from another thread or task.
 #[must_use = "a reservation is aborted when dropped; call `commit` to publish it"]
 pub struct Reservation<'a, M = ()> {
-    ring: &'a Shared<M>,
+    ring: RingRef<'a, M>,
     /// `None` once finished (only inside `commit` and `drop`).
     claim: Option<Claim>,
     len: usize,
@@ -45,10 +49,58 @@ pub struct Reservation<'a, M = ()> {
     written: usize,
 }
 
+/// A reservation that owns its way to the ring (a producer handle of its
+/// own) instead of borrowing one: `'static` and `Send`, so it can be
+/// stored beside its producer, moved to another thread or task, or handed
+/// to a completion-based I/O runtime, and committed there later. Made by
+/// [`Producer::reserve_owned`](crate::Producer::reserve_owned).
+///
+/// Everything [`Reservation`] promises holds: dropping it (a panic
+/// included) aborts it; until then it counts as a producer, so the
+/// consumer does not see the stream end while it is pending.
+///
+/// # With completion-based I/O (io_uring)
+/// The bytes lie in the ring, not in this value: moving it never moves
+/// them, and they go back to the ring only when the value is committed or
+/// dropped. A runtime that takes buffers by value and keeps them until
+/// the kernel completes the operation (as io_uring runtimes do, even when
+/// the task gives up on the operation) therefore never lets the ring reuse
+/// a buffer the kernel may still write. Submitting the bytes' address
+/// yourself is `unsafe` in any case: keep the reservation alive until the
+/// completion arrives.
+pub type OwnedReservation<M = ()> = Reservation<'static, M>;
+
+/// How a reservation reaches its ring.
+enum RingRef<'a, M> {
+    /// Borrowed from the producer that reserved it.
+    Borrowed(&'a Shared<M>),
+    /// A producer handle of its own (an [`OwnedReservation`]).
+    Owned(Producer<M>),
+}
+
+impl<M> RingRef<'_, M> {
+    #[inline]
+    fn get(&self) -> &Shared<M> {
+        match self {
+            RingRef::Borrowed(ring) => ring,
+            RingRef::Owned(producer) => &producer.ring,
+        }
+    }
+}
+
 impl<'a, M: Metadata> Reservation<'a, M> {
     pub(crate) fn new(ring: &'a Shared<M>, claim: Claim, len: usize) -> Reservation<'a, M> {
         Reservation {
-            ring,
+            ring: RingRef::Borrowed(ring),
+            claim: Some(claim),
+            len,
+            written: 0,
+        }
+    }
+
+    pub(crate) fn owned(producer: Producer<M>, claim: Claim, len: usize) -> OwnedReservation<M> {
+        Reservation {
+            ring: RingRef::Owned(producer),
             claim: Some(claim),
             len,
             written: 0,
@@ -68,12 +120,14 @@ impl<'a, M: Metadata> Reservation<'a, M> {
     /// ```
     #[inline]
     pub fn commit_with(mut self, meta: M) {
-        let (ring, claim, len) = (self.ring, self.claim.take(), self.len);
-        // Nothing is left to drop (the claim is out), and skipping the drop
-        // glue keeps this path free of a call and of spills.
-        std::mem::forget(self);
-        if let Some(claim) = claim {
-            ring.commit(claim, len, meta);
+        if let Some(claim) = self.claim.take() {
+            self.ring.get().commit(claim, self.len, meta);
+        }
+        if let RingRef::Borrowed(_) = self.ring {
+            // Nothing is left to drop (the claim is out), and skipping the
+            // drop glue keeps this path free of a call and of spills. An
+            // owned one drops its producer handle after the commit.
+            std::mem::forget(self);
         }
     }
 
@@ -117,6 +171,14 @@ impl<'a, M: Metadata> Reservation<'a, M> {
     /// Drops the reservation without publishing it (the same as `drop`).
     #[inline]
     pub fn abort(self) {}
+
+    /// Aborts the reservation as refused for admission (say, a new
+    /// connection's Initial packet received while the ring is above its
+    /// [high-water mark](crate::Builder::high_water_mark)): counted in
+    /// [`Producer::refused_count`], apart from `Full`.
+    pub fn refuse(self) {
+        self.ring.get().count_refused();
+    }
 }
 
 /// # Without metadata
@@ -179,7 +241,7 @@ impl<M> Deref for Reservation<'_, M> {
     #[inline]
     fn deref(&self) -> &[u8] {
         match &self.claim {
-            Some(claim) => &self.ring.claim_bytes(claim)[..self.len],
+            Some(claim) => &self.ring.get().claim_bytes(claim)[..self.len],
             None => &[],
         }
     }
@@ -189,7 +251,7 @@ impl<M> DerefMut for Reservation<'_, M> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.claim {
-            Some(claim) => &mut self.ring.bytes_mut(claim)[..self.len],
+            Some(claim) => &mut self.ring.get().bytes_mut(claim)[..self.len],
             None => &mut [],
         }
     }
@@ -218,7 +280,7 @@ impl<M> Drop for Reservation<'_, M> {
     #[inline]
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            self.ring.abort(claim);
+            self.ring.get().abort(claim);
         }
     }
 }

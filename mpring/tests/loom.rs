@@ -37,12 +37,18 @@ fn push(producer: &Producer, payload: &[u8]) {
     }
 }
 
-/// Reads exactly `n` entries, waiting (with loom yields) for each.
+/// Reads exactly `n` entries, waiting (with loom yields) for each. Each
+/// entry is then overwritten in place, as a consumer that decrypts where
+/// it reads does: loom checks that no producer touches those words until
+/// they are released, and the next lap's claims still read zero.
 fn read_n(consumer: &mut Consumer, n: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     while got.len() < n {
         match consumer.read() {
-            Some(entry) => got.push(entry.to_vec()),
+            Some(mut entry) => {
+                got.push(entry.to_vec());
+                entry.fill(0xEE);
+            }
             None => thread::yield_now(),
         }
     }
@@ -566,6 +572,27 @@ fn wait_twice_woken_by_a_handle_and_by_a_commit() {
         // come together with the entry).
         assert!(woken_alone <= 1);
         drop(other.join().unwrap());
+    });
+}
+
+/// An owned reservation committed on another thread after every producer
+/// handle but its own is gone, while the consumer waits: the consumer sees
+/// the entry, then the end of the stream (the reservation's producer
+/// handle is dropped after its commit), never the end first.
+#[test]
+fn owned_reservation_committed_elsewhere_after_the_producer_left() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let mut pending = producer.reserve_owned(2).unwrap();
+        drop(producer);
+        let completion = thread::spawn(move || {
+            pending.copy_from_slice(b"ok");
+            pending.commit();
+        });
+        assert_eq!(consumer.wait(), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), b"ok");
+        assert_eq!(consumer.wait(), Err(mpring::WaitError::Disconnected));
+        completion.join().unwrap();
     });
 }
 

@@ -123,8 +123,9 @@ impl Buffer {
     /// # Safety
     /// `[pos, pos + len)` lies inside this buffer, the span is used with this
     /// buffer only, its bytes were published to this thread
-    /// (happens-before), and no one writes them until the returned span is
-    /// dropped.
+    /// (happens-before), and until the returned span is dropped no other
+    /// span covers them and no one else reads or writes them (the holder
+    /// may write them: [`Buffer::bytes_read_mut`]).
     #[inline]
     pub(super) unsafe fn claim_read(&self, pos: usize, len: usize) -> ReadSpan {
         ReadSpan {
@@ -161,6 +162,17 @@ impl Buffer {
         // SAFETY: the span's claim guarantees that it is in bounds, and that
         // the bytes were published to us and stay unwritten while it lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.pos), span.len) }
+    }
+
+    /// The bytes a read span covers, for the holder to change in place.
+    #[inline]
+    pub(super) fn bytes_read_mut<'a>(&'a self, span: &'a mut ReadSpan) -> &'a mut [u8] {
+        debug_assert!(span.pos <= self.capacity && span.len <= self.capacity - span.pos);
+        // SAFETY: the span's claim guarantees that it is in bounds, that the
+        // bytes were published to us, and that no one else reads or writes
+        // them while it lives; the exclusive borrow of the span excludes
+        // `bytes` while this lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(span.pos), span.len) }
     }
 
     /// Writes `value` at `offset` bytes into a write span (nothing for a

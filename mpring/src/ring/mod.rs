@@ -193,6 +193,8 @@ pub(crate) struct Shared<M = ()> {
     /// Read-around mode: producers announce their claims, the consumer
     /// delivers committed entries past claims still open.
     around: bool,
+    /// Producers' admission threshold in bytes in use (`Builder::high_water_mark`).
+    high_water: u64,
     /// Any `M` may go in and come out (`Shared` holds none itself).
     _meta: PhantomData<fn(M) -> M>,
 }
@@ -203,6 +205,9 @@ struct ProducersLine {
     /// A recent value of `head`, so that producers read the consumer's
     /// cache line only when this copy says the ring is full.
     cached_head: AtomicU64,
+    /// Reservations refused by their producers for admission
+    /// (`Reservation::refuse`).
+    refused: AtomicU64,
     /// Reservations refused with `Full`.
     full: AtomicU64,
 }
@@ -289,6 +294,7 @@ impl<M> Shared<M> {
         capacity: usize,
         align: usize,
         around: bool,
+        high_water: usize,
     ) -> Result<Shared<M>, BuildError> {
         debug_assert!(align == 8 || align == 16);
         if mem::align_of::<M>() > align {
@@ -315,6 +321,7 @@ impl<M> Shared<M> {
                 tail: AtomicU64::new(0),
                 cached_head: AtomicU64::new(0),
                 full: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
             }),
             head: CachePadded::new(AtomicU64::new(0)),
             lifecycle: CachePadded::new(Lifecycle {
@@ -336,6 +343,7 @@ impl<M> Shared<M> {
             // a partial line behind and exercise the catch-up in `release`.
             zero_line: (capacity as u64 / 2).min(64),
             around,
+            high_water: high_water as u64,
             _meta: PhantomData,
         })
     }
@@ -711,6 +719,32 @@ impl<M> Shared<M> {
             .is_ok()
     }
 
+    /// Bytes not free for producers now: from the last released head to
+    /// the tail. A snapshot for admission decisions; reserving never
+    /// relies on it.
+    pub(crate) fn bytes_in_use(&self) -> usize {
+        // Relaxed (both): a snapshot. Head first: the tail read after it is
+        // not older in practice; a race only errs by what moved meanwhile.
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.producers_line.tail.load(Ordering::Relaxed);
+        (tail.saturating_sub(head) as usize).min(self.capacity())
+    }
+
+    /// Whether more than the high-water mark is in use.
+    pub(crate) fn above_high_water(&self) -> bool {
+        self.bytes_in_use() as u64 > self.high_water
+    }
+
+    /// Counts a reservation refused for admission.
+    pub(crate) fn count_refused(&self) {
+        // Relaxed: a statistic.
+        self.producers_line.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused_count(&self) -> u64 {
+        self.producers_line.refused.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn full_count(&self) -> u64 {
         self.producers_line.full.load(Ordering::Relaxed)
     }
@@ -827,6 +861,15 @@ impl<M> Shared<M> {
     #[inline]
     pub(crate) fn bytes<'a>(&'a self, delivery: &'a Delivery) -> &'a [u8] {
         &self.buffer.bytes(&delivery.span)[self.meta_room()..]
+    }
+
+    /// The payload of a delivery, to change in place: the consumer owns it
+    /// until it consumes the delivery (no producer touches it before the
+    /// release that follows).
+    #[inline]
+    pub(crate) fn delivered_bytes_mut<'a>(&'a self, delivery: &'a mut Delivery) -> &'a mut [u8] {
+        let room = self.meta_room();
+        &mut self.buffer.bytes_read_mut(&mut delivery.span)[room..]
     }
 
     /// The metadata record of a delivery.
