@@ -87,7 +87,7 @@ impl<M: Metadata> Producer<M> {
     /// ```
     pub fn reserve_owned(&self, len: usize) -> Result<OwnedReservation<M>, ReserveError> {
         let claim = self.ring.reserve(len)?;
-        Ok(Reservation::owned(self.clone(), claim, len))
+        Ok(OwnedReservation::new(self.clone(), claim, len))
     }
 
     /// Reserves room for up to `count` entries of up to `slot_len` bytes

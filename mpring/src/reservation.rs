@@ -37,11 +37,10 @@ use crate::{Metadata, Producer};
 /// entry's record.
 ///
 /// [`Producer::reserve_owned`](crate::Producer::reserve_owned) makes an
-/// [`OwnedReservation`]: the same type with no borrow, `'static` and
-/// `Send`, to be committed later from another thread or task.
+/// [`OwnedReservation`] instead: the same, with no borrow of the producer.
 #[must_use = "a reservation is aborted when dropped; call `commit` to publish it"]
 pub struct Reservation<'a, M = ()> {
-    ring: RingRef<'a, M>,
+    ring: &'a Shared<M>,
     /// `None` once finished (only inside `commit` and `drop`).
     claim: Option<Claim>,
     len: usize,
@@ -49,58 +48,10 @@ pub struct Reservation<'a, M = ()> {
     written: usize,
 }
 
-/// A reservation that owns its way to the ring (a producer handle of its
-/// own) instead of borrowing one: `'static` and `Send`, so it can be
-/// stored beside its producer, moved to another thread or task, or handed
-/// to a completion-based I/O runtime, and committed there later. Made by
-/// [`Producer::reserve_owned`](crate::Producer::reserve_owned).
-///
-/// Everything [`Reservation`] promises holds: dropping it (a panic
-/// included) aborts it; until then it counts as a producer, so the
-/// consumer does not see the stream end while it is pending.
-///
-/// # With completion-based I/O (io_uring)
-/// The bytes lie in the ring, not in this value: moving it never moves
-/// them, and they go back to the ring only when the value is committed or
-/// dropped. A runtime that takes buffers by value and keeps them until
-/// the kernel completes the operation (as io_uring runtimes do, even when
-/// the task gives up on the operation) therefore never lets the ring reuse
-/// a buffer the kernel may still write. Submitting the bytes' address
-/// yourself is `unsafe` in any case: keep the reservation alive until the
-/// completion arrives.
-pub type OwnedReservation<M = ()> = Reservation<'static, M>;
-
-/// How a reservation reaches its ring.
-enum RingRef<'a, M> {
-    /// Borrowed from the producer that reserved it.
-    Borrowed(&'a Shared<M>),
-    /// A producer handle of its own (an [`OwnedReservation`]).
-    Owned(Producer<M>),
-}
-
-impl<M> RingRef<'_, M> {
-    #[inline]
-    fn get(&self) -> &Shared<M> {
-        match self {
-            RingRef::Borrowed(ring) => ring,
-            RingRef::Owned(producer) => &producer.ring,
-        }
-    }
-}
-
 impl<'a, M: Metadata> Reservation<'a, M> {
     pub(crate) fn new(ring: &'a Shared<M>, claim: Claim, len: usize) -> Reservation<'a, M> {
         Reservation {
-            ring: RingRef::Borrowed(ring),
-            claim: Some(claim),
-            len,
-            written: 0,
-        }
-    }
-
-    pub(crate) fn owned(producer: Producer<M>, claim: Claim, len: usize) -> OwnedReservation<M> {
-        Reservation {
-            ring: RingRef::Owned(producer),
+            ring,
             claim: Some(claim),
             len,
             written: 0,
@@ -120,14 +71,12 @@ impl<'a, M: Metadata> Reservation<'a, M> {
     /// ```
     #[inline]
     pub fn commit_with(mut self, meta: M) {
-        if let Some(claim) = self.claim.take() {
-            self.ring.get().commit(claim, self.len, meta);
-        }
-        if let RingRef::Borrowed(_) = self.ring {
-            // Nothing is left to drop (the claim is out), and skipping the
-            // drop glue keeps this path free of a call and of spills. An
-            // owned one drops its producer handle after the commit.
-            std::mem::forget(self);
+        let (ring, claim, len) = (self.ring, self.claim.take(), self.len);
+        // Nothing is left to drop (the claim is out), and skipping the drop
+        // glue keeps this path free of a call and of spills.
+        std::mem::forget(self);
+        if let Some(claim) = claim {
+            ring.commit(claim, len, meta);
         }
     }
 
@@ -177,7 +126,7 @@ impl<'a, M: Metadata> Reservation<'a, M> {
     /// [high-water mark](crate::Builder::high_water_mark)): counted in
     /// [`Producer::refused_count`], apart from `Full`.
     pub fn refuse(self) {
-        self.ring.get().count_refused();
+        self.ring.count_refused();
     }
 }
 
@@ -241,7 +190,7 @@ impl<M> Deref for Reservation<'_, M> {
     #[inline]
     fn deref(&self) -> &[u8] {
         match &self.claim {
-            Some(claim) => &self.ring.get().claim_bytes(claim)[..self.len],
+            Some(claim) => &self.ring.claim_bytes(claim)[..self.len],
             None => &[],
         }
     }
@@ -251,7 +200,7 @@ impl<M> DerefMut for Reservation<'_, M> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.claim {
-            Some(claim) => &mut self.ring.get().bytes_mut(claim)[..self.len],
+            Some(claim) => &mut self.ring.bytes_mut(claim)[..self.len],
             None => &mut [],
         }
     }
@@ -263,10 +212,9 @@ impl<M> DerefMut for Reservation<'_, M> {
 impl<M> io::Write for Reservation<'_, M> {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let at = self.written;
-        let n = buf.len().min(self.len - at);
-        self[at..at + n].copy_from_slice(&buf[..n]);
-        self.written += n;
+        let mut written = self.written;
+        let n = fill(self, &mut written, buf);
+        self.written = written;
         Ok(n)
     }
 
@@ -276,11 +224,21 @@ impl<M> io::Write for Reservation<'_, M> {
     }
 }
 
+/// Copies what fits of `buf` into `dst` after its first `*written` bytes.
+#[inline]
+fn fill(dst: &mut [u8], written: &mut usize, buf: &[u8]) -> usize {
+    let at = *written;
+    let n = buf.len().min(dst.len() - at);
+    dst[at..at + n].copy_from_slice(&buf[..n]);
+    *written += n;
+    n
+}
+
 impl<M> Drop for Reservation<'_, M> {
     #[inline]
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            self.ring.get().abort(claim);
+            self.ring.abort(claim);
         }
     }
 }
@@ -288,6 +246,159 @@ impl<M> Drop for Reservation<'_, M> {
 impl<M> fmt::Debug for Reservation<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
+            .field("len", &self.len)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reservation that owns its way to the ring (a producer handle of its
+/// own) instead of borrowing a producer: `'static` and `Send`, so it can be
+/// stored beside its producer, moved to another thread or task, or handed
+/// to a completion-based I/O runtime, and committed there later. Made by
+/// [`Producer::reserve_owned`](crate::Producer::reserve_owned).
+///
+/// It works like a [`Reservation`] (deref to the bytes, `io::Write`, the
+/// same commits) and keeps its guarantees: dropping it, a panic included,
+/// aborts it; until it is committed or dropped it counts as a producer, so
+/// the consumer does not see the stream end while it is pending.
+///
+/// # With completion-based I/O (io_uring)
+/// The bytes lie in the ring, not in this value: moving it never moves
+/// them, and they go back to the ring only when the value is committed or
+/// dropped. A runtime that takes buffers by value and keeps them until the
+/// kernel completes the operation (as io_uring runtimes do, even when the
+/// task gives up on the operation) therefore never lets the ring reuse a
+/// buffer the kernel may still write. Submitting the bytes' address
+/// yourself is `unsafe` in any case: keep the reservation alive until the
+/// completion arrives.
+#[must_use = "a reservation is aborted when dropped; call `commit` to publish it"]
+pub struct OwnedReservation<M = ()> {
+    producer: Producer<M>,
+    /// `None` once finished.
+    claim: Option<Claim>,
+    len: usize,
+    written: usize,
+}
+
+impl<M: Metadata> OwnedReservation<M> {
+    pub(crate) fn new(producer: Producer<M>, claim: Claim, len: usize) -> OwnedReservation<M> {
+        OwnedReservation {
+            producer,
+            claim: Some(claim),
+            len,
+            written: 0,
+        }
+    }
+
+    /// The claim as a borrowed reservation, to finish it with. `self`
+    /// drops after it (with nothing left to abort), so its producer handle
+    /// goes only after the commit.
+    fn borrowed(&mut self) -> Reservation<'_, M> {
+        Reservation {
+            ring: &self.producer.ring,
+            claim: self.claim.take(),
+            len: self.len,
+            written: self.written,
+        }
+    }
+
+    /// As [`Reservation::commit_with`].
+    pub fn commit_with(mut self, meta: M) {
+        self.borrowed().commit_with(meta);
+    }
+
+    /// As [`Reservation::commit_len_with`].
+    ///
+    /// # Panics
+    /// If `len` is larger than the reservation (the entry is then aborted).
+    #[track_caller]
+    pub fn commit_len_with(mut self, len: usize, meta: M) {
+        self.borrowed().commit_len_with(len, meta);
+    }
+
+    /// As [`Reservation::truncate`].
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.written = self.written.min(self.len);
+    }
+
+    /// Drops the reservation without publishing it (the same as `drop`).
+    pub fn abort(self) {}
+
+    /// As [`Reservation::refuse`].
+    pub fn refuse(mut self) {
+        self.borrowed().refuse();
+    }
+}
+
+/// # Without metadata
+impl OwnedReservation {
+    /// As [`Reservation::commit`].
+    pub fn commit(mut self) {
+        self.borrowed().commit();
+    }
+
+    /// As [`Reservation::commit_len`].
+    ///
+    /// # Panics
+    /// If `len` is larger than the reservation (the entry is then aborted).
+    #[track_caller]
+    pub fn commit_len(mut self, len: usize) {
+        self.borrowed().commit_len(len);
+    }
+
+    /// As [`Reservation::commit_written`].
+    pub fn commit_written(mut self) {
+        self.borrowed().commit_written();
+    }
+}
+
+impl<M> Deref for OwnedReservation<M> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.claim {
+            Some(claim) => &self.producer.ring.claim_bytes(claim)[..self.len],
+            None => &[],
+        }
+    }
+}
+
+impl<M> DerefMut for OwnedReservation<M> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.claim {
+            Some(claim) => &mut self.producer.ring.bytes_mut(claim)[..self.len],
+            None => &mut [],
+        }
+    }
+}
+
+/// As for [`Reservation`]: fills it from the start.
+impl<M> io::Write for OwnedReservation<M> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut written = self.written;
+        let n = fill(self, &mut written, buf);
+        self.written = written;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<M> Drop for OwnedReservation<M> {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            self.producer.ring.abort(claim);
+        }
+    }
+}
+
+impl<M> fmt::Debug for OwnedReservation<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedReservation")
             .field("len", &self.len)
             .field("written", &self.written)
             .finish_non_exhaustive()
