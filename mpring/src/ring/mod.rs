@@ -150,6 +150,7 @@ mod header;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::num::NonZeroU64;
 use std::mem;
 
 use crossbeam_utils::{Backoff, CachePadded};
@@ -280,10 +281,12 @@ impl Holes {
 }
 
 /// A committed entry handed to the consumer: its span covers its metadata
-/// room and its payload; `at` is its header's offset.
+/// room and its payload; `at` is its header's offset. The stride is never
+/// 0 (it counts the header), which gives `Option<Delivery>` (an `Entry`'s)
+/// no tag of its own.
 pub(crate) struct Delivery {
     span: ReadSpan,
-    stride: u64,
+    stride: NonZeroU64,
     at: u64,
 }
 
@@ -888,7 +891,7 @@ impl<M> Shared<M> {
         if !cursor.holes.is_empty() {
             return self.consume_around(cursor, delivery);
         }
-        cursor.read += delivery.stride;
+        cursor.read += delivery.stride.get();
         // The delivery (and under loom its guards) ends here, before its
         // bytes are zeroed.
         #[allow(clippy::drop_non_drop)] // holds loom guards under mpring_loom
@@ -1110,7 +1113,8 @@ impl<M> Shared<M> {
         };
         Delivery {
             span,
-            stride: self.stride(len),
+            // A stride counts the header: never 0.
+            stride: NonZeroU64::new(self.stride(len)).unwrap_or(NonZeroU64::MIN),
             at,
         }
     }
@@ -1118,7 +1122,7 @@ impl<M> Shared<M> {
     /// Consumes a delivery while holes are open: its header becomes a
     /// skipped span, zeroed by the walk that settles it.
     fn consume_around(&self, cursor: &mut Cursor, delivery: Delivery) {
-        let (at, stride) = (delivery.at, delivery.stride);
+        let (at, stride) = (delivery.at, delivery.stride.get());
         #[allow(clippy::drop_non_drop)] // holds loom guards under mpring_loom
         drop(delivery);
         // SAFETY: [OwnedSpans, AtomicHeaders] the header of an entry
