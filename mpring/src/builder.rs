@@ -211,7 +211,11 @@ impl<M: Metadata> Builder<M> {
     /// from `Full` ([`Producer::refused_count`](crate::Producer::refused_count)).
     ///
     /// Only advice: nothing is refused unless a producer asks. A mark at or
-    /// above the capacity is never passed.
+    /// above the capacity is never passed. Bytes in use include entries the
+    /// consumer has read but not released yet (up to an eighth of the
+    /// ring, more behind open reservations in read-around mode), so the
+    /// mark trips a little early rather than late. A refused reservation
+    /// is an abort: like one, it may wake a sleeping consumer for nothing.
     ///
     /// ```
     /// let (producer, _consumer) = mpring::Ring::builder(1024).high_water_mark(512).build()?;

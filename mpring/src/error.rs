@@ -122,7 +122,11 @@ impl std::error::Error for BuildError {}
 /// returns `Ok`, with nothing to read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WaitError {
-    /// The timeout or deadline passed first.
+    /// The timeout or deadline passed first. Also what `read_timeout` and
+    /// `read_deadline` (which must return an entry) return when a
+    /// [`WakeHandle`](crate::WakeHandle) woke the consumer with nothing to
+    /// read; the other waits return `Ok` then (`read_batch_timeout`:
+    /// `Ok(0)`).
     Timeout,
     /// Every producer is gone and no entry is left to read: the stream has
     /// ended.

@@ -70,11 +70,20 @@ impl<M: Metadata> Consumer<M> {
     /// those is the case already: the fd is then made readable at once (so
     /// a wait returns immediately, and a caller may skip waiting).
     ///
-    /// Call it each time before waiting, after reading what was ready; a
+    /// Call it each time before waiting, after reading what was ready. A
     /// wait that ended for another source (a socket, a timer) leaves the fd
-    /// armed, and arming again then costs no system call. A `WakeHandle`
-    /// wake-up, like a wait, is taken by the first `arm_fd` after it (which
-    /// returns `true`).
+    /// armed: arming again then only looks at the ring. Otherwise arming
+    /// announces sleep like a blocking wait (a fence, or a process-wide
+    /// barrier while the consumer sleeps rarely) and counts in
+    /// [`sleep_count`](Consumer::sleep_count). A `WakeHandle` wake-up, like
+    /// a wait, is taken by the first `arm_fd` after it (which returns
+    /// `true`).
+    ///
+    /// The fd may also turn readable with nothing to read (a producer
+    /// published padding or an aborted reservation); the loop then reads
+    /// nothing and arms again, which clears it. If the system refused the
+    /// process-wide barrier, arming returns `true` for the next 100 ms
+    /// (no commit is sure to notify the fd meanwhile): a loop then polls.
     ///
     /// # Panics
     /// If [`readiness_fd`](Consumer::readiness_fd) was never called.
@@ -84,18 +93,19 @@ impl<M: Metadata> Consumer<M> {
             .as_mut()
             .expect("Consumer::arm_fd: make the fd with Consumer::readiness_fd first");
         let fd = readiness.fd.clone();
-        // What a waker wrote: it takes the registration and writes the
-        // counter under the slot's lock, so an empty slot means written.
-        // What we wrote: `self_notified`.
-        if readiness.self_notified || !self.ring.sleep().holds_fd(&fd) {
-            readiness.self_notified = false;
-            fd.clear();
-        }
+        // A counter we wrote ourselves must be cleared; one a waker wrote
+        // is cleared because the waker took the registration with it.
+        let mut clear = std::mem::take(&mut readiness.self_notified);
         let ready = match self.check() {
             Some(_) => true,
             None => {
                 let ring = self.ring.clone();
-                let announced = ring.sleep().announce_fd(&fd, &mut self.barrier_mode);
+                let Some(announced) = ring.sleep().announce_fd(&fd, clear, &mut self.barrier_mode)
+                else {
+                    // Still armed since the last time: nothing to pay.
+                    return false;
+                };
+                clear = false;
                 if self.check().is_some() || announced.must_bound() {
                     // Ready after all (the guard's drop takes the
                     // announcement back), or no commit is sure to notify
@@ -112,9 +122,10 @@ impl<M: Metadata> Consumer<M> {
         };
         if ready {
             fd.notify();
-            if let Some(readiness) = self.readiness.as_mut() {
-                readiness.self_notified = true;
-            }
+        }
+        if let Some(readiness) = self.readiness.as_mut() {
+            // Our own notification, or one still to clear.
+            readiness.self_notified = ready || clear;
         }
         ready
     }

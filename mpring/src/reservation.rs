@@ -261,7 +261,8 @@ impl<M> fmt::Debug for Reservation<'_, M> {
 /// It works like a [`Reservation`] (deref to the bytes, `io::Write`, the
 /// same commits) and keeps its guarantees: dropping it, a panic included,
 /// aborts it; until it is committed or dropped it counts as a producer, so
-/// the consumer does not see the stream end while it is pending.
+/// the consumer does not see the stream end while it is pending (leaking
+/// one with `mem::forget` therefore also keeps the stream open for good).
 ///
 /// # With completion-based I/O (io_uring)
 /// The bytes lie in the ring, not in this value: moving it never moves
@@ -304,6 +305,7 @@ impl<M: Metadata> OwnedReservation<M> {
     }
 
     /// As [`Reservation::commit_with`].
+    #[inline]
     pub fn commit_with(mut self, meta: M) {
         self.borrowed().commit_with(meta);
     }
@@ -335,6 +337,7 @@ impl<M: Metadata> OwnedReservation<M> {
 /// # Without metadata
 impl OwnedReservation {
     /// As [`Reservation::commit`].
+    #[inline]
     pub fn commit(mut self) {
         self.borrowed().commit();
     }
@@ -357,6 +360,7 @@ impl OwnedReservation {
 impl<M> Deref for OwnedReservation<M> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.claim {
             Some(claim) => &self.producer.ring.claim_bytes(claim)[..self.len],
@@ -366,6 +370,7 @@ impl<M> Deref for OwnedReservation<M> {
 }
 
 impl<M> DerefMut for OwnedReservation<M> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.claim {
             Some(claim) => &mut self.producer.ring.bytes_mut(claim)[..self.len],

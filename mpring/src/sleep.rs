@@ -298,24 +298,33 @@ impl Sleep {
         self.announce(mode)
     }
 
-    /// Registers a readiness fd (kept when it is registered already) and
-    /// announces sleep, as [`announce_thread`](Sleep::announce_thread).
+    /// Arms a readiness fd: `None` when the last arming is still in force
+    /// (`fd` is still registered, so the flag is still set: a waker clears
+    /// the flag only to take the registration, and then notifies), unless
+    /// `clear` asks to start afresh. Otherwise clears the counter and
+    /// registers `fd`, both under the slot's lock, then announces sleep as
+    /// [`announce_thread`](Sleep::announce_thread). Under the lock, every
+    /// notification the clear takes back was written by a waker whose
+    /// critical section came first (it writes under the lock), so the
+    /// caller's re-check sees its cause; a waker that comes later finds
+    /// the new registration and notifies again.
     #[cfg(target_os = "linux")]
-    pub(crate) fn announce_fd(&self, fd: &Arc<EventFd>, mode: &mut BarrierMode) -> Announced<'_> {
+    pub(crate) fn announce_fd(
+        &self,
+        fd: &Arc<EventFd>,
+        clear: bool,
+        mode: &mut BarrierMode,
+    ) -> Option<Announced<'_>> {
         {
             let mut slot = self.target();
-            if !matches!(&*slot, Some(Target::Fd(f)) if Arc::ptr_eq(f, fd)) {
-                *slot = Some(Target::Fd(fd.clone()));
+            let held = matches!(&*slot, Some(Target::Fd(f)) if Arc::ptr_eq(f, fd));
+            if held && !clear {
+                return None;
             }
+            fd.clear();
+            *slot = Some(Target::Fd(fd.clone()));
         }
-        self.announce(mode)
-    }
-
-    /// Whether `fd` is still registered: no waker has taken it (and
-    /// written its counter) since it was.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn holds_fd(&self, fd: &Arc<EventFd>) -> bool {
-        matches!(&*self.target(), Some(Target::Fd(f)) if Arc::ptr_eq(f, fd))
+        Some(self.announce(mode))
     }
 
     fn announce(&self, mode: &mut BarrierMode) -> Announced<'_> {

@@ -315,7 +315,12 @@ impl<M: Metadata> Consumer<M> {
             if !spun {
                 spun = true;
                 if let Some(outcome) = self.spin(deadline) {
+                    // Polling paid: poll longer next time, up to the spin.
+                    self.spin_now = self.spin_now.saturating_mul(2).min(self.spin);
                     return outcome;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    continue; // the deadline, not the poll, ran out
                 }
                 // Polling found nothing: poll less next time.
                 self.spin_now = halve(self.spin_now);
@@ -348,11 +353,12 @@ impl<M: Metadata> Consumer<M> {
         }
     }
 
-    /// A sleep that began at `at` ended with an entry: if it was shorter
-    /// than the full spin, polling would have caught that entry, so the
-    /// next wait polls for the full spin again.
+    /// A sleep that began at `at` ended: if an entry ended it within
+    /// twice the full spin (the time to wake up is part of what is
+    /// measured, and about as long as a default spin), polling would have
+    /// caught that entry, so the next wait polls for the full spin again.
     fn adapt_after_sleep(&mut self, at: Instant) {
-        if at.elapsed() <= self.spin {
+        if at.elapsed() <= self.spin.saturating_mul(2) && !self.ring.caught_up(&self.cursor) {
             self.spin_now = self.spin;
         }
     }

@@ -596,6 +596,22 @@ fn owned_reservation_committed_elsewhere_after_the_producer_left() {
     });
 }
 
+/// The same reservation dropped (aborted) on the other thread: the
+/// consumer sees the end of the stream with nothing to read, and never
+/// waits on the aborted claim.
+#[test]
+fn owned_reservation_aborted_elsewhere_after_the_producer_left() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        let pending = producer.reserve_owned(2).unwrap();
+        drop(producer);
+        let completion = thread::spawn(move || drop(pending));
+        assert_eq!(consumer.wait(), Err(mpring::WaitError::Disconnected));
+        assert!(consumer.read().is_none());
+        completion.join().unwrap();
+    });
+}
+
 // ---- the readiness fd ---------------------------------------------------
 
 /// An event loop over the readiness fd: arm, wait as `epoll_wait` would
@@ -655,6 +671,34 @@ fn readiness_fd_notified_by_a_wake_handle_and_a_commit() {
         });
         assert_eq!(fd_loop(&mut consumer, true, 1), [b"x".to_vec()]);
         drop(other.join().unwrap());
+    });
+}
+
+/// A publish with nothing to read (an aborted reservation that cannot be
+/// handed back becomes a skipped span) notifies the armed fd while the
+/// loop arms again (after waking for another source): the notification
+/// may be spurious, but it must not outlive the next arming, or a
+/// level-triggered loop would spin on it.
+#[test]
+fn readiness_fd_keeps_no_stale_notification() {
+    loom::model(|| {
+        let (producer, mut consumer) = Ring::new(64).unwrap();
+        consumer.readiness_fd().unwrap();
+        assert!(!consumer.arm_fd());
+        let other = thread::spawn(move || {
+            let first = producer.reserve(1).unwrap();
+            let second = producer.reserve(1).unwrap();
+            drop(first); // published as a skipped span: `second` follows it
+            drop(second); // handed back
+            producer
+        });
+        // The loop woke for a socket or a timer: it arms again.
+        assert!(!consumer.arm_fd());
+        let producer = other.join().unwrap();
+        assert!(consumer.read().is_none());
+        assert!(!consumer.arm_fd());
+        assert!(!consumer.loom_fd_readable(), "a stale notification");
+        drop(producer);
     });
 }
 

@@ -280,8 +280,8 @@ pub(super) struct WriteSpan {
     _guard: WriteGuard,
 }
 
-/// Shared read access to a published payload range; made only by
-/// [`Buffer::claim_read`].
+/// The consumer's access to a published payload range, reading and (for
+/// `Entry`'s `DerefMut`) writing; made only by [`Buffer::claim_read`].
 pub(super) struct ReadSpan {
     pos: usize,
     len: usize,

@@ -150,8 +150,8 @@ mod header;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::num::NonZeroU64;
 use std::mem;
+use std::num::NonZeroU64;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
@@ -726,11 +726,12 @@ impl<M> Shared<M> {
     /// the tail. A snapshot for admission decisions; reserving never
     /// relies on it.
     pub(crate) fn bytes_in_use(&self) -> usize {
-        // Relaxed (both): a snapshot. Head first: the tail read after it is
-        // not older in practice; a race only errs by what moved meanwhile.
+        // Relaxed (both): a snapshot of two locations, which may be of
+        // different moments: a tail older than the head is covered by the
+        // saturating subtraction, a head older than a lap by the `min`.
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.producers_line.tail.load(Ordering::Relaxed);
-        (tail.saturating_sub(head) as usize).min(self.capacity())
+        tail.saturating_sub(head).min(self.capacity() as u64) as usize
     }
 
     /// Whether more than the high-water mark is in use.
@@ -745,6 +746,7 @@ impl<M> Shared<M> {
     }
 
     pub(crate) fn refused_count(&self) -> u64 {
+        // Relaxed: a statistic.
         self.producers_line.refused.load(Ordering::Relaxed)
     }
 
@@ -837,6 +839,11 @@ impl<M> Shared<M> {
     /// Without holes this is the in-order path, in both modes: an open
     /// header (announced in read-around mode only) or a hole hands over to
     /// `next_around`, so that the common case costs what it costs in order.
+    ///
+    /// The delivery does not move `cursor.read`: it must be dropped or
+    /// consumed before the next call, so that at most one delivery (one
+    /// span over an entry, which its holder may write) exists at a time.
+    /// Every caller does so (`Entry` and `ReadBatch` hold the cursor).
     #[inline]
     pub(crate) fn next(&self, cursor: &mut Cursor) -> Option<Delivery> {
         if !cursor.holes.is_empty() {
@@ -1105,8 +1112,11 @@ impl<M> Shared<M> {
     fn deliver(&self, pos: usize, at: u64, len: usize) -> Delivery {
         debug_assert!(len <= self.max_payload);
         // SAFETY: [OwnedSpans] the producer published these bytes with the
-        // Release we acquired; nobody writes them until we release past
-        // them, which needs the cursor this delivery goes back to first.
+        // Release we acquired; producers never read a published payload,
+        // and nobody writes these bytes until we release past them, which
+        // needs the cursor this delivery goes back to first. The consumer
+        // holds at most one delivery at a time (see `next`), so no other
+        // span covers them while this one lives.
         let span = unsafe {
             self.buffer
                 .claim_read(pos + self.align, self.meta_room() + len)
