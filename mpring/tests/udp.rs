@@ -218,6 +218,68 @@ fn a_full_ring_drops_and_counts_and_corrupts_nothing() {
     );
 }
 
+/// Senders 0 and 1 stand for new connections (sheddable) and established
+/// ones. Above the high-water mark (half of a 64 KiB ring, nothing read)
+/// only established datagrams get in, until the ring is full; shed ones
+/// are counted apart from full drops, and nothing is corrupted.
+#[test]
+fn above_the_high_water_mark_sheddable_datagrams_are_shed() {
+    fn new_connection(d: &[u8]) -> bool {
+        d[0] == 0
+    }
+    let (producer, mut consumer) = Ring::builder(1 << 16)
+        .metadata::<UdpMeta>()
+        .high_water_mark(1 << 15)
+        .build()
+        .unwrap();
+    let watch = producer.clone();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .shed(new_connection)
+        .spawn(producer)
+        .unwrap();
+    let s = sender(LOCAL4);
+    let sent = 200u32;
+    for seq in 0..sent {
+        let who = (seq % 2) as u8;
+        s.send_to(&datagram(who, seq, 1000), listeners.local_addr())
+            .unwrap();
+        if seq % 20 == 19 {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let done = |s: &UdpStats| s.datagrams + s.kernel_drops >= u64::from(sent);
+    while !done(&listeners.stats()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stats = listeners.shutdown();
+    assert!(stats.shed > 0 && stats.full_drops > 0, "{stats:?}");
+    assert_eq!(watch.refused_count(), stats.shed);
+    assert_eq!(
+        stats.entries + stats.shed + stats.full_drops,
+        stats.datagrams
+    );
+    let entry_room = 1000 + 8 + std::mem::size_of::<UdpMeta>().next_multiple_of(8);
+    let (mut new, mut established, mut used) = (0, 0, 0);
+    while let Some(entry) = consumer.read() {
+        let (who, _) = check(&entry);
+        if who == 0 {
+            new += 1;
+            // Admitted only below the mark, looked at once per batch of
+            // up to 16: what came before it fits in the mark and a batch.
+            assert!(
+                used < (1 << 15) + 16 * entry_room,
+                "a new connection admitted above the mark"
+            );
+        } else {
+            established += 1;
+        }
+        used += entry_room;
+    }
+    assert_eq!(new + established, stats.entries);
+    assert!(established > new, "established {established}, new {new}");
+}
+
 #[test]
 fn shutdown_under_load_joins_every_listener_and_keeps_what_was_committed() {
     let (producer, mut consumer) = Ring::builder(1 << 20)

@@ -45,6 +45,25 @@ use crate::udp::is_writable;
 
 /// The ring's size: 64 entries of 64 KiB GRO batches.
 const RING_BYTES: usize = 4 << 20;
+/// Above this much of the ring in use, new connections' Initial packets
+/// are shed: the last quarter stays for established connections.
+const HIGH_WATER: usize = RING_BYTES / 4 * 3;
+
+/// Whether a datagram starts with a QUIC v1 Initial packet (long header,
+/// type 0): a new connection, or the handshake of one, which a loaded
+/// server may shed first.
+///
+/// ```
+/// use mpring_quic::is_quic_initial;
+///
+/// assert!(is_quic_initial(&[0xC3, 0, 0, 0, 1])); // Initial, 4-byte packet number
+/// assert!(!is_quic_initial(&[0xE3, 0, 0, 0, 1])); // Handshake
+/// assert!(!is_quic_initial(&[0x43])); // short header: an established connection
+/// assert!(!is_quic_initial(&[]));
+/// ```
+pub fn is_quic_initial(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|&b| b & 0xF0 == 0xC0)
+}
 /// GRO segments quinn may find in one receive buffer (each buffer is then
 /// at least 64 x 1,200 bytes, more than any entry).
 const GRO_SEGMENTS: usize = 64;
@@ -67,15 +86,20 @@ pub struct RingSocket {
 
 impl RingSocket {
     /// Binds `listeners` sockets to `addr` (port 0: a free port) and starts
-    /// a listener thread for each, with GRO when the kernel has it.
+    /// a listener thread for each, with GRO when the kernel has it. Once
+    /// three quarters of the ring are in use, Initial packets are shed
+    /// ([`is_quic_initial`]; counted in `stats().shed`), so that a flood
+    /// of new connections leaves room for established ones.
     pub fn bind(addr: SocketAddr, listeners: usize) -> io::Result<RingSocket> {
         let (producer, consumer) = mpring::Ring::builder(RING_BYTES)
             .metadata::<UdpMeta>()
+            .high_water_mark(HIGH_WATER)
             .build()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         let listeners = Listeners::builder(addr)
             .listeners(listeners)
             .gro(true)
+            .shed(is_quic_initial)
             .spawn(producer)?;
         let send = listeners.send_socket().try_clone()?;
         let send_state = quinn::udp::UdpSocketState::new((&send).into())?;
@@ -91,7 +115,8 @@ impl RingSocket {
     }
 
     /// The listeners' counters: datagrams received, dropped for a full
-    /// ring, by the kernel, truncated.
+    /// ring, shed above the high-water mark, dropped by the kernel,
+    /// truncated.
     pub fn stats(&self) -> UdpStats {
         self.listeners.stats()
     }

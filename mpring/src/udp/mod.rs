@@ -138,6 +138,9 @@ pub struct UdpStats {
     pub entries: u64,
     /// Datagrams dropped because the ring was full.
     pub full_drops: u64,
+    /// Datagrams shed above the ring's high-water mark
+    /// ([`ListenersBuilder::shed`]); also in the producers' `refused_count`.
+    pub shed: u64,
     /// Datagrams the kernel dropped before a listener read them (its
     /// receive buffer was full: `SO_RXQ_OVFL`).
     pub kernel_drops: u64,
@@ -158,6 +161,7 @@ struct Counters {
     datagrams: AtomicU64,
     entries: AtomicU64,
     full_drops: AtomicU64,
+    shed: AtomicU64,
     kernel_drops: AtomicU64,
     truncated: AtomicU64,
     errors: AtomicU64,
@@ -183,6 +187,7 @@ pub struct ListenersBuilder {
     max_datagram: usize,
     gro: bool,
     recv_buffer: usize,
+    shed: Option<fn(&[u8]) -> bool>,
 }
 
 impl ListenersBuilder {
@@ -217,6 +222,37 @@ impl ListenersBuilder {
     /// caps it at `net.core.rmem_max`).
     pub fn recv_buffer(mut self, bytes: usize) -> ListenersBuilder {
         self.recv_buffer = bytes;
+        self
+    }
+
+    /// Admission: while the ring is above its
+    /// [high-water mark](crate::Builder::high_water_mark), datagrams for
+    /// which `sheddable` returns `true` (for a QUIC server: Initial
+    /// packets, new connections) are dropped before they take room, and
+    /// counted as [`shed`](UdpStats::shed), apart from `full_drops`. The
+    /// rest keeps the room left. A listener looks at the mark once per
+    /// `recvmmsg` batch. Without a mark on the ring, nothing is shed.
+    ///
+    /// ```no_run
+    /// use mpring::udp::{Listeners, UdpMeta};
+    ///
+    /// /// A QUIC v1 long-header Initial packet.
+    /// fn quic_initial(datagram: &[u8]) -> bool {
+    ///     datagram.first().is_some_and(|&b| b & 0xF0 == 0xC0)
+    /// }
+    ///
+    /// let (producer, consumer) = mpring::Ring::builder(1 << 22)
+    ///     .metadata::<UdpMeta>()
+    ///     .high_water_mark(3 << 20) // 3 of 4 MiB
+    ///     .build()?;
+    /// let listeners = Listeners::builder("[::]:4433".parse()?)
+    ///     .listeners(4)
+    ///     .shed(quic_initial)
+    ///     .spawn(producer)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shed(mut self, sheddable: fn(&[u8]) -> bool) -> ListenersBuilder {
+        self.shed = Some(sheddable);
         self
     }
 
@@ -273,6 +309,7 @@ impl ListenersBuilder {
                     producer: producer.clone(),
                     batch: self.batch,
                     buffer_len,
+                    shed: self.shed,
                     shared: shared.clone(),
                 };
                 thread::Builder::new()
@@ -329,6 +366,7 @@ impl Listeners {
             max_datagram: 2048,
             gro: false,
             recv_buffer: 4 << 20,
+            shed: None,
         }
     }
 
@@ -357,6 +395,7 @@ impl Listeners {
             s.datagrams += load(&c.datagrams);
             s.entries += load(&c.entries);
             s.full_drops += load(&c.full_drops);
+            s.shed += load(&c.shed);
             s.kernel_drops += load(&c.kernel_drops);
             s.truncated += load(&c.truncated);
             s.errors += load(&c.errors);
@@ -409,6 +448,7 @@ struct Listener {
     producer: Producer<UdpMeta>,
     batch: usize,
     buffer_len: usize,
+    shed: Option<fn(&[u8]) -> bool>,
     shared: Arc<Shared>,
 }
 
@@ -445,6 +485,8 @@ impl Listener {
                 };
                 Counters::add(&counters.receive_calls, 1);
                 let received = Instant::now();
+                // Once per batch: the mark reads the consumer's cache line.
+                let shed = self.shed.filter(|_| self.producer.above_high_water());
                 let mut entries = reuse(spare);
                 for (i, r) in got.iter().enumerate() {
                     let meta = self.meta(r, received);
@@ -454,7 +496,13 @@ impl Listener {
                         Counters::add(&counters.truncated, datagrams);
                         continue;
                     }
-                    entries.push((receiver.datagram(i, r.len), meta));
+                    let payload = receiver.datagram(i, r.len);
+                    if shed.is_some_and(|sheddable| sheddable(payload)) {
+                        Counters::add(&counters.shed, datagrams);
+                        self.producer.ring.count_refused();
+                        continue;
+                    }
+                    entries.push((payload, meta));
                 }
                 let gone = hand_over(&self.producer, &entries, counters);
                 spare = reuse(entries);
