@@ -17,7 +17,8 @@
 //!   entries, padding or skipped spans, each starting with a header word.
 //!   A claim (`[start, start + stride)`, won by one CAS) belongs to its
 //!   producer until it publishes the header; a published entry belongs to
-//!   the consumer until it releases past it.
+//!   the consumer until it releases past it (it may read and write it:
+//!   `Entry`'s `DerefMut`; nobody else touches it, producers included).
 //! - **NoWrap**: no span crosses the buffer's end.
 //! - **AtomicHeaders**: no span covers a header word; a header word that
 //!   another party can reach is only accessed atomically, and nobody
@@ -44,7 +45,12 @@
 //!   reads `sleeping`; a full barrier on both sides makes one of the two
 //!   see the other's store: SeqCst fences, or (asymmetric mode, see
 //!   `crate::barrier`) a process-wide barrier on the consumer's side and a
-//!   compiler barrier on the producers'.
+//!   compiler barrier on the producers'. The wake-up target may be a
+//!   readiness fd (`crate::readiness`): a waker takes the registration and
+//!   writes the fd's counter under the target's lock, and the consumer
+//!   clears the counter and registers again under the same lock before it
+//!   announces, so a clear never takes back a notification whose cause the
+//!   re-check after announcing would miss.
 //!
 //! # Batches
 //!
