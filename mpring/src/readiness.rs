@@ -54,13 +54,16 @@ impl<M: Metadata> Consumer<M> {
     /// # }
     /// ```
     pub fn readiness_fd(&mut self) -> io::Result<RawFd> {
-        if self.readiness.is_none() {
-            self.readiness = Some(Readiness {
+        let readiness = match self.readiness.take() {
+            Some(readiness) => readiness,
+            None => Readiness {
                 fd: Arc::new(EventFd::new()?),
                 self_notified: false,
-            });
-        }
-        Ok(self.readiness.as_ref().map_or(-1, |r| r.fd.raw()))
+            },
+        };
+        let fd = readiness.fd.raw();
+        self.readiness = Some(readiness);
+        Ok(fd)
     }
 
     /// Arms the [readiness fd](Consumer::readiness_fd) before the event

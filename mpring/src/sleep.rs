@@ -250,21 +250,20 @@ impl Sleep {
     /// Wakes the registered target, if any (the last producer is gone).
     pub(crate) fn wake(&self) {
         let mut slot = self.target();
-        let target = slot.take();
-        #[cfg(target_os = "linux")]
-        if let Some(Target::Fd(fd)) = &target {
-            // Under the lock: a consumer that finds the slot empty when it
-            // arms again then knows the counter is written, and clears it
-            // (see `Consumer::arm_fd`).
-            fd.notify();
-            return;
-        }
-        drop(slot);
-        match target {
-            Some(Target::Thread(thread)) => thread.unpark(),
-            Some(Target::Task(waker)) => waker.wake(),
+        match slot.take() {
+            Some(Target::Thread(thread)) => {
+                drop(slot);
+                thread.unpark();
+            }
+            Some(Target::Task(waker)) => {
+                drop(slot);
+                waker.wake();
+            }
+            // Under the lock: the consumer clears the counter and registers
+            // again under it (`announce_fd`), so it never takes back this
+            // notification without seeing what caused it.
             #[cfg(target_os = "linux")]
-            Some(Target::Fd(_)) => unreachable!("notified above"),
+            Some(Target::Fd(fd)) => fd.notify(),
             None => {}
         }
     }

@@ -1117,12 +1117,9 @@ impl<M> Shared<M> {
     #[inline]
     fn deliver(&self, pos: usize, at: u64, len: usize) -> Delivery {
         debug_assert!(len <= self.max_payload);
-        // SAFETY: [OwnedSpans] the producer published these bytes with the
-        // Release we acquired; producers never read a published payload,
-        // and nobody writes these bytes until we release past them, which
-        // needs the cursor this delivery goes back to first. The consumer
-        // holds at most one delivery at a time (see `next`), so no other
-        // span covers them while this one lives.
+        // SAFETY: [OwnedSpans] published to us (the Release we acquired);
+        // no producer touches them until we release past them, and the
+        // consumer holds one delivery at a time (`next`): no other span.
         let span = unsafe {
             self.buffer
                 .claim_read(pos + self.align, self.meta_room() + len)
