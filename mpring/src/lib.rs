@@ -114,14 +114,11 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-mod barrier;
 mod batch;
 mod builder;
 mod consumer;
 mod entry;
 mod error;
-#[cfg(all(target_os = "linux", not(mpring_loom)))]
-mod event_fd;
 mod loom;
 mod producer;
 #[cfg(target_os = "linux")]
@@ -129,6 +126,7 @@ mod readiness;
 mod reservation;
 mod ring;
 mod sleep;
+mod sys;
 #[cfg(all(feature = "udp", target_os = "linux"))]
 pub mod udp;
 mod wait;

@@ -61,7 +61,7 @@ pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
 pub(crate) use words::{HeaderWord, ReadGuard, Words, WriteGuard};
 
 #[cfg(all(target_os = "linux", not(mpring_loom)))]
-pub(crate) use crate::event_fd::EventFd;
+pub(crate) use crate::sys::event_fd::EventFd;
 #[cfg(mpring_loom)]
 pub(crate) use event_fd::EventFd;
 

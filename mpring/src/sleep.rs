@@ -6,7 +6,7 @@
 //! guard it returns:
 //! 1. **register** its wake-up target (a thread or a task's waker);
 //! 2. **announce**: set the sleeping flag, then a full barrier: a heavy,
-//!    process-wide one (`crate::barrier`) where the system has it, and a
+//!    process-wide one (`crate::sys::barrier`) where the system has it, and a
 //!    SeqCst fence;
 //! 3. **re-check** the header it waits on (the caller, holding the guard);
 //! 4. **clear** the flag and the target when it wakes (the guard's drop).
@@ -122,7 +122,7 @@ impl BarrierMode {
         if self.refuse_heavy {
             return false;
         }
-        crate::barrier::heavy()
+        crate::sys::barrier::heavy()
     }
 
     /// The mode for this sleep, given the current one.
@@ -177,7 +177,7 @@ struct SleepLine {
     /// Whether the consumer is (about to be) asleep.
     sleeping: AtomicBool,
     /// Whether the consumer's side issues a heavy barrier when it
-    /// announces sleep, so that producers need no fence (`crate::barrier`).
+    /// announces sleep, so that producers need no fence (`crate::sys::barrier`).
     /// Written only by the consumer as it announces sleep ([`BarrierMode`]).
     asymmetric: AtomicBool,
 }
@@ -198,7 +198,7 @@ impl Sleep {
         Sleep {
             line: CachePadded::new(SleepLine {
                 sleeping: AtomicBool::new(false),
-                asymmetric: AtomicBool::new(crate::barrier::register()),
+                asymmetric: AtomicBool::new(crate::sys::barrier::register()),
             }),
             target: Mutex::new(None),
             woken: AtomicBool::new(false),
@@ -218,7 +218,7 @@ impl Sleep {
     pub(crate) fn after_publish(&self) {
         // NoLostWakeUp: a full barrier between the header store and the
         // flag load. When the consumer issues a heavy barrier as it
-        // announces sleep (`crate::barrier`), a compiler barrier is enough
+        // announces sleep (`crate::sys::barrier`), a compiler barrier is enough
         // here; otherwise a SeqCst fence, paired with the one in
         // `announce`. The compiler barrier comes first in both modes: it
         // also keeps the mode load after the header store, which the

@@ -38,8 +38,6 @@
 //! delivered. A full ring drops and counts ([`UdpStats::full_drops`]), as a
 //! UDP stack does.
 
-mod sys;
-
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -52,7 +50,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::{Producer, ReserveError};
 
-use self::sys::{Received, Receiver};
+use crate::sys::udp::{self as sys, Received, Receiver};
 
 /// The record stored with every datagram a [`Listeners`] group receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

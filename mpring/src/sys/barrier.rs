@@ -37,7 +37,7 @@ pub(crate) fn register() -> bool {
         MISSING => return false,
         _ => {}
     }
-    let ok = sys::register();
+    let ok = imp::register();
     STATE.store(if ok { AVAILABLE } else { MISSING }, Ordering::Relaxed);
     ok
 }
@@ -45,11 +45,11 @@ pub(crate) fn register() -> bool {
 /// A full memory barrier on every running thread of this process; `false`
 /// if the system refused it (the caller then falls back to fences).
 pub(crate) fn heavy() -> bool {
-    sys::heavy()
+    imp::heavy()
 }
 
 #[cfg(all(target_os = "linux", not(miri), not(mpring_loom)))]
-mod sys {
+mod imp {
     const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
     const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
 
@@ -76,7 +76,7 @@ mod sys {
 }
 
 #[cfg(not(all(target_os = "linux", not(miri), not(mpring_loom))))]
-mod sys {
+mod imp {
     pub(super) fn register() -> bool {
         false
     }

@@ -12,7 +12,7 @@ use std::ptr;
 /// the destination address, the ECN bits, the kernel's drop counter and,
 /// with `gro`, coalesced segments. Returns the socket and whether GRO is on
 /// (a kernel without it receives one datagram per buffer).
-pub(super) fn listener_socket(
+pub(crate) fn listener_socket(
     addr: SocketAddr,
     recv_buffer: usize,
     gro: bool,
@@ -65,7 +65,7 @@ pub(super) fn listener_socket(
 }
 
 /// Sets an integer socket option.
-pub(super) fn set(
+pub(crate) fn set(
     socket: &UdpSocket,
     level: libc::c_int,
     name: libc::c_int,
@@ -90,7 +90,7 @@ pub(super) fn set(
 
 /// Waits until `socket` is readable or `timeout_ms` passes; `Ok(false)` on
 /// a timeout or an interrupted wait.
-pub(super) fn wait_readable(socket: &UdpSocket, timeout_ms: libc::c_int) -> io::Result<bool> {
+pub(crate) fn wait_readable(socket: &UdpSocket, timeout_ms: libc::c_int) -> io::Result<bool> {
     let mut fd = libc::pollfd {
         fd: socket.as_raw_fd(),
         events: libc::POLLIN,
@@ -114,15 +114,15 @@ pub(super) fn wait_readable(socket: &UdpSocket, timeout_ms: libc::c_int) -> io::
 
 /// What one received message says besides its bytes.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Received {
-    pub(super) len: usize,
-    pub(super) source: SocketAddr,
-    pub(super) destination: Option<IpAddr>,
-    pub(super) ecn: u8,
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) source: SocketAddr,
+    pub(crate) destination: Option<IpAddr>,
+    pub(crate) ecn: u8,
     /// The GRO segment size, 0 when the kernel did not coalesce.
-    pub(super) segment_size: u16,
+    pub(crate) segment_size: u16,
     /// Longer than its buffer: cut by the kernel.
-    pub(super) truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// Control-message room per datagram: packet info (IPv6's is the larger),
@@ -131,7 +131,7 @@ const CONTROL: usize = 128;
 
 /// Buffers and headers for `recvmmsg`, owned by one listener thread and
 /// reused for every call.
-pub(super) struct Receiver {
+pub(crate) struct Receiver {
     buffers: Vec<u8>,
     buffer_len: usize,
     names: Vec<libc::sockaddr_storage>,
@@ -139,12 +139,12 @@ pub(super) struct Receiver {
     iovs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     /// The kernel's drop counter (`SO_RXQ_OVFL`) as last reported.
-    pub(super) kernel_drops: u32,
+    pub(crate) kernel_drops: u32,
 }
 
 impl Receiver {
     /// Room for `batch` datagrams of up to `buffer_len` bytes each.
-    pub(super) fn new(batch: usize, buffer_len: usize) -> Receiver {
+    pub(crate) fn new(batch: usize, buffer_len: usize) -> Receiver {
         Receiver {
             buffers: vec![0; batch * buffer_len],
             buffer_len,
@@ -161,13 +161,13 @@ impl Receiver {
     }
 
     /// Datagram `i` of the last `recv`.
-    pub(super) fn datagram(&self, i: usize, len: usize) -> &[u8] {
+    pub(crate) fn datagram(&self, i: usize, len: usize) -> &[u8] {
         &self.buffers[i * self.buffer_len..][..len]
     }
 
     /// One non-blocking `recvmmsg` into every buffer; fills `got` (as many
     /// as arrived) and returns their number. `Ok(0)`: nothing to read.
-    pub(super) fn recv(
+    pub(crate) fn recv(
         &mut self,
         socket: &UdpSocket,
         got: &mut Vec<Received>,
