@@ -119,6 +119,11 @@ mod builder;
 mod consumer;
 mod entry;
 mod error;
+#[cfg(mpring_hooks)]
+#[doc(hidden)]
+pub mod hooks;
+#[cfg(not(mpring_hooks))]
+mod hooks;
 mod loom;
 mod producer;
 #[cfg(target_os = "linux")]

@@ -11,14 +11,16 @@
 //! not also switch other crates of the build into their own loom modes.
 
 #[cfg(mpring_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 #[cfg(mpring_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 #[cfg(mpring_loom)]
 pub(crate) use loom::thread::{current, Thread};
 
 #[cfg(not(mpring_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(mpring_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(mpring_loom))]

@@ -109,7 +109,7 @@ impl<M: Metadata> Consumer<M> {
                     return false;
                 };
                 clear = false;
-                if self.check().is_some() || announced.must_bound() {
+                if self.check_before_sleep().is_some() || announced.must_bound() {
                     // Ready after all (the guard's drop takes the
                     // announcement back), or no commit is sure to notify
                     // the fd this time (a refused heavy barrier): readable

@@ -223,7 +223,7 @@ impl<M: Metadata> Consumer<M> {
         let announced = ring
             .sleep()
             .announce_task(cx.waker(), &mut self.barrier_mode);
-        match self.check() {
+        match self.check_before_sleep() {
             // The guard's drop takes the announcement back.
             Some(outcome) => Poll::Ready(outcome),
             None if announced.must_bound() => {
@@ -332,7 +332,7 @@ impl<M: Metadata> Consumer<M> {
             // them): release them, or producers that wait for that room
             // would wait on a sleeping consumer.
             let announced = self.ring.sleep().announce_thread(&mut self.barrier_mode);
-            let ready = self.ring.next(&mut self.cursor).is_some();
+            let ready = self.ring.next_before_sleep(&mut self.cursor).is_some();
             if !ready {
                 self.ring.release(&mut self.cursor);
             }
@@ -386,6 +386,16 @@ impl<M: Metadata> Consumer<M> {
                 return None;
             }
         }
+    }
+
+    /// [`check`](Consumer::check), as the last look after announcing
+    /// sleep: in read-around mode it also reads past claims not announced
+    /// yet (`Shared::next_before_sleep`), which no wake-up would signal.
+    pub(crate) fn check_before_sleep(&mut self) -> Option<Result<(), WaitError>> {
+        if self.ring.next_before_sleep(&mut self.cursor).is_some() {
+            return Some(Ok(()));
+        }
+        self.check()
     }
 
     /// `Some` when waiting is over: an entry is ready, or an error.

@@ -5,7 +5,7 @@
 
 use super::header::Header;
 use super::{Cursor, Delivery, Shared};
-use crate::loom::Ordering;
+use crate::loom::{AtomicU8, Ordering};
 
 /// Most claims the consumer reads past at once; at the next one it stops.
 const MAX_HOLES: usize = 32;
@@ -37,6 +37,86 @@ impl Holes {
     fn remove(&mut self, i: usize) {
         self.list.copy_within(i + 1..self.len, i);
         self.len -= 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == MAX_HOLES
+    }
+
+    /// Splits hole `i` at `at` (inside it, a claim's start): `[start, at)`
+    /// stays, `[at, end)` becomes hole `i + 1`. The caller checked room.
+    fn split(&mut self, i: usize, at: u64) {
+        debug_assert!(!self.is_full() && self.list[i].pos < at && at < self.list[i].end);
+        self.list.copy_within(i + 1..self.len, i + 2);
+        self.len += 1;
+        self.list[i + 1] = Hole {
+            start: at,
+            pos: at,
+            end: self.list[i].end,
+            since: self.list[i].since,
+        };
+        self.list[i].end = at;
+    }
+
+    /// Adds a hole after every other one.
+    fn push(&mut self, start: u64, end: u64) {
+        debug_assert!(!self.is_full());
+        self.list[self.len] = Hole {
+            start,
+            pos: start,
+            end,
+            since: Some(std::time::Instant::now()),
+        };
+        self.len += 1;
+    }
+}
+
+/// Where claims start: one flag per alignment unit of the buffer, set by a
+/// producer right after its CAS for the offset it claimed from (read-around
+/// mode only; empty otherwise).
+///
+/// A claim's `Open` header is stored after its CAS, so for a moment (or,
+/// when its producer is preempted, for a while) its word is still zero and
+/// says nothing of its length. The next claim's producer knows where that
+/// claim ends: its own start, which it records here before it commits. A
+/// consumer about to sleep on such a zero word finds the next recorded
+/// start and reads past (`next_before_sleep`), so a committed entry never
+/// waits for an earlier claim's announcement.
+///
+/// Invariant **StartsExact**: a flag in `[head, tail)` is set only at an
+/// offset where a claim of this lap starts (a producer's CAS moved the
+/// tail from it; the tail never moves back in this mode). The consumer
+/// clears the flags of what it releases before it publishes the head, so
+/// no flag of an older lap survives into free space.
+pub(super) struct ClaimStarts {
+    flags: Box<[AtomicU8]>,
+}
+
+impl ClaimStarts {
+    /// Flags for `units` alignment units (0: not in read-around mode).
+    pub(super) fn new(units: usize) -> ClaimStarts {
+        ClaimStarts {
+            flags: (0..units).map(|_| AtomicU8::new(0)).collect(),
+        }
+    }
+
+    /// Clears flags `[from, from + len)` (no wrap).
+    fn clear(&self, from: usize, len: usize) {
+        let flags = &self.flags[from..from + len];
+        #[cfg(mpring_loom)]
+        for flag in flags {
+            flag.store(0, Ordering::Relaxed);
+        }
+        #[cfg(not(mpring_loom))]
+        if let Some(first) = flags.first() {
+            // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans
+            // the consumer consumed and has not released: the producers
+            // that set them published a header after it, which we
+            // acquired; the next lap's producers wait for our head store.
+            // Nobody else accesses them now, so a plain write is race-free
+            // (and vectorises, unlike one atomic store per flag).
+            unsafe { std::ptr::write_bytes(first.as_ptr(), 0, flags.len()) };
+        }
     }
 }
 
@@ -71,20 +151,14 @@ impl<M> Shared<M> {
                     // Relaxed: a hint; a stale tail only delays reading
                     // past until the next look.
                     let tail = self.producers_line.tail.load(Ordering::Relaxed);
-                    if tail <= cursor.read + span as u64 || cursor.holes.len == MAX_HOLES {
+                    if tail <= cursor.read + span as u64 || cursor.holes.is_full() {
                         return None;
                     }
                     if cursor.holes.is_empty() {
                         // Everything before the first hole is consumed.
                         cursor.settled = cursor.read;
                     }
-                    cursor.holes.list[cursor.holes.len] = Hole {
-                        start: cursor.read,
-                        pos: cursor.read,
-                        end: cursor.read + span as u64,
-                        since: Some(std::time::Instant::now()),
-                    };
-                    cursor.holes.len += 1;
+                    cursor.holes.push(cursor.read, cursor.read + span as u64);
                     cursor.read += span as u64;
                 }
                 Header::Padding | Header::Skip(_) => {
@@ -145,12 +219,28 @@ impl<M> Shared<M> {
                         limit -= 1;
                     }
                 }
-                // Still open (only a claim's first header is ever open).
-                Header::Open(_) => i += 1,
-                Header::NotReady | Header::Padding => {
-                    debug_assert!(false, "a hole's header cannot go back to {pos}");
+                Header::Padding => {
+                    // A claim after the first one of a hole read past
+                    // unannounced (`read_past_unannounced`) padded the lap.
+                    cursor.holes.list[i].pos += (self.capacity() - pos) as u64;
+                    if cursor.holes.list[i].pos == hole.end {
+                        self.close_hole(cursor, i);
+                        limit -= 1;
+                    }
+                }
+                Header::Open(span) => {
+                    // Still open. A hole read past unannounced may hold more
+                    // claims after this one: they become a hole of their own,
+                    // so that their commits need not wait for this one.
+                    let next = hole.pos + span as u64;
+                    if next < hole.end && !cursor.holes.is_full() {
+                        cursor.holes.split(i, next);
+                        limit += 1;
+                    }
                     i += 1;
                 }
+                // Claimed, not announced yet: `read_past_unannounced`.
+                Header::NotReady => i += 1,
             }
         }
         None
@@ -233,5 +323,119 @@ impl<M> Shared<M> {
             .and_then(|h| h.since)
             .map(|since| since.elapsed());
         (cursor.holes.len, oldest)
+    }
+
+    // ---- claims not announced yet ------------------------------------------
+
+    /// Records that a claim starts at offset `from` (the tail our CAS moved).
+    #[inline]
+    pub(super) fn record_start(&self, from: u64) {
+        let flag = &self.starts.flags[self.position(from) / self.align];
+        // Relaxed: the consumer looks for it only on its last look before
+        // sleeping, after its barrier of NoLostWakeUp; our later publish
+        // (fence or compiler barrier, then the flag load) orders this store
+        // before that look, or finds the consumer asleep and wakes it
+        // through the target's lock.
+        flag.store(1, Ordering::Relaxed);
+    }
+
+    /// Clears the recorded starts in `[from, to)`, before `to` is published
+    /// as the head (StartsExact). `to - from` is at most a lap.
+    pub(super) fn clear_starts(&self, from: u64, to: u64) {
+        let units = self.starts.flags.len();
+        let (first, len) = (
+            self.position(from) / self.align,
+            ((to - from) as usize) / self.align,
+        );
+        let head = len.min(units - first);
+        self.starts.clear(first, head);
+        self.starts.clear(0, len - head);
+    }
+
+    /// The first recorded start in `(after, before)`, both offsets less than
+    /// a lap apart.
+    fn next_start(&self, after: u64, before: u64) -> Option<u64> {
+        let mut at = after + self.align as u64;
+        while at < before {
+            let flag = &self.starts.flags[self.position(at) / self.align];
+            // Relaxed: see `record_start`; what lies at `at` is then read
+            // through its header word, with Acquire where it is delivered.
+            if flag.load(Ordering::Relaxed) != 0 {
+                return Some(at);
+            }
+            at += self.align as u64;
+        }
+        None
+    }
+
+    /// The consumer's last look before it sleeps: [`next`](Shared::next),
+    /// and in read-around mode also past claims whose `Open` is not stored
+    /// yet (see [`ClaimStarts`]). Every blocking wait, `poll_ready` and
+    /// `arm_fd` look with this after announcing sleep: the producer of an
+    /// entry behind such a claim committed before the announcement (this
+    /// look then sees its start), or it sees the announcement and wakes us.
+    pub(crate) fn next_before_sleep(&self, cursor: &mut Cursor) -> Option<Delivery> {
+        if let Some(delivery) = self.next(cursor) {
+            return Some(delivery);
+        }
+        if !self.around {
+            return None;
+        }
+        while self.read_past_unannounced(cursor) {
+            if let Some(delivery) = self.next_around(cursor) {
+                return Some(delivery);
+            }
+        }
+        None
+    }
+
+    /// Splits holes whose next header is still zero at the first start
+    /// recorded inside them, and reads past a zero header at `read` with
+    /// something claimed after it, up to the first start recorded after
+    /// it. Returns whether anything changed.
+    fn read_past_unannounced(&self, cursor: &mut Cursor) -> bool {
+        let mut changed = false;
+        let mut i = 0;
+        while i < cursor.holes.len && !cursor.holes.is_full() {
+            let hole = cursor.holes.list[i];
+            if self.is_unannounced(hole.pos) {
+                if let Some(at) = self.next_start(hole.pos, hole.end) {
+                    cursor.holes.split(i, at);
+                    changed = true;
+                }
+            }
+            i += 1;
+        }
+        // At a full lap past `head` the word at `read` is the oldest hole's.
+        if cursor.holes.is_full()
+            || cursor.read - cursor.head >= self.capacity() as u64
+            || !self.is_unannounced(cursor.read)
+        {
+            return changed;
+        }
+        // Relaxed: read after our barrier (see `next_before_sleep`).
+        let tail = self.producers_line.tail.load(Ordering::Relaxed);
+        let Some(at) = self.next_start(cursor.read, tail) else {
+            return changed;
+        };
+        if cursor.holes.is_empty() {
+            // Everything before the first hole is consumed.
+            cursor.settled = cursor.read;
+        }
+        cursor.holes.push(cursor.read, at);
+        cursor.read = at;
+        true
+    }
+
+    /// Whether the header word at `offset` (a span boundary less than a lap
+    /// ahead of `head`) is still zero.
+    fn is_unannounced(&self, offset: u64) -> bool {
+        // SAFETY: [ReadWindow (as relaxed by this mode), AtomicHeaders] a
+        // span boundary in `[head, head + capacity)`: free space or a
+        // claim's header word, only ever accessed atomically.
+        let word = unsafe { self.buffer.header(self.position(offset)) };
+        // Relaxed: we act only on a zero, and read whatever is published
+        // there later through an Acquire load.
+        word.load(Ordering::Relaxed) == 0
     }
 }

@@ -197,6 +197,9 @@ impl<M> Shared<M> {
             return;
         }
         self.zero_consumed(cursor, to);
+        if self.around {
+            self.clear_starts(cursor.head, to);
+        }
         // Release: producers acquire the head before they write into these
         // bytes, so our zeroes (and reads) happen before their writes.
         self.head.store(to, Ordering::Release);

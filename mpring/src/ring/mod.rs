@@ -184,7 +184,7 @@ use std::num::NonZeroU64;
 
 use crossbeam_utils::CachePadded;
 
-use self::around::Holes;
+use self::around::{ClaimStarts, Holes};
 use self::buffer::{Buffer, ReadSpan, WriteSpan};
 use crate::error::BuildError;
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -223,6 +223,8 @@ pub(crate) struct Shared<M = ()> {
     /// Read-around mode: producers announce their claims, the consumer
     /// delivers committed entries past claims still open.
     around: bool,
+    /// Read-around mode: where claims start (empty in the default mode).
+    starts: ClaimStarts,
     /// Producers' admission threshold in bytes in use (`Builder::high_water_mark`).
     high_water: u64,
     /// Any `M` may go in and come out (`Shared` holds none itself).
@@ -338,6 +340,7 @@ impl<M> Shared<M> {
             // a partial line behind and exercise the catch-up in `release`.
             zero_line: (capacity as u64 / 2).min(64),
             around,
+            starts: ClaimStarts::new(if around { capacity / align } else { 0 }),
             high_water: high_water as u64,
             _meta: PhantomData,
         })

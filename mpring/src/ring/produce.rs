@@ -82,6 +82,14 @@ impl<M> Shared<M> {
             self.buffer
                 .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
         }
+        // Test builds only: lets a test hold this producer between its
+        // claim and its announcement.
+        crate::hooks::after_claim();
+        if self.around {
+            // Before the announcement: the claim before ours may not be
+            // announced yet, and our start is where it ends.
+            self.record_start(tail);
+        }
         // Loom only: FreeIsZero over the whole claim, header words too
         // (the padding, if any, ends the lap; the entry starts the next).
         self.buffer

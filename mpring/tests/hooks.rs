@@ -1,0 +1,131 @@
+//! Read-around mode with a producer held between its claim (the CAS) and
+//! its announcement (the `Open` header), through the test-only hook of
+//! `--cfg mpring_hooks`:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg mpring_hooks" cargo test -p mpring --test hooks --target-dir target/hooks
+//! ```
+//!
+//! Another producer's entry, committed while the consumer was awake (so
+//! no wake-up comes for it), must be delivered while the holder is still
+//! held, by each way of waiting: a blocking wait, `poll_ready` and the
+//! readiness fd. The deadlines are generous and nothing sleeps to time: a
+//! wait that ends by its timeout fails the test.
+#![cfg(mpring_hooks)]
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpring::hooks::{hold_next_claim, Gate};
+use mpring::{Consumer, Producer, Ring};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A read-around ring whose first claim (by a thread of its own) is held
+/// before its announcement, and a second producer's entry committed after
+/// it. Returns the consumer, the held thread's gate and its handle.
+fn held_claim_then_a_commit() -> (Consumer, Arc<Gate>, thread::JoinHandle<()>) {
+    let (producer, consumer) = Ring::builder(4096).read_around_open(true).build().unwrap();
+    let holder_producer: Producer = producer.clone();
+    let (tx, rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        tx.send(hold_next_claim()).unwrap();
+        let mut held = holder_producer.reserve(5).unwrap();
+        held.copy_from_slice(b"first");
+        held.commit();
+    });
+    let gate = rx.recv().unwrap();
+    assert!(gate.wait_reached(DEADLINE), "the holder never claimed");
+    // The consumer is awake (not waiting): this commit wakes nobody.
+    producer.push(b"later").unwrap();
+    drop(producer);
+    (consumer, gate, holder)
+}
+
+/// After the held claim is released: its entry comes, then the end.
+fn finish(mut consumer: Consumer, gate: Arc<Gate>, holder: thread::JoinHandle<()>) {
+    gate.release();
+    holder.join().unwrap();
+    assert_eq!(&*consumer.read_timeout(DEADLINE).unwrap(), b"first");
+    assert!(consumer.read().is_none());
+    assert!(consumer.is_disconnected());
+}
+
+#[test]
+fn a_blocking_wait_reads_past_a_claim_not_announced_yet() {
+    let (mut consumer, gate, holder) = held_claim_then_a_commit();
+    let start = Instant::now();
+    assert_eq!(
+        consumer.wait_timeout(DEADLINE),
+        Ok(()),
+        "slept behind the unannounced claim"
+    );
+    assert!(start.elapsed() < DEADLINE);
+    assert_eq!(&*consumer.read().unwrap(), b"later");
+    assert!(
+        !holder.is_finished(),
+        "delivered while the holder is still held"
+    );
+    finish(consumer, gate, holder);
+}
+
+struct Unpark(thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+#[test]
+fn poll_ready_reads_past_a_claim_not_announced_yet() {
+    let (mut consumer, gate, holder) = held_claim_then_a_commit();
+    let waker = Arc::new(Unpark(thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match consumer.poll_ready(&mut cx) {
+            Poll::Ready(outcome) => break outcome.unwrap(),
+            Poll::Pending => {
+                let now = Instant::now();
+                assert!(now < deadline, "never woken behind the unannounced claim");
+                thread::park_timeout(deadline - now);
+            }
+        }
+    }
+    assert_eq!(&*consumer.read().unwrap(), b"later");
+    assert!(
+        !holder.is_finished(),
+        "delivered while the holder is still held"
+    );
+    finish(consumer, gate, holder);
+}
+
+#[test]
+fn the_readiness_fd_reads_past_a_claim_not_announced_yet() {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll as MioPoll, Token};
+
+    let (mut consumer, gate, holder) = held_claim_then_a_commit();
+    let fd = consumer.readiness_fd().unwrap();
+    let mut poll = MioPoll::new().unwrap();
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
+        .unwrap();
+    // Nothing read yet at the claim's position: arming must find the later
+    // entry itself, or leave the fd to become readable.
+    if !consumer.arm_fd() {
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(DEADLINE)).unwrap();
+        assert!(!events.is_empty(), "the fd never became readable");
+    }
+    assert_eq!(&*consumer.read().unwrap(), b"later");
+    assert!(
+        !holder.is_finished(),
+        "delivered while the holder is still held"
+    );
+    finish(consumer, gate, holder);
+}
