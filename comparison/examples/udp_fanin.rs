@@ -14,19 +14,25 @@
 //! and a deadline and checks every datagram (sequence number and checksum,
 //! put in by the sender, and its record). A built-in load generator sends
 //! QUIC-like sizes on loopback. Then the same runs with a
-//! `crossbeam-channel` of `(UdpMeta, Vec<u8>)` in place of the ring, and a
-//! table compares them all, including the system calls per datagram and
-//! how much of the ring room claimed the entries used.
+//! `crossbeam-channel` of `(UdpMeta, Vec<u8>)` in place of the ring.
+//!
+//! Every pipeline runs several rounds, in turn. Each round is timed from
+//! the senders' first send to the handler's last handled datagram (both
+//! timestamped where they happen), printed next to the senders' own send
+//! duration. A table gives each pipeline's medians over the rounds, a
+//! legend explains its columns, and a verdict, computed from this run,
+//! says which pipeline did better on what ("no clear difference" where
+//! the gap is within the rounds' spread).
 //!
 //! ```text
 //! cargo run --release --example udp_fanin
 //! cargo run --release --example udp_fanin -- --help
 //! ```
 //!
-//! Exits non-zero if any datagram arrived corrupted.
+//! Exits with status 1 if any datagram arrived corrupted, 2 on a bad flag.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,33 +54,56 @@ const DATAGRAM_HEADER: usize = 16;
 
 struct CountingAllocator;
 
+/// Counting allocations during a run (every thread).
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Summing allocated bytes while a queue is built (one thread, no run).
+static SIZING: AtomicBool = AtomicBool::new(false);
+static SIZED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(layout.size());
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
         unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(new_size.saturating_sub(layout.size()));
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
+fn count(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+    if SIZING.load(Ordering::Relaxed) {
+        SIZED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Builds a queue and says how many heap bytes building it took.
+fn sized<T>(build: impl FnOnce() -> T) -> (T, u64) {
+    SIZED_BYTES.store(0, Ordering::Relaxed);
+    SIZING.store(true, Ordering::Relaxed);
+    let built = build();
+    SIZING.store(false, Ordering::Relaxed);
+    (built, SIZED_BYTES.load(Ordering::Relaxed))
+}
 
 // ---- configuration ------------------------------------------------------------
 
@@ -95,6 +124,7 @@ struct Config {
     capacity: usize,
     sizes: Sizes,
     pipelines: Vec<String>,
+    rounds: usize,
     /// Threads that only burn CPU while the pipelines run.
     busy: usize,
 }
@@ -116,23 +146,33 @@ const PIPELINES: &[(&str, Kind)] = &[
     ("channel-recv", Kind::Channel(Recv::Single)),
 ];
 
+/// The pairs the verdict compares: a ring pipeline and the channel
+/// pipeline that receives the same way.
+const PAIRS: &[(&str, &str)] = &[
+    ("mpring-udp", "channel-mmsg"),
+    ("mpring-mmsg-in-place", "channel-mmsg"),
+    ("mpring-recv", "channel-recv"),
+];
+
 const HELP: &str = "\
 udp_fanin: UDP listener threads -> mpring -> one handler thread, on loopback,
-then the same with crossbeam-channel of Vec<u8>, and a comparison table;
-each receiving one datagram per system call and 16 per recvmmsg.
+then the same with a crossbeam-channel of Vec<u8>; each receiving 16
+datagrams per recvmmsg and one per recv_from. Every pipeline runs several
+rounds in turn; a table of medians, a legend and a computed verdict follow.
 
 USAGE: cargo run --release --example udp_fanin -- [OPTIONS]
 
 OPTIONS:
   --listeners K     listener threads, one SO_REUSEPORT socket each   [2]
   --senders S       load generator threads, one socket each          [= K]
-  --duration SECS   longest time each pipeline sends for             [2]
-  --datagrams N     most datagrams each pipeline sends               [2000000]
-  --capacity BYTES  ring capacity, a power of two (the channel gets
-                    BYTES / 1200 slots)                              [4194304]
+  --duration SECS   longest time each pipeline sends for, per round  [1]
+  --datagrams N     most datagrams each pipeline sends per round     [2000000]
+  --rounds R        rounds per pipeline (the verdict needs 2 or more) [3]
+  --capacity BYTES  ring capacity, a power of two, at least 4096 (the
+                    channel gets BYTES / 1200 slots)                 [4194304]
   --sizes MIX       quic (mostly 1200-1350 B, some 40-100 B acks, a few
                     up to 1500 B), a size like 1350, or a range like
-                    20-1500                                          [quic]
+                    20-1500 (16 to 1500)                             [quic]
   --pipelines LIST  which to run, comma-separated, of
                     mpring-udp            mpring::udp::Listeners: recvmmsg
                                           (16) into the listener's buffers,
@@ -143,10 +183,11 @@ OPTIONS:
                     mpring-recv           recv_from into a reservation
                     channel-mmsg          recvmmsg, a Vec per datagram
                     channel-recv          recv_from, a Vec per datagram [all]
-  --busy N          N more threads that only burn CPU meanwhile       [0]
-  --help            this text
+  --busy N          N more threads that only burn CPU meanwhile, to see
+                    the pipelines under CPU pressure                 [0]
+  -h, --help        this text
 
-Exits with status 1 if any datagram arrived corrupted.";
+Exits with status 1 if any datagram arrived corrupted, 2 on a bad option.";
 
 /// The options that take a value (see `HELP`).
 const KNOWN_FLAGS: &[&str] = &[
@@ -154,28 +195,31 @@ const KNOWN_FLAGS: &[&str] = &[
     "--senders",
     "--duration",
     "--datagrams",
+    "--rounds",
     "--capacity",
     "--sizes",
     "--pipelines",
     "--busy",
 ];
 
-fn parse_args() -> Result<Config, String> {
+/// The configuration, `Ok(None)` for `--help`, or the message to refuse
+/// the command line with.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
     let mut config = Config {
         listeners: 2,
         senders: 0,
-        duration: Duration::from_secs(2),
+        duration: Duration::from_secs(1),
         datagrams: 2_000_000,
         capacity: 4 << 20,
         sizes: Sizes::Quic,
         pipelines: PIPELINES.iter().map(|(name, _)| name.to_string()).collect(),
+        rounds: 3,
         busy: 0,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            std::process::exit(0);
+            return Ok(None);
         }
         if !KNOWN_FLAGS.contains(&flag.as_str()) {
             return Err(format!("unknown option {flag} (see --help)"));
@@ -183,17 +227,27 @@ fn parse_args() -> Result<Config, String> {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let number = |v: &str| {
             v.parse::<u64>()
-                .map_err(|_| format!("{flag}: not a number: {v}"))
+                .map_err(|_| format!("{flag}: not a whole number: {v}"))
+        };
+        let positive = |v: &str| match number(v)? {
+            0 => Err(format!("{flag}: must be at least 1")),
+            n => Ok(n),
         };
         match flag.as_str() {
-            "--listeners" => config.listeners = number(&value)?.max(1) as usize,
-            "--senders" => config.senders = number(&value)? as usize,
+            "--listeners" => config.listeners = positive(&value)?.min(64) as usize,
+            "--senders" => config.senders = positive(&value)?.min(64) as usize,
             "--duration" => {
-                let secs: f64 = value.parse().map_err(|_| format!("--duration: {value}"))?;
-                config.duration = Duration::from_secs_f64(secs.max(0.1));
+                let secs: f64 = value
+                    .parse()
+                    .map_err(|_| format!("--duration: not a number of seconds: {value}"))?;
+                if !(0.05..=600.0).contains(&secs) {
+                    return Err(format!("--duration: {value} s (0.05 to 600)"));
+                }
+                config.duration = Duration::from_secs_f64(secs);
             }
-            "--datagrams" => config.datagrams = number(&value)?,
-            "--busy" => config.busy = number(&value)? as usize,
+            "--datagrams" => config.datagrams = positive(&value)?,
+            "--rounds" => config.rounds = positive(&value)?.min(100) as usize,
+            "--busy" => config.busy = number(&value)?.min(64) as usize,
             "--pipelines" => {
                 config.pipelines = value.split(',').map(str::to_string).collect();
                 if let Some(bad) = config
@@ -204,7 +258,21 @@ fn parse_args() -> Result<Config, String> {
                     return Err(format!("--pipelines: unknown pipeline {bad} (see --help)"));
                 }
             }
-            "--capacity" => config.capacity = number(&value)? as usize,
+            "--capacity" => {
+                config.capacity = number(&value)? as usize;
+                // Refused here, before anything runs: not a power of two, or
+                // too small for the largest datagram with its record.
+                match Ring::builder(config.capacity).metadata::<UdpMeta>().build() {
+                    Ok((producer, _)) if producer.max_payload() >= MAX_DATAGRAM => {}
+                    Ok(_) => {
+                        return Err(format!(
+                            "--capacity: {value} bytes cannot hold a {MAX_DATAGRAM}-byte \
+                             datagram with its record (4096 or more)"
+                        ))
+                    }
+                    Err(e) => return Err(format!("--capacity: {e}")),
+                }
+            }
             "--sizes" => {
                 config.sizes = match value.split_once('-') {
                     _ if value == "quic" => Sizes::Quic,
@@ -228,7 +296,13 @@ fn parse_args() -> Result<Config, String> {
     if config.senders == 0 {
         config.senders = config.listeners;
     }
-    Ok(config)
+    if config.datagrams < config.senders as u64 {
+        return Err(format!(
+            "--datagrams: {} is fewer than one per sender ({} senders)",
+            config.datagrams, config.senders
+        ));
+    }
+    Ok(Some(config))
 }
 
 // ---- datagrams -------------------------------------------------------------------
@@ -306,6 +380,11 @@ struct Checker {
     /// Receive time of the last datagram per listener: each listener's
     /// datagrams arrive in its order, so these never go back.
     last_received: Vec<Option<Instant>>,
+    /// When the handler finished the last batch that had datagrams in it.
+    last_handled: Option<Instant>,
+    /// The most datagrams seen waiting in the channel (the ring's wait in
+    /// its buffer, allocated up front).
+    peak_queued: u64,
 }
 
 impl Checker {
@@ -316,6 +395,8 @@ impl Checker {
             bytes: 0,
             last_seq: vec![0; senders],
             last_received: vec![None; listeners],
+            last_handled: None,
+            peak_queued: 0,
         }
     }
 
@@ -344,6 +425,47 @@ impl Checker {
     }
 }
 
+/// CPU time the checks take per datagram of this size mix, measured on
+/// datagrams spread over 32 MiB (so mostly not in the cache, as datagrams
+/// fresh from another core are not in the handler's): the median of three
+/// passes. The handler's CPU minus this is what the queue and the waiting
+/// cost it.
+fn check_cost(config: &Config) -> Duration {
+    const SPREAD: usize = 32 << 20;
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    let mut buffer = vec![0u8; SPREAD];
+    let mut datagrams = Vec::new();
+    let mut at = 0;
+    loop {
+        let len = rng.size(config.sizes);
+        if at + len > SPREAD {
+            break;
+        }
+        let seq = datagrams.len() as u64;
+        fill_datagram(&mut buffer[at..at + len], 0, seq);
+        datagrams.push(at..at + len);
+        at += len.next_multiple_of(64);
+    }
+    let record = meta((Ipv4Addr::LOCALHOST, 1).into(), 0);
+    let mut passes: Vec<Duration> = (0..3)
+        .map(|_| {
+            let mut checker = Checker::new(1, 1);
+            let cpu = thread_cpu_time();
+            for range in &datagrams {
+                checker.check(&record, &buffer[range.clone()], 1);
+            }
+            let spent = thread_cpu_time() - cpu;
+            assert_eq!(
+                checker.corrupted, 0,
+                "the calibration's datagrams are intact"
+            );
+            spent / datagrams.len() as u32
+        })
+        .collect();
+    passes.sort();
+    passes[1]
+}
+
 // ---- sockets ---------------------------------------------------------------------
 
 /// CPU time the calling thread has used.
@@ -357,14 +479,22 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// How many times the calling thread went to sleep (voluntary context
+/// switches: it blocked waiting for something).
+fn thread_sleeps() -> u64 {
+    // SAFETY: all-zero is a valid `rusage`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to write into.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    usage.ru_nvcsw as u64
+}
+
 // ---- the pipelines ---------------------------------------------------------------
 
 #[derive(Default)]
 struct Counters {
-    sent: AtomicU64,
     received: AtomicU64,
     full_drops: AtomicU64,
-    handled: AtomicU64,
     /// Receive calls and readiness polls, all listeners together.
     syscalls: AtomicU64,
     /// Datagrams longer than the buffers (never with these senders).
@@ -375,21 +505,30 @@ struct Counters {
     passed_bytes: AtomicU64,
 }
 
+/// One round of one pipeline.
 struct Report {
-    name: &'static str,
-    elapsed: Duration,
     sent: u64,
+    /// The senders' first send to their last send's return.
+    send_duration: Duration,
+    /// The senders' first send to the handler's last handled datagram.
+    window: Duration,
     received: u64,
     full_drops: u64,
     handled: u64,
     corrupted: u64,
     truncated: u64,
-    bytes: u64,
     allocations: u64,
     handler_cpu: Duration,
+    handler_sleeps: u64,
     syscalls: u64,
     used_bytes: u64,
     passed_bytes: u64,
+    /// Heap bytes the queue took when it was built (ring: its buffer;
+    /// channel: its slots).
+    queue_bytes: u64,
+    /// Channel: the datagrams' own bytes (a Vec each) at the most
+    /// datagrams seen waiting in it.
+    peak_vec_bytes: u64,
 }
 
 /// How a hand-written listener receives.
@@ -561,11 +700,13 @@ impl Pipeline for RingPipeline {
         loop {
             match consumer.wait_deadline(next_timer) {
                 Ok(()) => {
-                    consumer.read_batch_meta(64, |meta, datagram| {
+                    let n = consumer.read_batch_meta(64, |meta, datagram| {
                         used += entry_overhead + datagram.len() as u64;
                         checker.check(meta, datagram, listeners);
                     });
-                    counters.handled.store(checker.handled, Ordering::Relaxed);
+                    if n > 0 {
+                        checker.last_handled = Some(Instant::now());
+                    }
                 }
                 Err(WaitError::Timeout) => next_timer += tick, // timers would run here
                 Err(WaitError::Disconnected) => break,
@@ -675,7 +816,7 @@ impl Pipeline for ChannelPipeline {
         )
     }
 
-    fn handle(self, checker: &mut Checker, listeners: usize, counters: &Counters) {
+    fn handle(self, checker: &mut Checker, listeners: usize, _counters: &Counters) {
         let ChannelPipeline { tx, rx, .. } = self;
         drop(tx);
         let tick = Duration::from_millis(100);
@@ -683,11 +824,13 @@ impl Pipeline for ChannelPipeline {
         loop {
             match rx.recv_deadline(next_timer) {
                 Ok((meta, datagram)) => {
+                    // This one and those still waiting (two loads).
+                    checker.peak_queued = checker.peak_queued.max(1 + rx.len() as u64);
                     checker.check(&meta, &datagram, listeners);
                     for (meta, datagram) in rx.try_iter().take(63) {
                         checker.check(&meta, &datagram, listeners);
                     }
-                    counters.handled.store(checker.handled, Ordering::Relaxed);
+                    checker.last_handled = Some(Instant::now());
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => next_timer += tick,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -735,21 +878,18 @@ impl ChannelListener {
     }
 }
 
-fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io::Result<Report> {
+/// Runs one round of a pipeline: starts its listeners and handler, sends
+/// for `config.duration` (or `config.datagrams`), lets the last datagrams
+/// land, stops and reports.
+fn run<P: Pipeline>(pipeline: P, queue_bytes: u64, config: &Config) -> std::io::Result<Report> {
     let mut pipeline = pipeline;
     let counters = Arc::new(Counters::default());
     let (addr, listeners) = pipeline.start(config, &counters)?;
-    let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(config.senders + 2));
 
     let senders: Vec<_> = (0..config.senders)
         .map(|sender| {
-            let (counters, stop, barrier, config) = (
-                counters.clone(),
-                stop.clone(),
-                barrier.clone(),
-                config.clone(),
-            );
+            let (barrier, config) = (barrier.clone(), config.clone());
             thread::spawn(move || {
                 let socket =
                     UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a sender socket");
@@ -758,18 +898,25 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
                 let quota = config.datagrams / config.senders as u64;
                 barrier.wait();
                 let end = Instant::now() + config.duration;
+                let mut first_send = None;
+                let mut sent = 0;
                 for seq in 0..quota {
-                    if seq % 256 == 0 && (Instant::now() >= end || stop.load(Ordering::Relaxed)) {
+                    if seq % 256 == 0 && Instant::now() >= end {
                         break;
                     }
                     let len = rng.size(config.sizes);
                     fill_datagram(&mut buf[..len], sender as u32, seq);
+                    if first_send.is_none() {
+                        first_send = Some(Instant::now());
+                    }
                     // Loopback refuses only when buffers are full: retry.
                     while socket.send_to(&buf[..len], addr).is_err() {
                         thread::yield_now();
                     }
-                    counters.sent.fetch_add(1, Ordering::Relaxed);
+                    sent += 1;
                 }
+                // Right after the last send returned.
+                (sent, first_send, Instant::now())
             })
         })
         .collect();
@@ -780,94 +927,385 @@ fn run<P: Pipeline>(name: &'static str, pipeline: P, config: &Config) -> std::io
         thread::spawn(move || {
             let mut checker = Checker::new(senders, listeners);
             barrier.wait();
-            let cpu = thread_cpu_time();
+            let (cpu, sleeps) = (thread_cpu_time(), thread_sleeps());
             pipeline.handle(&mut checker, listeners, &counters);
-            (checker, thread_cpu_time() - cpu)
+            (checker, thread_cpu_time() - cpu, thread_sleeps() - sleeps)
         })
     };
 
-    barrier.wait();
     ALLOCATIONS.store(0, Ordering::Relaxed);
     COUNTING.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    let mut stderr = std::io::stderr();
-    // On a terminal the progress line redraws itself; piped, it prints a
-    // line a second.
-    let tty = std::io::IsTerminal::is_terminal(&stderr);
-    let (every, end) = if tty { (250, "\r") } else { (1000, "\n") };
-    while senders.iter().any(|s| !s.is_finished()) {
-        thread::sleep(Duration::from_millis(every));
-        let _ = write!(
-            stderr,
-            "{}{name}: {:.1} s, sent {}, received {}, handled {}   {}",
-            if tty { "\r" } else { "" },
-            start.elapsed().as_secs_f64(),
-            counters.sent.load(Ordering::Relaxed),
-            listeners.received(&counters),
-            counters.handled.load(Ordering::Relaxed),
-            if tty { "" } else { end },
-        );
-    }
+    barrier.wait();
+    let (mut sent, mut first_send, mut last_send) = (0, None::<Instant>, None::<Instant>);
     for s in senders {
-        s.join().expect("sender");
+        let (n, first, last) = s.join().expect("sender");
+        sent += n;
+        first_send = match (first_send, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        last_send = Some(last_send.map_or(last, |l| l.max(last)));
     }
-    // Let the last datagrams land, then stop the listeners.
-    let sent = counters.sent.load(Ordering::Relaxed);
-    let settle = Instant::now() + Duration::from_secs(1);
-    while listeners.received(&counters) < sent && Instant::now() < settle {
+    // Let the last datagrams land: until all arrived, or none came for
+    // 100 ms (the rest was lost in the kernel). Not timed: the window ends
+    // at the handler's last datagram, stamped by the handler.
+    let (mut seen, mut quiet_since) = (listeners.received(&counters), Instant::now());
+    while seen < sent && quiet_since.elapsed() < Duration::from_millis(100) {
         thread::sleep(Duration::from_millis(5));
+        let now = listeners.received(&counters);
+        if now != seen {
+            (seen, quiet_since) = (now, Instant::now());
+        }
     }
-    let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
     listeners.stop(&counters);
-    let (checker, handler_cpu) = handler.join().expect("handler");
+    let (checker, handler_cpu, handler_sleeps) = handler.join().expect("handler");
     COUNTING.store(false, Ordering::Relaxed);
-    if tty {
-        let _ = writeln!(stderr);
-    }
+    let since_first = |t: Option<Instant>| match (first_send, t) {
+        (Some(first), Some(t)) => t.saturating_duration_since(first),
+        _ => Duration::ZERO,
+    };
     Ok(Report {
-        name,
-        elapsed,
         sent,
+        send_duration: since_first(last_send),
+        window: since_first(checker.last_handled),
         received: counters.received.load(Ordering::Relaxed),
         full_drops: counters.full_drops.load(Ordering::Relaxed),
         handled: checker.handled,
         corrupted: checker.corrupted,
         truncated: counters.truncated.load(Ordering::Relaxed),
-        bytes: checker.bytes,
         allocations: ALLOCATIONS.load(Ordering::Relaxed),
         handler_cpu,
+        handler_sleeps,
         syscalls: counters.syscalls.load(Ordering::Relaxed),
         used_bytes: counters.used_bytes.load(Ordering::Relaxed),
         passed_bytes: counters.passed_bytes.load(Ordering::Relaxed),
+        queue_bytes,
+        peak_vec_bytes: checker.peak_queued * checker.bytes / checker.handled.max(1),
     })
 }
 
+// ---- the table and the verdict ------------------------------------------------
+
+/// A column the verdict compares, computed from one round's report and
+/// the checks' own CPU per datagram (ns).
+struct Metric {
+    /// As the verdict names it.
+    name: &'static str,
+    lower_is_better: bool,
+    value: fn(&Report, f64) -> f64,
+    show: fn(f64) -> String,
+    /// Why the ring's side can come out ahead, and why the channel's.
+    ring_why: &'static str,
+    channel_why: &'static str,
+}
+
+fn per(n: u64, d: u64) -> f64 {
+    n as f64 / d.max(1) as f64
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "datagrams handled/s",
+        lower_is_better: false,
+        value: |r, _| r.handled as f64 / r.window.as_secs_f64().max(1e-9),
+        show: |v| format!("{:.0} k", v / 1e3),
+        ring_why: "all threads share the cores, and a pipeline that costs less CPU per \
+                   datagram leaves more of them to sending and receiving",
+        channel_why: "all threads share the cores, and a pipeline that costs less CPU per \
+                      datagram leaves more of them to sending and receiving",
+    },
+    Metric {
+        name: "drops",
+        lower_is_better: true,
+        value: |r, _| 100.0 * per(r.full_drops + r.sent.saturating_sub(r.received), r.sent),
+        show: |v| format!("{v:.2}%"),
+        ring_why: "fewer datagrams found the queue full or a socket buffer overflowing",
+        channel_why: "fewer datagrams found the queue full or a socket buffer overflowing",
+    },
+    Metric {
+        name: "heap allocations per datagram",
+        lower_is_better: true,
+        value: |r, _| per(r.allocations, r.received),
+        show: |v| format!("{v:.3}"),
+        ring_why: "a datagram is copied or received into the ring's buffer, allocated once; \
+                   the channel allocates a Vec for each, and the handler frees it",
+        channel_why: "the ring's side allocated more during the run",
+    },
+    Metric {
+        name: "handler CPU outside the checking",
+        lower_is_better: true,
+        value: |r, check_ns| r.handler_cpu.as_nanos() as f64 / r.handled.max(1) as f64 - check_ns,
+        show: |v| format!("{v:.0} ns"),
+        ring_why: "the handler reads entries where they lie, up to 64 per release, and frees \
+                   nothing; the channel's handler moves each Vec out of its slot and frees \
+                   memory another thread allocated",
+        channel_why: "the ring's handler spent more per datagram on waiting and releasing",
+    },
+    Metric {
+        name: "listener system calls per datagram",
+        lower_is_better: true,
+        value: |r, _| per(r.syscalls, r.received),
+        show: |v| format!("{v:.3}"),
+        ring_why: "its listeners found more datagrams per receive call and polled less often",
+        channel_why: "its listeners found more datagrams per receive call and polled less often",
+    },
+    Metric {
+        name: "handler sleeps",
+        lower_is_better: true,
+        value: |r, _| 1000.0 * per(r.handler_sleeps, r.handled),
+        show: |v| format!("{v:.1} per 1k datagrams"),
+        ring_why: "its handler found datagrams waiting more often; each sleep costs a listener \
+                   a wake-up system call",
+        channel_why: "crossbeam-channel spins a while before it blocks, while this ring handler \
+                      sleeps at once (set_spin(0)) to leave the CPU to the listeners; each \
+                      sleep costs a listener a wake-up system call",
+    },
+    Metric {
+        name: "memory held",
+        lower_is_better: true,
+        value: |r, _| (r.queue_bytes + r.peak_vec_bytes) as f64 / 1e6,
+        show: |v| format!("{v:.2} MB"),
+        ring_why: "more datagrams waited in the channel at its peak, each in a Vec of its own",
+        channel_why: "the channel allocates per datagram and holds only its slots and what is \
+                      waiting, while the ring's buffer is allocated whole up front",
+    },
+];
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+fn spread(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    max - min
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn print_table(results: &[(&str, Vec<Report>)], check_ns: f64) {
+    let values = |reports: &[Report], m: &Metric| -> Vec<f64> {
+        reports.iter().map(|r| (m.value)(r, check_ns)).collect()
+    };
+    let metric = |name: &str| METRICS.iter().find(|m| m.name == name).expect("a metric");
+    println!("| pipeline | sent | window / send duration | datagrams handled/s (lowest-highest round) | drops (queue full + kernel) | listener system calls / datagram | handler sleeps / 1k datagrams | heap allocations / datagram | handler CPU / datagram | of it outside the checking | memory held | ring room used | corrupted |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, reports) in results {
+        if reports.is_empty() {
+            continue;
+        }
+        let med = |m: &str| median(&values(reports, metric(m)));
+        let rates = values(reports, metric("datagrams handled/s"));
+        let low = rates.iter().copied().fold(f64::MAX, f64::min);
+        let high = rates.iter().copied().fold(f64::MIN, f64::max);
+        let sent = median(&reports.iter().map(|r| r.sent as f64).collect::<Vec<_>>());
+        let ratio = median(
+            &reports
+                .iter()
+                .map(|r| r.window.as_secs_f64() / r.send_duration.as_secs_f64().max(1e-9))
+                .collect::<Vec<_>>(),
+        );
+        let cpu = median(
+            &reports
+                .iter()
+                .map(|r| r.handler_cpu.as_nanos() as f64 / r.handled.max(1) as f64)
+                .collect::<Vec<_>>(),
+        );
+        let room = if reports.iter().all(|r| r.passed_bytes > 0) {
+            let shares: Vec<f64> = reports
+                .iter()
+                .map(|r| 100.0 * r.used_bytes as f64 / r.passed_bytes as f64)
+                .collect();
+            format!("{:.1}%", median(&shares))
+        } else {
+            "-".to_string()
+        };
+        let corrupted: u64 = reports.iter().map(|r| r.corrupted + r.truncated).sum();
+        println!(
+            "| {name} | {} | {ratio:.3} | {:.0} k ({:.0}-{:.0} k) | {:.2}% | {:.3} | {:.1} | {:.3} | {cpu:.0} ns | {:.0} ns | {:.2} MB | {room} | {corrupted} |",
+            thousands(sent as u64),
+            med("datagrams handled/s") / 1e3,
+            low / 1e3,
+            high / 1e3,
+            med("drops"),
+            med("listener system calls per datagram"),
+            med("handler sleeps"),
+            med("heap allocations per datagram"),
+            med("handler CPU outside the checking"),
+            med("memory held"),
+        );
+    }
+}
+
+fn print_legend(check_ns: f64) {
+    println!(
+        "\
+What the columns say (each the median over the rounds):
+  window / send duration      the timed window (the senders' first send to the handler's
+                              last handled datagram) over the senders' own send duration:
+                              near 1.000, the handler kept up; above, it was still draining
+                              a backlog after the last send
+  datagrams handled/s         datagrams the handler checked, over the timed window (in
+                              brackets the lowest and the highest round); the senders, the
+                              listeners and the handler share the cores, so it measures
+                              the whole pipeline's cost, not the queue alone
+  drops                       sent but never handled, in % of sent: found the queue full
+                              (the listener dropped it, as a UDP stack does) or lost in the
+                              kernel (a socket buffer overflowed: its listener fell behind)
+  listener system calls       receive calls and readiness polls of all listeners, per
+                              datagram received: 1/16 = 0.063 at best with recvmmsg, at
+                              least 1 with recv_from
+  handler sleeps              times the handler thread blocked with nothing to do (its
+                              voluntary context switches), per 1,000 datagrams; each one
+                              costs a listener a wake-up (a system call)
+  heap allocations            allocator calls of every thread during the run, per datagram
+                              received (a datagram dropped for a full channel was allocated
+                              too)
+  handler CPU / datagram      the handler thread's CPU time per datagram, checks included
+  of it outside the checking  the same minus what the checks alone cost ({check_ns:.0} ns
+                              per datagram of this size mix, measured before the runs):
+                              what receiving from the queue and waiting cost the handler
+  memory held                 heap bytes the queue took when it was built (the ring: its
+                              whole buffer; the channel: its slot array) plus, for the
+                              channel, the Vecs of the most datagrams seen waiting at once;
+                              the listeners' own buffers are left out
+  ring room used              of the ring space the handler read through, the share that
+                              held entries (header, record, payload); the rest was padding
+                              at the end of a lap or slots a batch reservation claimed and
+                              left unused. Higher is better: less room wasted ('-': no ring)
+  corrupted                   datagrams whose checksum, sender or record was wrong, all
+                              rounds together: must be 0"
+    );
+}
+
+/// One line per pair of pipelines that receive the same way: which did
+/// better on what, from this run's rounds.
+fn print_verdict(results: &[(&str, Vec<Report>)], check_ns: f64, rounds: usize) {
+    let find = |name: &str| {
+        results
+            .iter()
+            .find(|(n, reports)| *n == name && !reports.is_empty())
+            .map(|(_, reports)| reports)
+    };
+    let pairs: Vec<_> = PAIRS
+        .iter()
+        .filter_map(|&(ring, channel)| Some((ring, find(ring)?, channel, find(channel)?)))
+        .collect();
+    if pairs.is_empty() {
+        println!("Verdict: none (run a ring pipeline and the channel pipeline that receives the same way).");
+        return;
+    }
+    if rounds < 2 {
+        println!("Verdict: none: one round gives no spread to tell a difference from noise (use --rounds 2 or more).");
+        return;
+    }
+    println!(
+        "Verdict ({rounds} rounds; \"no clear difference\" where the medians differ by less \
+         than the larger spread, lowest to highest round, of the two):"
+    );
+    for (ring_name, ring, channel_name, channel) in pairs {
+        let (mut ring_better, mut channel_better, mut same) = (Vec::new(), Vec::new(), Vec::new());
+        for m in METRICS {
+            let a: Vec<f64> = ring.iter().map(|r| (m.value)(r, check_ns)).collect();
+            let b: Vec<f64> = channel.iter().map(|r| (m.value)(r, check_ns)).collect();
+            let (ma, mb) = (median(&a), median(&b));
+            let gap = (ma - mb).abs();
+            if gap == 0.0 || gap < spread(&a).max(spread(&b)) {
+                same.push(m.name.to_string());
+                continue;
+            }
+            let ring_wins = (ma < mb) == m.lower_is_better;
+            let (winner, loser, why) = if ring_wins {
+                (ma, mb, m.ring_why)
+            } else {
+                (mb, ma, m.channel_why)
+            };
+            let said = format!(
+                "{} ({} against {}: {why})",
+                m.name,
+                (m.show)(winner),
+                (m.show)(loser)
+            );
+            if ring_wins {
+                ring_better.push(said);
+            } else {
+                channel_better.push(said);
+            }
+        }
+        let mut parts = Vec::new();
+        if !ring_better.is_empty() {
+            parts.push(format!(
+                "The ring did better on {}.",
+                ring_better.join("; and on ")
+            ));
+        }
+        if !channel_better.is_empty() {
+            parts.push(format!(
+                "The channel did better on {}.",
+                channel_better.join("; and on ")
+            ));
+        }
+        if !same.is_empty() {
+            parts.push(format!("No clear difference in {}.", same.join(", ")));
+        }
+        println!("- {ring_name} against {channel_name}: {}", parts.join(" "));
+    }
+}
+
 fn main() -> ExitCode {
-    let config = match parse_args() {
-        Ok(config) => config,
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("udp_fanin: {e}");
             return ExitCode::from(2);
         }
     };
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let busy = match config.busy {
+        0 => "no extra CPU-burning threads (--busy N adds N)".to_string(),
+        n => format!("{n} extra threads that only burn CPU (--busy)"),
+    };
     println!(
-        "{} threads per pipeline ({} listeners, {} senders, 1 handler, {} busy) on {cores} cores: \
+        "{} threads per pipeline ({} listeners, {} senders, 1 handler) and {busy}, on {cores} cores: \
          with more threads than cores they take turns, which shows in drops and handler CPU",
-        config.listeners + config.senders.max(1) + 1 + config.busy,
-        config.listeners,
-        config.senders.max(1),
-        config.busy,
-    );
-    println!(
-        "{} listeners (SO_REUSEPORT on one loopback port), {} senders, sizes {:?}, up to {} datagrams or {:.1} s per pipeline",
+        config.listeners + config.senders + 1,
         config.listeners,
         config.senders,
-        config.sizes,
-        config.datagrams,
-        config.duration.as_secs_f64()
     );
+    println!(
+        "{} listeners (SO_REUSEPORT on one loopback port), sizes {:?}, up to {} datagrams or {:.1} s \
+         per pipeline and round, {} rounds, pipelines in turn",
+        config.listeners,
+        config.sizes,
+        thousands(config.datagrams),
+        config.duration.as_secs_f64(),
+        config.rounds,
+    );
+    let check_ns = check_cost(&config).as_nanos() as f64;
+    println!("the handler's checks alone cost {check_ns:.0} ns of CPU per datagram of this mix (measured now, before the runs)");
+    println!();
     let busy_stop = Arc::new(AtomicBool::new(false));
     let busy: Vec<_> = (0..config.busy)
         .map(|_| {
@@ -884,79 +1322,80 @@ fn main() -> ExitCode {
             })
         })
         .collect();
-    let mut reports = Vec::new();
-    for &(name, pipeline) in PIPELINES {
-        if !config.pipelines.iter().any(|p| p == name) {
-            continue;
-        }
-        let report = match pipeline {
-            Kind::Ring(recv) => {
-                let (producer, consumer) =
-                    match Ring::builder(config.capacity).metadata::<UdpMeta>().build() {
-                        Ok(handles) => handles,
-                        Err(e) => {
-                            eprintln!("--capacity: {e}");
-                            return ExitCode::from(2);
-                        }
+    let selected: Vec<(&str, Kind)> = PIPELINES
+        .iter()
+        .copied()
+        .filter(|(name, _)| config.pipelines.iter().any(|p| p == name))
+        .collect();
+    let mut results: Vec<(&str, Vec<Report>)> = selected
+        .iter()
+        .map(|&(name, _)| (name, Vec::new()))
+        .collect();
+    let mut failed = None;
+    'rounds: for round in 1..=config.rounds {
+        for (i, &(name, kind)) in selected.iter().enumerate() {
+            let report = match kind {
+                Kind::Ring(recv) => {
+                    let ((producer, consumer), bytes) = sized(|| {
+                        Ring::builder(config.capacity)
+                            .metadata::<UdpMeta>()
+                            .build()
+                            .expect("--capacity was checked")
+                    });
+                    let pipeline = RingPipeline {
+                        producer: Some(producer),
+                        consumer,
+                        recv,
                     };
-                let pipeline = RingPipeline {
-                    producer: Some(producer),
-                    consumer,
-                    recv,
-                };
-                run(name, pipeline, &config)
-            }
-            Kind::Channel(recv) => {
-                let (tx, rx) = crossbeam_channel::bounded((config.capacity / 1200).max(1));
-                run(name, ChannelPipeline { tx, rx, recv }, &config)
-            }
-        };
-        reports.push(report);
+                    run(pipeline, bytes, &config)
+                }
+                Kind::Channel(recv) => {
+                    let ((tx, rx), bytes) =
+                        sized(|| crossbeam_channel::bounded((config.capacity / 1200).max(1)));
+                    run(ChannelPipeline { tx, rx, recv }, bytes, &config)
+                }
+            };
+            let r = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(format!("{name}: socket setup failed: {e}"));
+                    break 'rounds;
+                }
+            };
+            println!(
+                "round {round}/{}  {name:<20}  sent {:>9} in {:.3} s; handled {:>9} in {:.3} s \
+                 from the first send (window / send duration {:.3})",
+                config.rounds,
+                thousands(r.sent),
+                r.send_duration.as_secs_f64(),
+                thousands(r.handled),
+                r.window.as_secs_f64(),
+                r.window.as_secs_f64() / r.send_duration.as_secs_f64().max(1e-9),
+            );
+            results[i].1.push(r);
+        }
     }
     busy_stop.store(true, Ordering::Relaxed);
     for b in busy {
         b.join().expect("busy thread");
     }
-    println!();
-    println!("| pipeline | sent | listeners: datagrams/s | handler: datagrams/s | MB/s | drops (queue full) | lost in the kernel | system calls / datagram | heap allocations / datagram | handler CPU / datagram | ring room used | corrupted |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut corrupted = 0;
-    for report in reports {
-        let r = match report {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("socket setup failed: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let secs = r.elapsed.as_secs_f64();
-        let room = if r.passed_bytes > 0 {
-            format!(
-                "{:.1}%",
-                100.0 * r.used_bytes as f64 / r.passed_bytes as f64
-            )
-        } else {
-            "-".to_string()
-        };
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.3} | {:.0} ns | {} | {} |",
-            r.name,
-            r.sent,
-            r.received as f64 / secs,
-            r.handled as f64 / secs,
-            r.bytes as f64 / secs / 1e6,
-            r.full_drops,
-            r.sent.saturating_sub(r.received),
-            r.syscalls as f64 / r.received.max(1) as f64,
-            r.allocations as f64 / r.handled.max(1) as f64,
-            r.handler_cpu.as_nanos() as f64 / r.handled.max(1) as f64,
-            room,
-            r.corrupted + r.truncated,
-        );
-        corrupted += r.corrupted + r.truncated;
+    if let Some(e) = failed {
+        eprintln!("udp_fanin: {e}");
+        return ExitCode::FAILURE;
     }
+    println!();
+    print_table(&results, check_ns);
+    println!();
+    print_legend(check_ns);
+    println!();
+    print_verdict(&results, check_ns, config.rounds);
+    let corrupted: u64 = results
+        .iter()
+        .flat_map(|(_, reports)| reports)
+        .map(|r| r.corrupted + r.truncated)
+        .sum();
     if corrupted > 0 {
-        eprintln!("{corrupted} datagrams arrived corrupted");
+        eprintln!("udp_fanin: {corrupted} datagrams arrived corrupted");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
