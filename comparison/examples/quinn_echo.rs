@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! cargo run --release --example quinn_echo -- [STREAMS] [KIB] [ROUNDS] [LISTENERS] [WORKERS]
+//! cargo run --release --example quinn_echo -- --help
 //! ```
+//!
+//! Exits with status 2 on a bad argument, before anything runs.
 
 use mpring_quic as quic;
 
@@ -92,31 +95,56 @@ USAGE: cargo run --release --example quinn_echo -- [STREAMS] [KIB] [ROUNDS] [LIS
   WORKERS    tokio worker threads, shared by server and client (default 2)
 
 Each round echoes the streams, then 20,000 QUIC datagrams of 40-200 bytes
-(32 in flight).";
+(32 in flight). Every value is a whole number of at least 1 (at most 64
+listeners and workers). Exits with status 2 on a bad argument.";
 
-fn main() {
-    let mut values = [64u64, 256, 5, 2, 2];
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// The checked arguments, `Ok(None)` for `--help`, or the message to
+/// refuse the command line with.
+fn parse_args(args: &[String]) -> Result<Option<[u64; 5]>, String> {
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{HELP}");
-        return;
+        return Ok(None);
     }
+    if let Some(flag) = args.iter().find(|a| a.starts_with('-')) {
+        return Err(format!("unknown option {flag} (see --help)"));
+    }
+    let mut values = [64u64, 256, 5, 2, 2];
     if args.len() > values.len() {
-        eprintln!("too many arguments\n\n{HELP}");
-        std::process::exit(2);
+        return Err(format!(
+            "too many arguments: {} (at most 5, see --help)",
+            args.len()
+        ));
     }
-    for (slot, arg) in values.iter_mut().zip(&args) {
-        match arg.parse() {
-            Ok(v) => *slot = v,
-            Err(_) => {
-                eprintln!("not a number: {arg}\n\n{HELP}");
-                std::process::exit(2);
-            }
+    let names = ["STREAMS", "KIB", "ROUNDS", "LISTENERS", "WORKERS"];
+    for ((slot, arg), name) in values.iter_mut().zip(args).zip(names) {
+        *slot = match arg.parse() {
+            Ok(0) => return Err(format!("{name}: at least 1")),
+            Ok(v) => v,
+            Err(_) => return Err(format!("{name}: not a whole number: {arg}")),
+        };
+    }
+    if values[3] > 64 || values[4] > 64 {
+        return Err("LISTENERS and WORKERS: at most 64".to_string());
+    }
+    if values[1] > 1 << 20 {
+        return Err("KIB: at most 1048576 (1 GiB per stream)".to_string());
+    }
+    Ok(Some(values))
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [streams, kib, rounds, listeners, workers] = match parse_args(&args) {
+        Ok(Some(values)) => values,
+        Ok(None) => {
+            println!("{HELP}");
+            return std::process::ExitCode::SUCCESS;
         }
-    }
-    let [streams, kib, rounds, listeners, workers] = values;
-    let (kib, listeners) = (kib as usize, listeners.max(1) as usize);
-    let workers = workers.max(1) as usize;
+        Err(e) => {
+            eprintln!("quinn_echo: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (kib, listeners, workers) = (kib as usize, listeners as usize, workers as usize);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{listeners} listener threads + {workers} tokio workers (server and client) share {cores} cores");
     tokio::runtime::Builder::new_multi_thread()
@@ -124,10 +152,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime")
-        .block_on(compare(streams, kib, rounds, listeners));
+        .block_on(compare(streams, kib, rounds, listeners, workers));
+    std::process::ExitCode::SUCCESS
 }
 
-async fn compare(streams: u64, kib: usize, rounds: u64, listeners: usize) {
+async fn compare(streams: u64, kib: usize, rounds: u64, listeners: usize, workers: usize) {
     let megabytes = (streams * kib as u64) as f64 / 1024.0;
     println!(
         "per round: {streams} streams x {kib} KiB ({megabytes:.0} MiB each way), then \
@@ -163,13 +192,40 @@ async fn compare(streams: u64, kib: usize, rounds: u64, listeners: usize) {
         "| quinn's own UDP socket | {default_streams:.1} | {default_dgrams:.0} | {} |",
         default.lost
     );
+    let (streams_ratio, dgrams_ratio) =
+        (ring_streams / default_streams, ring_dgrams / default_dgrams);
     println!();
     println!(
-        "ring / quinn's own: streams {:.2}, datagrams {:.2}",
-        ring_streams / default_streams,
-        ring_dgrams / default_dgrams
+        "ring-backed / quinn's own socket: streams {streams_ratio:.2}x, datagrams {dgrams_ratio:.2}x \
+         ({} for the ring-backed server)",
+        match (streams_ratio >= 1.0, dgrams_ratio >= 1.0) {
+            (true, true) => "faster on both",
+            (false, false) => "slower on both",
+            (true, false) => "faster on streams, slower on datagrams",
+            (false, true) => "slower on streams, faster on datagrams",
+        }
     );
-    println!("datagrams the ring-backed servers received, all through the ring: {through_ring}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "why: a quinn endpoint handles all its packets in one driver task, so one core does \
+         its QUIC work with either socket. With quinn's own socket that task also makes the \
+         receive system calls; with the ring, {listeners} listener threads make them and the \
+         task only reads the ring: receiving runs beside the QUIC work, a gain only with cores \
+         to spare. In exchange the ring adds a hop (listener thread -> ring -> the endpoint's \
+         task, with a wake-up when the task sleeps) and threads of its own: here {} threads \
+         ({listeners} listeners, {workers} tokio workers) share {cores} cores{}.",
+        listeners + workers,
+        if listeners + workers > cores {
+            ", so they take turns and the hop costs time"
+        } else {
+            ", so the listeners can run beside the workers"
+        }
+    );
+    println!(
+        "the ring-backed servers received {} UDP datagrams over all rounds, every one through \
+         the listeners and the ring (none bypassed it)",
+        through_ring
+    );
 }
 
 /// The times of one server's rounds.

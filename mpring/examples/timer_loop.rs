@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! cargo run --release --example timer_loop
+//! cargo run --release --example timer_loop -- --help
 //! ```
+//!
+//! It takes no arguments; exits with status 2 if given any but `--help`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +16,25 @@ use std::time::{Duration, Instant};
 
 use mpring::{Ring, WaitError};
 
-fn main() {
+const HELP: &str = "\
+A handler loop: wait for datagrams or the next 25 ms timer tick, whichever
+comes first; two listener threads push bursts of 1,200-byte datagrams
+with pauses; a shutdown is requested after 400 ms. Prints how many
+datagrams, batches and timer ticks the loop saw.
+
+USAGE: cargo run --release --example timer_loop
+
+No arguments (-h, --help: this text). Exits with status 2 on any other.";
+
+fn main() -> std::process::ExitCode {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "--help" || arg == "-h" {
+            println!("{HELP}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        eprintln!("timer_loop: unexpected argument {arg} (it takes none; see --help)");
+        return std::process::ExitCode::from(2);
+    }
     let (producer, mut consumer) = Ring::new(1 << 20).expect("a power of two");
     let waker = consumer.wake_handle();
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -77,9 +98,13 @@ fn main() {
             }
         }
     }
-    println!("{datagrams} datagrams in {batches} batches, {timers} timer ticks");
+    println!(
+        "{datagrams} datagrams in {batches} batches; {timers} timer ticks of 25 ms ran between \
+         the batches"
+    );
     stopper.join().unwrap();
     for l in listeners {
         l.join().unwrap();
     }
+    std::process::ExitCode::SUCCESS
 }
