@@ -16,12 +16,14 @@ use crate::Metadata;
 ///   each with its own length, as `k` ordinary entries in slot order; the
 ///   remaining slots are aborted. The committed entries are moved together
 ///   first, so the room they did not use goes back to the ring (or, when a
-///   later reservation already exists, becomes one skipped span);
+///   later reservation already exists, and always in read-around mode,
+///   becomes one skipped span that the consumer steps over);
 /// - dropping it (also by a panic unwinding through the writer) aborts all
 ///   slots.
 ///
 /// Like a [`Reservation`](crate::Reservation), a batch holds up every entry
-/// reserved after it until it is committed or dropped: fill it promptly.
+/// reserved after it until it is committed or dropped (in read-around mode
+/// only their release, not their delivery): fill it promptly.
 ///
 /// ```
 /// let (producer, mut consumer) = mpring::Ring::new(4096)?;

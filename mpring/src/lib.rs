@@ -99,9 +99,12 @@
 //!
 //! # Guarantees
 //! - Every committed entry is read once, byte for byte, in reservation
-//!   order (so in commit order for each producer); in read-around mode
-//!   ([`Builder::read_around_open`]) in each producer's commit order, past
-//!   reservations still open. Two cases read an entry
+//!   order (so in commit order for each producer). In read-around mode
+//!   ([`Builder::read_around_open`]) an entry committed while an earlier
+//!   reservation is still open may come out before it; otherwise the order
+//!   is still the reservations' (so a producer that commits its
+//!   reservations in the order it made them sees them read in that order).
+//!   Two cases read an entry
 //!   again, by design: an [`Entry`] leaked with `mem::forget` (it was never
 //!   consumed), and the entry a [`Consumer::read_batch`] callback panicked
 //!   on. An `Entry` dropped while unwinding counts as consumed.

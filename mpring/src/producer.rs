@@ -39,7 +39,9 @@ impl<M: Metadata> Producer<M> {
     /// Entries are read in the order of their reservations, so a
     /// reservation holds back every entry reserved after it until it is
     /// committed or dropped (and one leaked with `mem::forget` blocks them
-    /// for good). Fill it promptly: a UDP listener waits until its socket
+    /// for good). In read-around mode
+    /// ([`Builder::read_around_open`](crate::Builder::read_around_open)) it
+    /// holds back only the release of their space, not their delivery. Fill it promptly: a UDP listener waits until its socket
     /// is readable, then reserves, receives without blocking and commits;
     /// it never blocks in `recv` while holding a reservation.
     ///
@@ -103,8 +105,8 @@ impl<M: Metadata> Producer<M> {
     /// 2 MiB plus rounding).
     ///
     /// What a commit leaves unused goes back to the ring when no later
-    /// reservation exists yet; otherwise it stays claimed (as one skipped
-    /// span) until the consumer passes it. With several producers receiving
+    /// reservation exists yet; otherwise (and always in read-around mode)
+    /// it stays claimed (as one skipped span) until the consumer passes it. With several producers receiving
     /// short datagrams into large slots, that room is lost for a lap:
     /// receive into a buffer of your own and copy with
     /// [`push_batch`](Producer::push_batch), which claims exactly what the

@@ -15,8 +15,11 @@ use crate::{Metadata, Producer};
 /// - [`commit`](Reservation::commit) publishes all of it;
 /// - [`commit_len`](Reservation::commit_len) (or [`truncate`](Reservation::truncate)
 ///   then `commit`) publishes a prefix; the rest is given back to the ring
+///   when nothing was reserved after it, else stepped over by the consumer
 ///   (zeroed by whichever side reclaims it, so it costs a `memset` of the
-///   unused part: reserve about what you need);
+///   unused part: reserve about what you need). In read-around mode
+///   ([`Builder::read_around_open`](crate::Builder::read_around_open)) it is
+///   never given back: it stays claimed until the consumer passes it;
 /// - dropping it (also by a panic unwinding through the writer) aborts it:
 ///   the consumer steps over its bytes.
 ///
@@ -30,7 +33,10 @@ use crate::{Metadata, Producer};
 /// reserves, never blocks in `recv` while holding one). Leaking a
 /// reservation (`mem::forget`) is safe, but its header is never published,
 /// so the consumer stops there for good and the entries reserved after it
-/// are never read.
+/// are never read. In read-around mode the consumer reads past it, so the
+/// entries after it are still read, but its space and everything after it
+/// is never released: producers see [`Full`](crate::ReserveError::Full)
+/// once the rest of the ring is claimed.
 ///
 /// On a ring with [`Metadata`], commit with [`commit_with`](Reservation::commit_with)
 /// or [`commit_len_with`](Reservation::commit_len_with), which take the
@@ -81,7 +87,8 @@ impl<'a, M: Metadata> Reservation<'a, M> {
     }
 
     /// Publishes only the first `len` bytes, with the entry's metadata
-    /// record; the rest goes back to the ring.
+    /// record; the rest goes back to the ring, or is stepped over (see
+    /// [`Reservation`]).
     ///
     /// # Panics
     /// If `len` is larger than the reservation (a caller bug; the entry is
@@ -138,7 +145,8 @@ impl Reservation<'_> {
         self.commit_with(());
     }
 
-    /// Publishes only the first `len` bytes; the rest goes back to the ring.
+    /// Publishes only the first `len` bytes; the rest goes back to the ring,
+    /// or is stepped over (see [`Reservation`]).
     ///
     /// # Panics
     /// If `len` is larger than the reservation (a caller bug; the entry is

@@ -240,3 +240,70 @@ fn the_default_mode_still_stops_at_an_open_reservation() {
     drop(open);
     assert_eq!(read_all(&mut consumer), [b"behind".to_vec()]);
 }
+
+/// What the guarantees promise when one producer commits out of order:
+/// reservation order, except that an entry committed while an earlier
+/// reservation is still open may come out first. Not "commit order": with
+/// both committed before the consumer looks, reservation order wins.
+#[test]
+fn one_producers_out_of_order_commits_keep_reservation_order_unless_read_in_between() {
+    let (producer, mut consumer) = ring(1024);
+    let mut a = producer.reserve(1).unwrap();
+    let mut b = producer.reserve(1).unwrap();
+    a[0] = b'a';
+    b[0] = b'b';
+    b.commit();
+    a.commit();
+    assert_eq!(read_all(&mut consumer), [b"a".to_vec(), b"b".to_vec()]);
+
+    let mut a = producer.reserve(1).unwrap();
+    let mut b = producer.reserve(1).unwrap();
+    a[0] = b'a';
+    b[0] = b'b';
+    b.commit();
+    // Read while `a` is open: `b` comes first.
+    assert_eq!(read_all(&mut consumer), [b"b".to_vec()]);
+    a.commit();
+    assert_eq!(read_all(&mut consumer), [b"a".to_vec()]);
+}
+
+/// A short commit, an abort and a batch's unused slots give nothing back
+/// to the tail in read-around mode (in the default mode they do, when
+/// nothing was reserved after them): the room stays claimed until the
+/// consumer passes it, then it is released.
+#[test]
+fn unused_room_is_not_given_back_in_read_around_mode() {
+    for around in [false, true] {
+        let (producer, mut consumer): (Producer, Consumer) = Ring::builder(1024)
+            .read_around_open(around)
+            .build()
+            .unwrap();
+        let r = producer.reserve(100).unwrap(); // 8 + 104 bytes
+        r.commit_len(10); // 8 + 16 bytes used
+        let want = if around { 112 } else { 24 };
+        assert_eq!(
+            producer.used_bytes(),
+            want,
+            "short commit, around: {around}"
+        );
+        assert_eq!(read_all(&mut consumer), [vec![0; 10]]);
+        consumer.release();
+        assert_eq!(producer.used_bytes(), 0);
+
+        drop(producer.reserve(100).unwrap()); // aborted
+        let want = if around { 112 } else { 0 };
+        assert_eq!(producer.used_bytes(), want, "abort, around: {around}");
+        assert!(consumer.read().is_none());
+        consumer.release();
+        assert_eq!(producer.used_bytes(), 0);
+
+        let mut batch = producer.reserve_batch(4, 8).unwrap(); // 4 x 16 bytes
+        batch.slot_mut(0).fill(7);
+        batch.commit(&[8]);
+        let want = if around { 64 } else { 16 };
+        assert_eq!(producer.used_bytes(), want, "batch, around: {around}");
+        assert_eq!(read_all(&mut consumer), [vec![7; 8]]);
+        consumer.release();
+        assert_eq!(producer.used_bytes(), 0);
+    }
+}
