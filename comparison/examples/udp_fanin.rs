@@ -1046,8 +1046,11 @@ const METRICS: &[Metric] = &[
         lower_is_better: true,
         value: |r, _| per(r.syscalls, r.received),
         show: |v| format!("{v:.3}"),
-        ring_why: "its listeners found more datagrams per receive call and polled less often",
-        channel_why: "its listeners found more datagrams per receive call and polled less often",
+        ring_why: "a matter of the listeners' loops and of how many datagrams waited per call, \
+                   not of the queue: mpring::udp's listeners poll again after a short batch, \
+                   the hand-written ones call recvmmsg or recv_from until the socket is empty",
+        channel_why: "a matter of the listeners' loops and of how many datagrams waited per \
+                      call, not of the queue",
     },
     Metric {
         name: "handler sleeps",
