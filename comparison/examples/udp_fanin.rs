@@ -1046,8 +1046,8 @@ const METRICS: &[Metric] = &[
                    nothing; the channel's handler moves each Vec out of its slot and frees \
                    memory another thread allocated",
         channel_why: "this ring handler goes to sleep as soon as the ring is empty \
-                      (set_spin(0)), and each sleep costs it a process-wide barrier and a \
-                      futex wait, where the channel's handler spins a while first",
+                      (set_spin(0)), and each sleep costs it a sleep announcement and a futex \
+                      wait, where the channel's handler spins a while first",
     },
     Metric {
         name: "listener system calls per datagram",
