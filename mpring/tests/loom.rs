@@ -723,6 +723,18 @@ fn readiness_fd_is_notified_when_the_last_producer_leaves() {
 
 // ---- read-around mode ---------------------------------------------------
 
+/// A model with at most `preemptions` forced switches (or fewer, when
+/// `LOOM_MAX_PREEMPTIONS` asks for fewer).
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(
+        builder
+            .preemption_bound
+            .map_or(preemptions, |b| b.min(preemptions)),
+    );
+    builder
+}
+
 fn around(capacity: usize) -> (Producer, Consumer) {
     Ring::builder(capacity)
         .read_around_open(true)
@@ -842,5 +854,155 @@ fn wait_behind_an_open_reservation_is_woken_by_its_commit() {
         assert_eq!(consumer.wait(), Ok(()));
         assert_eq!(&*consumer.read().unwrap(), b"ok");
         writer.join().unwrap();
+    });
+}
+
+/// A claim held in the window between its CAS and its announcement (the
+/// `Open` header), while another producer commits after it and the
+/// consumer waits: the consumer must read past the unannounced claim (the
+/// later producer recorded where it starts) and deliver the later entry
+/// while the holder is still held. Before that fix, a consumer that saw
+/// the zero header on its last look slept, and the commit, made while it
+/// was awake, never woke it: loom reported the deadlock.
+///
+/// `wait` here; the same shape for `poll_ready` and the readiness fd below.
+#[test]
+fn wait_reads_past_a_claim_not_announced_yet() {
+    held_claim_then_a_commit(3, |consumer| {
+        assert_eq!(consumer.wait(), Ok(()));
+        consumer.read().unwrap().to_vec()
+    });
+}
+
+#[test]
+fn poll_ready_reads_past_a_claim_not_announced_yet() {
+    held_claim_then_a_commit(2, |consumer| {
+        loom::future::block_on(async { consumer.ready().await.unwrap() });
+        consumer.read().unwrap().to_vec()
+    });
+}
+
+#[test]
+fn arm_fd_reads_past_a_claim_not_announced_yet() {
+    held_claim_then_a_commit(3, |consumer| {
+        consumer.readiness_fd().unwrap();
+        fd_loop(consumer, false, 1).remove(0)
+    });
+}
+
+/// A holder reserves and waits before it commits (so in some interleavings
+/// it waits before its announcement is visible, in others after); a
+/// pusher pushes after it; the consumer waits for and reads one entry with
+/// `read_one`, which must be the pusher's, while the holder still waits.
+/// The holder waits on a condition variable that the consumer signals
+/// once it has the entry: a consumer asleep for good leaves both blocked,
+/// which loom reports as a deadlock.
+///
+/// `preemptions` bounds the model below CI's 4 (at 4 the `poll_ready` form
+/// alone runs for more than ten minutes on 2 cores); the window needs one
+/// preemption (between the holder's CAS and its announcement), and the
+/// model without the recorded starts deadlocks at a bound of 1.
+fn held_claim_then_a_commit(preemptions: usize, read_one: fn(&mut Consumer) -> Vec<u8>) {
+    bounded(preemptions).check(move || {
+        let (producer, mut consumer) = around(64);
+        let other = producer.clone();
+        let gate = std::sync::Arc::new((loom::sync::Mutex::new(false), loom::sync::Condvar::new()));
+        let holder_gate = gate.clone();
+        let holder = thread::spawn(move || {
+            let mut r = producer.reserve(8).unwrap();
+            r.fill(1);
+            let (open, changed) = &*holder_gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = changed.wait(open).unwrap();
+            }
+            drop(open);
+            r.commit();
+        });
+        let pusher = thread::spawn(move || push(&other, &[2; 8]));
+        assert_eq!(read_one(&mut consumer), [2; 8]);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_one();
+        pusher.join().unwrap();
+        holder.join().unwrap();
+        assert_eq!(read_n(&mut consumer, 1), [vec![1; 8]]);
+    });
+}
+
+/// One producer's three reservations, the first two held while the third
+/// is claimed after them (two holes, the third at `read`), committed in
+/// order: they come out in that order. With two holes, a look at the
+/// older ones that finds the second committed must look again at the
+/// first (a single look, `if let` for `while let` in `next_in_holes`,
+/// passes the two-reservation model above but fails this one).
+#[test]
+fn one_producers_three_commits_come_out_in_its_order() {
+    loom::model(|| {
+        let (producer, mut consumer) = around(128);
+        let writer = thread::spawn(move || {
+            let mut first = producer.reserve(1).unwrap();
+            let mut second = producer.reserve(1).unwrap();
+            let mut third = producer.reserve(1).unwrap();
+            first[0] = 1;
+            second[0] = 2;
+            third[0] = 3;
+            first.commit();
+            second.commit();
+            third.commit();
+        });
+        let got = read_n(&mut consumer, 3);
+        writer.join().unwrap();
+        assert_eq!(got, vec![vec![1], vec![2], vec![3]]);
+    });
+}
+
+/// A batch claim read past while open (another producer pushed after it),
+/// then committed in part: its second entry is moved down next to the
+/// first, its later header and the skipped rest are stored Relaxed, and
+/// only the Release store of its first header publishes them. The
+/// consumer reads all three entries byte for byte, however it interleaves
+/// with the commit. (A Relaxed store of the first header fails it: a race
+/// on the moved entry's words.)
+#[test]
+fn batch_committed_in_part_inside_a_hole() {
+    bounded(3).check(|| {
+        let (producer, mut consumer) = around(128);
+        let other = producer.clone();
+        let batcher = thread::spawn(move || {
+            let mut batch = producer.reserve_batch(2, 8).unwrap(); // 32 bytes
+            batch.slot_mut(0).fill(1);
+            batch.slot_mut(1)[..3].fill(2);
+            batch.commit(&[8, 3]);
+        });
+        let pusher = thread::spawn(move || push(&other, &[3; 8]));
+        let mut got = read_n(&mut consumer, 3);
+        batcher.join().unwrap();
+        pusher.join().unwrap();
+        got.sort();
+        assert_eq!(got, vec![vec![1; 8], vec![2; 3], vec![3; 8]]);
+        consumer.release();
+        assert_eq!(consumer.used_bytes(), 0);
+    });
+}
+
+/// An exact run (`push_batch`: one claim, every entry in place, headers
+/// 1.. Relaxed, header 0 last with Release) read past while it is being
+/// written, because another producer pushed after it.
+#[test]
+fn pushed_run_inside_a_hole() {
+    bounded(3).check(|| {
+        let (producer, mut consumer) = around(128);
+        let other = producer.clone();
+        let batcher = thread::spawn(move || {
+            producer.push_batch(&[&[1; 8], &[2; 3]]).unwrap();
+        });
+        let pusher = thread::spawn(move || push(&other, &[3; 8]));
+        let mut got = read_n(&mut consumer, 3);
+        batcher.join().unwrap();
+        pusher.join().unwrap();
+        got.sort();
+        assert_eq!(got, vec![vec![1; 8], vec![2; 3], vec![3; 8]]);
+        consumer.release();
+        assert_eq!(consumer.used_bytes(), 0);
     });
 }

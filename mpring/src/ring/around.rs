@@ -407,35 +407,51 @@ impl<M> Shared<M> {
             i += 1;
         }
         // At a full lap past `head` the word at `read` is the oldest hole's.
-        if cursor.holes.is_full()
-            || cursor.read - cursor.head >= self.capacity() as u64
-            || !self.is_unannounced(cursor.read)
-        {
+        if cursor.holes.is_full() || cursor.read - cursor.head >= self.capacity() as u64 {
             return changed;
         }
-        // Relaxed: read after our barrier (see `next_before_sleep`).
-        let tail = self.producers_line.tail.load(Ordering::Relaxed);
-        let Some(at) = self.next_start(cursor.read, tail) else {
-            return changed;
+        // An RMW, not a load: it reads the newest tail, so a claim made
+        // before our barrier is seen even where a plain load after a fence
+        // may return an older value in loom's model (it models SeqCst fences
+        // with RMWs incompletely); once per sleep, in this mode only.
+        // Relaxed: what lies past `read` is read through its headers.
+        let tail = self.producers_line.tail.fetch_add(0, Ordering::Relaxed);
+        let end = match self.header_at(cursor.read) {
+            // Announced: `next_around` reads past it only when a fresh
+            // enough tail says something was claimed after it; this one is.
+            Header::Open(span) if cursor.read + (span as u64) < tail => cursor.read + span as u64,
+            Header::NotReady if cursor.read < tail => match self.next_start(cursor.read, tail) {
+                Some(at) => at,
+                None => return changed,
+            },
+            _ => return changed,
         };
         if cursor.holes.is_empty() {
             // Everything before the first hole is consumed.
             cursor.settled = cursor.read;
         }
-        cursor.holes.push(cursor.read, at);
-        cursor.read = at;
+        cursor.holes.push(cursor.read, end);
+        cursor.read = end;
         true
     }
 
     /// Whether the header word at `offset` (a span boundary less than a lap
     /// ahead of `head`) is still zero.
     fn is_unannounced(&self, offset: u64) -> bool {
+        self.header_at(offset) == Header::NotReady
+    }
+
+    /// Whether the header word at `offset` (a span boundary less than a lap
+    /// ahead of `head`) is still zero.
+    /// The header at `offset` (a span boundary less than a lap ahead of
+    /// `head`), loaded Relaxed: the caller acts only on a zero or an
+    /// announcement, which carry no data; what is delivered there later is
+    /// loaded again with Acquire.
+    fn header_at(&self, offset: u64) -> Header {
         // SAFETY: [ReadWindow (as relaxed by this mode), AtomicHeaders] a
         // span boundary in `[head, head + capacity)`: free space or a
         // claim's header word, only ever accessed atomically.
         let word = unsafe { self.buffer.header(self.position(offset)) };
-        // Relaxed: we act only on a zero, and read whatever is published
-        // there later through an Acquire load.
-        word.load(Ordering::Relaxed) == 0
+        Header::decode(word.load(Ordering::Relaxed))
     }
 }

@@ -146,17 +146,24 @@
 //!
 //! # Orderings
 //!
-//! | Release (writer, where)              | Acquire (reader, where)                       | carries                                             |
-//! |--------------------------------------|-----------------------------------------------|-----------------------------------------------------|
-//! | producer: header store, `publish`    | consumer: header load, `next`                 | the payload and metadata (and a skip header, or a batch's later headers, written before it) |
-//! | consumer: `head` store, `release`    | producer: `head` load, `reserve`              | the consumer's zeroes (`consume`, `step_over`) and finished reads (FreeIsZero) |
-//! | producer: `cached_head` store, `reserve` | producer: `cached_head` load, `reserve`   | the same, passed on between producers (CachedHead)  |
-//! | producer: tail CAS, `hand_back`      | producer: tail CAS (success), `reserve`       | the zeroes over handed-back bytes (FreeIsZero)      |
-//! | (read-around) producer: `Open` store, `reserve`, Relaxed | consumer: header load, `next_around`  | nothing but the claim's length, in the word itself |
-//! | (read-around) consumer: `Skip` rewrite, `consume_around`, Relaxed | consumer: `settle` | (the consumer's own word; producers reach it after the walk zeroed it and a `head` store) |
-//! | last producer: count `fetch_sub`     | consumer: count load, `producers`             | the last commits before the disconnection           |
-//! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target            |
-//! | waker: `woken` store, `Sleep::wake_on_purpose` | consumer: `woken` load, `Sleep::take_woken` | (a flag; the target slot's mutex orders the rest) |
+//! Each row: who writes (file, function), who reads, what the pairing
+//! carries, and what checks it. "Loom" names a model in `tests/loom.rs`
+//! that runs the pairing; where a mutation was run against it (the
+//! ordering weakened by hand), the row says so.
+//!
+//! | Release (writer, where) | Acquire (reader, where) | carries | checked by |
+//! |---|---|---|---|
+//! | producer: header store, `produce::publish` | consumer: header load, `consume::next`, `around::first_committed_hole` | the payload and metadata (and a skip header, or a batch's later headers, stored Relaxed before it) | loom, every model; weakened to Relaxed: `metadata_of_a_batch_and_a_pushed_run_race_the_consumer` and `batch_committed_in_part_inside_a_hole` fail (a race on the payload words) |
+//! | consumer: `head` store, `consume::release` | producer: `head` load, `produce::reserve` | the consumer's zeroes (`consume`, `step_over`), the cleared claim starts (StartsExact) and finished reads (FreeIsZero) | loom: `released_space_is_reused_on_the_next_lap`, `lap_over_partial_lines_and_an_old_padding_header` |
+//! | producer: `cached_head` store, `produce::reserve` | producer: `cached_head` load, `produce::reserve` | the same, passed on between producers (CachedHead) | loom: `cached_head_handed_from_producer_to_producer` (either side Relaxed fails it) |
+//! | producer: tail CAS, `produce::hand_back` | producer: tail CAS (success), `produce::reserve` | the zeroes over handed-back bytes (FreeIsZero) | loom: `abort_and_shrink`, `batch_committed_in_part_races_a_reservation_and_the_consumer` |
+//! | (read-around) producer: `Open` store, `produce::reserve`, Relaxed | consumer: header load, `around::next_around` | nothing but the claim's length, in the word itself | loom: `open_reservation_with_a_committed_entry_after_it` |
+//! | (read-around) producer: claim start flag, `around::record_start`, Relaxed | consumer: flag load, `around::next_start`, Relaxed, after its sleep barrier | where the claim before ours ends; ordered by the NoLostWakeUp barriers (below), or by the wake-up's lock | loom: `wait_reads_past_a_claim_not_announced_yet` and its `poll_ready` and `arm_fd` forms; `tests/hooks.rs` (a producer held between CAS and announcement); without the record all of them fail |
+//! | (read-around) consumer: `Skip` rewrite, `around::consume_around`, Relaxed | consumer: `around::settle` | (the consumer's own word; producers reach it after the walk zeroed it and a `head` store) | single-threaded |
+//! | last producer: count `fetch_sub`, `Shared::remove_producer` | consumer: count load, `Shared::producers` | the last commits before the disconnection | loom: `disconnection_after_the_last_commit` |
+//! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target | loom: the waiting and readiness models |
+//! | waker: `woken` store, `Sleep::wake_on_purpose` | consumer: `woken` load, `Sleep::take_woken` | (a flag; the target slot's mutex orders the rest) | loom: `wait_is_woken_by_a_wake_handle` |
+//! | (asymmetric mode) consumer: `membarrier(2)`, `Sleep::announce` | producer: compiler barrier, then a Relaxed load of the mode, `Sleep::after_publish` | the store-load pair of NoLostWakeUp without a fence on the producers' side | **not loom** (it cannot model a process-wide barrier): only `sleep::tests::asymmetric_mode_loses_no_wake_up`, a ping-pong of commits racing a falling-asleep consumer, which CI runs in release mode with 200,000 rounds and fails where `membarrier` is missing (`MPRING_REQUIRE_MEMBARRIER`); without the heavy barrier it lost 61 of 200,000 wake-ups |
 //!
 //! Two barriers, one after the header store in `Sleep::after_publish` and
 //! one after the flag store in `Sleep::announce`, make the store-load pair of
