@@ -155,5 +155,5 @@ pub use wake_handle::WakeHandle;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mpring::udp::{Listeners, UdpMeta, UdpStats};
+use mpring::udp::{ConfigError, Listeners, ListenersError, UdpMeta, UdpStats};
 use mpring::{Consumer, Ring};
 
 const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -456,8 +456,12 @@ fn gro_off_one_entry_per_datagram() {
     assert_eq!((stats.datagrams, stats.entries), (5, 5));
 }
 
+/// Each option that can never work is its own `ConfigError` variant,
+/// refused before any socket exists; what the system refuses is
+/// `ListenersError::Io`; both convert into `io::Error` for `?` in an
+/// `io::Result` function.
 #[test]
-fn bad_options_are_errors_not_panics() {
+fn bad_options_are_typed_errors_not_panics() {
     let build = || {
         Ring::builder(1 << 16)
             .metadata::<UdpMeta>()
@@ -466,28 +470,49 @@ fn bad_options_are_errors_not_panics() {
             .0
     };
     let addr = SocketAddr::new(LOCAL4, 0);
-    let kind = |r: io::Result<Listeners>| r.unwrap_err().kind();
+    let config = |r: Result<Listeners, ListenersError>| match r {
+        Err(ListenersError::Config(e)) => e,
+        Err(e) => panic!("not a configuration error: {e}"),
+        Ok(_) => panic!("accepted"),
+    };
     assert_eq!(
-        kind(Listeners::builder(addr).listeners(0).spawn(build())),
-        io::ErrorKind::InvalidInput
+        config(Listeners::builder(addr).listeners(0).spawn(build())),
+        ConfigError::NoListeners
     );
     assert_eq!(
-        kind(Listeners::builder(addr).batch(0).spawn(build())),
-        io::ErrorKind::InvalidInput
+        config(Listeners::builder(addr).batch(0).spawn(build())),
+        ConfigError::Batch {
+            batch: 0,
+            max: 1024
+        }
     );
     assert_eq!(
-        kind(Listeners::builder(addr).max_datagram(0).spawn(build())),
-        io::ErrorKind::InvalidInput
+        config(Listeners::builder(addr).batch(1025).spawn(build())),
+        ConfigError::Batch {
+            batch: 1025,
+            max: 1024
+        }
     );
-    // GRO buffers of 64 KiB do not fit a 64 KiB ring's largest payload
-    // (unless the kernel refused GRO, when 2 KiB buffers fit).
-    match Listeners::builder(addr).gro(true).spawn(build()) {
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidInput),
-        Ok(l) => assert!(!l.gro()),
-    }
-    // An address nobody can bind here.
+    assert_eq!(
+        config(Listeners::builder(addr).max_datagram(0).spawn(build())),
+        ConfigError::ZeroMaxDatagram
+    );
+    // GRO buffers of 64 KiB never fit a 64 KiB ring's largest payload.
+    let too_small = config(Listeners::builder(addr).gro(true).spawn(build()));
+    assert!(
+        matches!(too_small, ConfigError::RingTooSmall { buffer: 65535, max_payload } if max_payload < 65535),
+        "{too_small:?}"
+    );
+    assert!(too_small.to_string().contains("largest payload"));
+    // An address nobody can bind here: the system's refusal.
     let taken = Listeners::builder(SocketAddr::new("192.0.2.1".parse().unwrap(), 0)).spawn(build());
-    assert!(taken.is_err());
+    let Err(ListenersError::Io(e)) = taken else {
+        panic!("binding 192.0.2.1 should fail with an io::Error");
+    };
+    assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable);
+    // Into io::Error, for `?` in io::Result code.
+    let as_io: io::Error = ListenersError::Config(ConfigError::NoListeners).into();
+    assert_eq!(as_io.kind(), io::ErrorKind::InvalidInput);
 }
 
 #[test]

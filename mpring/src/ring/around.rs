@@ -107,16 +107,18 @@ impl ClaimStarts {
         for flag in flags {
             flag.store(0, Ordering::Relaxed);
         }
+        // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans the
+        // consumer consumed and has not released: the producers that set
+        // them published a header after it, which we acquired; the next
+        // lap's producers wait for our head store. Nobody else accesses
+        // them now, so a plain write is race-free (and vectorises, unlike
+        // one atomic store per flag). The pointer comes from the whole
+        // slice, whose bytes are `UnsafeCell`s (an atomic's), so writing
+        // through it is allowed.
         #[cfg(not(mpring_loom))]
-        if let Some(first) = flags.first() {
-            // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans
-            // the consumer consumed and has not released: the producers
-            // that set them published a header after it, which we
-            // acquired; the next lap's producers wait for our head store.
-            // Nobody else accesses them now, so a plain write is race-free
-            // (and vectorises, unlike one atomic store per flag).
-            unsafe { std::ptr::write_bytes(first.as_ptr(), 0, flags.len()) };
-        }
+        unsafe {
+            std::ptr::write_bytes(flags.as_ptr().cast::<u8>().cast_mut(), 0, flags.len())
+        };
     }
 }
 

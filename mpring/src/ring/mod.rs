@@ -60,6 +60,9 @@
 //!   the header was stored (`Shared<M>` has one `M` for all its handles, so
 //!   the consumer reads the type that was written). Rings without metadata
 //!   (`M = ()`) have no room and nothing to write.
+//! - **StartsExact** (read-around mode): a claim-start flag in `[head,
+//!   tail)` is set only where a claim of this lap starts; the consumer
+//!   clears the flags of what it releases before the head store.
 //! - **NoLostWakeUp**: a consumer about to sleep sets `sleeping`, then
 //!   re-reads the header it waits on; a producer stores its header, then
 //!   reads `sleeping`; a full barrier on both sides makes one of the two
@@ -90,12 +93,14 @@
 //!
 //! # Read-around mode
 //!
-//! (`around.rs`.) Opt-in (`Builder::read_around_open`). What changes, and why it stays
-//! safe:
-//! - **Announcement.** Right after its CAS a producer stores
-//!   `Header::Open(stride)` in its claim's header (Relaxed: it carries no
-//!   data, only the claim's length). The word was zero (FreeIsZero), so
-//!   between the CAS and this store the consumer still stops there.
+//! (`around.rs`.) Opt-in (`Builder::read_around_open`). What changes, and
+//! why it stays safe:
+//! - **Announcement.** Right after its CAS a producer records where its
+//!   claim starts (`ClaimStarts`, a flag per alignment unit, Relaxed), then
+//!   stores `Header::Open(stride)` in its claim's header (Relaxed: it
+//!   carries no data, only the claim's length). The word was zero
+//!   (FreeIsZero), so between the CAS and this store the consumer sees a
+//!   zero there.
 //! - **Reading past.** Meeting an open header with something claimed
 //!   after it (a Relaxed look at the tail: a hint), the consumer records
 //!   the claim as a hole (at most `MAX_HOLES`; at the next one it stops)
@@ -105,29 +110,50 @@
 //!   oldest hole's own word a lap later. Without holes, `next` is the
 //!   in-order path and only an open header leaves it, so the mode costs
 //!   nothing measurable while nothing stalls.
+//! - **Reading past a claim not announced yet.** A zero word with
+//!   something claimed after it is a claim in the window between its CAS
+//!   and its announcement (a producer preempted there holds it open for as
+//!   long as it is preempted). The consumer does not poll for it: its last
+//!   look before sleeping (`next_before_sleep`, used by every blocking
+//!   wait, `poll_ready` and `arm_fd`) reads the tail with an RMW and reads
+//!   past such a word up to the first start recorded after it, as one hole
+//!   (which may hold several claims: a hole whose next word is an
+//!   announcement, or a zero with a start recorded after it, splits
+//!   there). StartsExact makes every recorded start in `[head, tail)` a
+//!   real span boundary, so the consumer never reads a header word inside
+//!   a span. A producer that committed an entry behind such a claim
+//!   recorded its start before its commit; its publish's barrier pairs
+//!   with the consumer's (NoLostWakeUp): either the last look sees the
+//!   start and the entry, or the producer sees the sleeping flag and wakes
+//!   it. No wake-up per reservation, no timed polling.
 //! - **Coming back.** While holes exist, every step loads the word at
 //!   `read` (Acquire) first, then the holes, oldest first; a hole found
-//!   committed makes it look again at the older ones. Having acquired a
-//!   commit, the consumer sees every commit its producer made before it,
-//!   so one producer's entries come out in its commit order (HoleOrder;
-//!   loom's `one_producers_commits_come_out_in_its_order` fails if either
-//!   look is taken out). Entries of different producers may come out in
-//!   commit order rather than reservation order: this mode relaxes that
-//!   promise of the default mode, and only that.
+//!   committed makes it look again at the older ones (a loop: with two
+//!   holes, once is not enough). Having acquired a commit, the consumer
+//!   sees every commit its producer made before it, so a producer that
+//!   commits its reservations in the order it made them sees them
+//!   delivered in that order (HoleOrder; loom's
+//!   `one_producers_three_commits_come_out_in_its_order` fails when the
+//!   look again at the older holes is a single look). Otherwise entries
+//!   come out in reservation order, except that an entry committed while
+//!   an earlier reservation is open may come out before it: this mode
+//!   relaxes that promise of the default mode, and only that.
 //! - **Consumed, not released.** While a hole exists, an entry consumed
 //!   after it keeps its header word, rewritten by the consumer (which owns
 //!   it, OwnedSpans) as a skipped span; `settle` walks `settled` from
 //!   `head` over such spans, zeroing them, up to the oldest hole, and only
 //!   `settled` is released. So `head` never passes an open claim, nothing
 //!   is zeroed while a producer may write it, and FreeIsZero holds as
-//!   stated.
+//!   stated. The recorded starts of what is released are cleared before
+//!   the head store publishes it (StartsExact).
 //! - **No hand-back.** Aborts and short commits leave skipped spans; the
 //!   tail never moves back (Bounds without its exception), so a consumer
-//!   that read past a claim can never land inside a later one.
+//!   that read past a claim can never land inside a later one, and every
+//!   tail value a CAS moved from stays a span boundary.
 //! - **Waking.** Announcements wake nobody; commits and aborts publish
 //!   through `publish` as always. The consumer's last look before sleeping
-//!   covers the word at `read` and every hole, so NoLostWakeUp holds for
-//!   each of them.
+//!   covers the word at `read` (announced or not) and every hole, so
+//!   NoLostWakeUp holds for each of them.
 //!
 //! # Metadata
 //!

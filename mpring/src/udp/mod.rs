@@ -254,24 +254,56 @@ impl ListenersBuilder {
         self
     }
 
+    /// The options against each other and the ring, before any system
+    /// call.
+    fn check(&self, max_payload: usize) -> Result<(), ConfigError> {
+        if self.listeners == 0 {
+            return Err(ConfigError::NoListeners);
+        }
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(ConfigError::Batch {
+                batch: self.batch,
+                max: MAX_BATCH,
+            });
+        }
+        if self.max_datagram == 0 {
+            return Err(ConfigError::ZeroMaxDatagram);
+        }
+        let buffer = if self.gro {
+            self.max_datagram.max(usize::from(u16::MAX))
+        } else {
+            self.max_datagram
+        };
+        if max_payload < buffer {
+            return Err(ConfigError::RingTooSmall {
+                max_payload,
+                buffer,
+            });
+        }
+        Ok(())
+    }
+
     /// Binds the sockets and starts one thread each, feeding `producer`'s
     /// ring.
     ///
     /// # Errors
-    /// `InvalidInput` for zero listeners, a batch of 0 or above 1,024, a
-    /// zero `max_datagram`, or a ring whose largest payload is below one
-    /// buffer; any error of creating or binding a socket.
-    pub fn spawn(self, producer: Producer<UdpMeta>) -> io::Result<Listeners> {
-        let invalid = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
-        if self.listeners == 0 {
-            return invalid("at least one listener".into());
-        }
-        if self.batch == 0 || self.batch > 1024 {
-            return invalid(format!("a batch of {} datagrams (1 to 1,024)", self.batch));
-        }
-        if self.max_datagram == 0 {
-            return invalid("a max_datagram of 0 bytes".into());
-        }
+    /// [`ListenersError::Config`] for options that can never work (checked
+    /// before any socket is made): zero listeners, a batch of 0 or above
+    /// 1,024, a zero `max_datagram`, or a ring whose largest payload is
+    /// below one buffer (with GRO asked for, a buffer is 64 KiB, whether
+    /// or not the kernel has GRO). [`ListenersError::Io`] for what the
+    /// system refuses: creating, binding or configuring a socket.
+    ///
+    /// ```
+    /// use mpring::udp::{ConfigError, Listeners, ListenersError, UdpMeta};
+    ///
+    /// let (producer, _consumer) = mpring::Ring::builder(1 << 16).metadata::<UdpMeta>().build()?;
+    /// let refused = Listeners::builder("127.0.0.1:0".parse()?).listeners(0).spawn(producer);
+    /// assert!(matches!(refused, Err(ListenersError::Config(ConfigError::NoListeners))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spawn(self, producer: Producer<UdpMeta>) -> Result<Listeners, ListenersError> {
+        self.check(producer.max_payload())?;
         let mut sockets = Vec::with_capacity(self.listeners);
         let (first, gro) = sys::listener_socket(self.addr, self.recv_buffer, self.gro)?;
         let local = first.local_addr()?;
@@ -284,12 +316,6 @@ impl ListenersBuilder {
         } else {
             self.max_datagram
         };
-        if producer.max_payload() < buffer_len {
-            return invalid(format!(
-                "a ring whose largest payload ({} bytes) is below one buffer ({buffer_len} bytes)",
-                producer.max_payload()
-            ));
-        }
         let send = sockets[0].try_clone()?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -319,7 +345,7 @@ impl ListenersBuilder {
             Ok(threads) => threads,
             Err(e) => {
                 shared.stop.store(true, Ordering::Relaxed);
-                return Err(e);
+                return Err(e.into());
             }
         };
         Ok(Listeners {
@@ -329,6 +355,108 @@ impl ListenersBuilder {
             send,
             gro,
         })
+    }
+}
+
+/// Most datagrams one `recvmmsg` of a listener may receive.
+const MAX_BATCH: usize = 1024;
+
+/// Why a [`ListenersBuilder`] refused its options: each variant names the
+/// option that can never work, so a caller can match on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// [`ListenersBuilder::listeners`] was 0.
+    NoListeners,
+    /// [`ListenersBuilder::batch`] was 0 or above `max`.
+    Batch {
+        /// The batch asked for.
+        batch: usize,
+        /// The largest batch.
+        max: usize,
+    },
+    /// [`ListenersBuilder::max_datagram`] was 0.
+    ZeroMaxDatagram,
+    /// The ring's largest payload is below one receive buffer (the
+    /// largest datagram, or 64 KiB with GRO): build a larger ring, or
+    /// lower `max_datagram` or turn GRO off.
+    RingTooSmall {
+        /// The ring's largest payload ([`Producer::max_payload`]).
+        max_payload: usize,
+        /// Bytes of one receive buffer.
+        buffer: usize,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NoListeners => write!(f, "at least one listener is needed"),
+            ConfigError::Batch { batch, max } => {
+                write!(f, "a batch of {batch} datagrams (1 to {max})")
+            }
+            ConfigError::ZeroMaxDatagram => write!(f, "a max_datagram of 0 bytes"),
+            ConfigError::RingTooSmall {
+                max_payload,
+                buffer,
+            } => write!(
+                f,
+                "the ring's largest payload ({max_payload} bytes) is below one receive buffer ({buffer} bytes)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why [`ListenersBuilder::spawn`] failed: options that can never work, or
+/// the system's refusal. Converts into [`io::Error`] (kind `InvalidInput`
+/// for a [`ConfigError`]) for callers that return `io::Result`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ListenersError {
+    /// An option, or the ring, can never work; nothing was created.
+    Config(ConfigError),
+    /// Creating, binding or configuring a socket failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for ListenersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenersError::Config(e) => write!(f, "listeners: {e}"),
+            ListenersError::Io(e) => write!(f, "listeners: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ListenersError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ListenersError::Config(e) => Some(e),
+            ListenersError::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for ListenersError {
+    fn from(e: ConfigError) -> ListenersError {
+        ListenersError::Config(e)
+    }
+}
+
+impl From<io::Error> for ListenersError {
+    fn from(e: io::Error) -> ListenersError {
+        ListenersError::Io(e)
+    }
+}
+
+impl From<ListenersError> for io::Error {
+    fn from(e: ListenersError) -> io::Error {
+        match e {
+            ListenersError::Config(e) => io::Error::new(io::ErrorKind::InvalidInput, e),
+            ListenersError::Io(e) => e,
+        }
     }
 }
 
