@@ -7,7 +7,9 @@
 //! 1.85) and its dependencies. Not published yet: it also holds the
 //! helpers of mpring's quinn comparison and tests.
 
+pub mod cid;
 pub mod socket;
 pub mod udp;
 
+pub use cid::ShardCidGenerator;
 pub use socket::*;

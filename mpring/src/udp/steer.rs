@@ -1043,6 +1043,59 @@ mod tests {
         }
     }
 
+    /// Real datagrams of one quinn 0.11 client connection (their first
+    /// bytes), recorded by mpring-quic's tests/steer_quinn.rs: the server's
+    /// endpoint made its CIDs with shard 3 of 4's generator (8 bytes).
+    #[test]
+    fn quinn_client_packets() {
+        // The first datagram: a v1 Initial with the client's own 20-byte
+        // DCID (23c67e...8149) and 8-byte SCID, token length 0, length 0x48a.
+        let initial = hex(
+            "c000000001 14 23c67e4e4847a19e8e4551d4a90dc3f9944c8149 08 6d6c0b7502159180 00 448a
+             e659e027f93881b515897c4c7bb056f58749aa350b96335b7db9",
+        );
+        // After the server's first flight: an Initial (type 0, the fixed bit
+        // greased away) to the server's CID 1403c28e6a5cfc92 (shard 3).
+        let long_to_server =
+            hex("89 00000001 08 1403c28e6a5cfc92 08 6d6c0b7502159180 00 4017 b73643bc4626");
+        // 1-RTT packets to the same CID, the fixed bit set and cleared.
+        let short_set = hex("56 1403c28e6a5cfc92 14c70ae0224148cbb77bd30070162c1a1f8d41b32688cf");
+        let short_cleared =
+            hex("23 1403c28e6a5cfc92 b0531f9bd4db1dd0c0c3575894303fac8fb48476afa2c3");
+
+        let cids = ShardCids::new(4, 8).unwrap();
+        let d = parse_dcid(&initial, 8).unwrap();
+        assert_eq!(d.form, HeaderForm::Long { version: QUIC_V1 });
+        assert_eq!(d.cid, &initial[6..26]);
+        assert_eq!(cids.shard_of(&initial[6..26]), None);
+        let server_cid = hex("1403c28e6a5cfc92");
+        assert_eq!(cids.shard_of(&server_cid), Some(3));
+        for p in [&long_to_server, &short_set, &short_cleared] {
+            assert_eq!(parse_dcid(p, 8).unwrap().cid, &server_cid[..]);
+        }
+
+        for shards in [4, 5, 8, 256] {
+            let steering = QuicSteering::new(ShardCids::new(shards, 8).unwrap());
+            let first = steering.route(source(), &initial);
+            assert_eq!(first.by, RouteBy::DcidHash);
+            assert_eq!(steering.route("[::1]:1".parse().unwrap(), &initial), first);
+            let expect = Route {
+                ring: 3,
+                by: RouteBy::ShardCid,
+            };
+            for p in [&long_to_server, &short_set, &short_cleared] {
+                assert_eq!(steering.route(source(), p), expect);
+            }
+        }
+        // With fewer shards than 4, shard 3's CIDs are not this server's:
+        // they go by their hash, still one ring for all three packets.
+        let steering = QuicSteering::new(ShardCids::new(3, 8).unwrap());
+        let route = steering.route(source(), &short_set);
+        assert_eq!(route.by, RouteBy::DcidHash);
+        assert_eq!(steering.route(source(), &short_cleared), route);
+        assert_eq!(steering.route(source(), &long_to_server), route);
+    }
+
     /// The same DCID routes the same way whatever else the packet holds:
     /// retransmits of an Initial (new packet number, new payload, another
     /// source after a NAT rebinding, the fixed bit greased or not), and in
