@@ -549,7 +549,7 @@ pub struct Route {
 /// assert_eq!(steering.ring_for(source, &packet), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QuicSteering {
     cids: ShardCids,
     key: u64,
@@ -688,6 +688,15 @@ impl QuicSteering {
     /// Lemire's multiply-shift: the high half of `hash * shards`.
     fn reduce(&self, hash: u64) -> usize {
         ((u128::from(hash) * u128::from(self.cids.shards)) >> 64) as usize
+    }
+}
+
+/// The hash key stays out of logs.
+impl fmt::Debug for QuicSteering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicSteering")
+            .field("cids", &self.cids)
+            .finish_non_exhaustive()
     }
 }
 
