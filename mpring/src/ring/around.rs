@@ -86,8 +86,10 @@ impl Holes {
 /// Invariant **StartsExact**: a flag in `[head, tail)` is set only at an
 /// offset where a claim of this lap starts (a producer's CAS moved the
 /// tail from it; the tail never moves back in this mode). The consumer
-/// clears the flags of what it releases before it publishes the head, so
-/// no flag of an older lap survives into free space.
+/// clears the flag at every span start it passes (an entry it consumed in
+/// order, a span it stepped over or settled), so every flag of what it
+/// releases is clear before it publishes the head, and no flag of an older
+/// lap survives into free space.
 pub(super) struct ClaimStarts {
     flags: Box<[AtomicU8]>,
 }
@@ -98,27 +100,6 @@ impl ClaimStarts {
         ClaimStarts {
             flags: (0..units).map(|_| AtomicU8::new(0)).collect(),
         }
-    }
-
-    /// Clears flags `[from, from + len)` (no wrap).
-    fn clear(&self, from: usize, len: usize) {
-        let flags = &self.flags[from..from + len];
-        #[cfg(mpring_loom)]
-        for flag in flags {
-            flag.store(0, Ordering::Relaxed);
-        }
-        // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans the
-        // consumer consumed and has not released: the producers that set
-        // them published a header after it, which we acquired; the next
-        // lap's producers wait for our head store. Nobody else accesses
-        // them now, so a plain write is race-free (and vectorises, unlike
-        // one atomic store per flag). The pointer comes from the whole
-        // slice, whose bytes are `UnsafeCell`s (an atomic's), so writing
-        // through it is allowed.
-        #[cfg(not(mpring_loom))]
-        unsafe {
-            std::ptr::write_bytes(flags.as_ptr().cast::<u8>().cast_mut(), 0, flags.len())
-        };
     }
 }
 
@@ -308,6 +289,7 @@ impl<M> Shared<M> {
                 other => unreachable!("{other:?} in consumed space"),
             };
             let start = cursor.settled;
+            self.clear_start(start);
             cursor.settled += span as u64;
             self.zero_consumed(cursor, start + dirty as u64);
             if dirty < span {
@@ -332,7 +314,9 @@ impl<M> Shared<M> {
     /// Records that a claim starts at offset `from` (the tail our CAS moved).
     #[inline]
     pub(super) fn record_start(&self, from: u64) {
-        let flag = &self.starts.flags[self.position(from) / self.align];
+        let Some(flag) = self.start_flag(from) else {
+            return;
+        };
         // Relaxed: the consumer looks for it only on its last look before
         // sleeping, after its barrier of NoLostWakeUp; our later publish
         // (fence or compiler barrier, then the flag load) orders this store
@@ -341,17 +325,28 @@ impl<M> Shared<M> {
         flag.store(1, Ordering::Relaxed);
     }
 
-    /// Clears the recorded starts in `[from, to)`, before `to` is published
-    /// as the head (StartsExact). `to - from` is at most a lap.
-    pub(super) fn clear_starts(&self, from: u64, to: u64) {
-        let units = self.starts.flags.len();
-        let (first, len) = (
-            self.position(from) / self.align,
-            ((to - from) as usize) / self.align,
-        );
-        let head = len.min(units - first);
-        self.starts.clear(first, head);
-        self.starts.clear(0, len - head);
+    /// Clears the recorded start at `offset`, a span start the consumer
+    /// passes (StartsExact), before a head store publishes it.
+    #[inline]
+    pub(super) fn clear_start(&self, offset: u64) {
+        // No flags outside read-around mode.
+        if let Some(flag) = self.start_flag(offset) {
+            // Relaxed: the head store (Release) that follows publishes it to
+            // the producers, which acquire the head before they claim here.
+            flag.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The flag of the alignment unit at `offset` (`None` outside
+    /// read-around mode, where there are none).
+    #[inline]
+    fn start_flag(&self, offset: u64) -> Option<&AtomicU8> {
+        if !self.around {
+            return None;
+        }
+        // A shift, not a division: the alignment is a power of two.
+        let unit = self.position(offset) >> self.align.trailing_zeros();
+        self.starts.flags.get(unit)
     }
 
     /// The first recorded start in `(after, before)`, both offsets less than
@@ -359,7 +354,7 @@ impl<M> Shared<M> {
     fn next_start(&self, after: u64, before: u64) -> Option<u64> {
         let mut at = after + self.align as u64;
         while at < before {
-            let flag = &self.starts.flags[self.position(at) / self.align];
+            let flag = self.start_flag(at)?;
             // Relaxed: see `record_start`; what lies at `at` is then read
             // through its header word, with Acquire where it is delivered.
             if flag.load(Ordering::Relaxed) != 0 {

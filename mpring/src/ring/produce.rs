@@ -86,8 +86,10 @@ impl<M> Shared<M> {
         // claim and its announcement.
         crate::hooks::after_claim();
         if self.around {
-            // Before the announcement: the claim before ours may not be
-            // announced yet, and our start is where it ends.
+            // Where our claim starts (its padding, if any) is where the
+            // claim before ours ends, which may not be announced yet.
+            // Before anything of ours is published: the consumer clears
+            // this flag when it passes our first span (StartsExact).
             self.record_start(tail);
         }
         // Loom only: FreeIsZero over the whole claim, header words too

@@ -38,6 +38,8 @@
 //! delivered. A full ring drops and counts ([`UdpStats::full_drops`]), as a
 //! UDP stack does.
 
+pub mod steer;
+
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
