@@ -129,3 +129,79 @@ fn the_readiness_fd_reads_past_a_claim_not_announced_yet() {
     );
     finish(consumer, gate, holder);
 }
+
+/// Claim starts recorded in earlier laps lie everywhere inside a later
+/// claim; held before its announcement, that claim must be read past only
+/// up to a start recorded in its own lap (StartsExact), or the consumer
+/// would later read a header inside its payload. 300 laps of 16-byte
+/// entries first (a start at every 16-byte unit, across clearing laps),
+/// then a held claim of 208 bytes at several positions.
+#[test]
+fn starts_recorded_in_earlier_laps_are_not_read_as_boundaries() {
+    let (producer, mut consumer) = Ring::builder(1024).read_around_open(true).build().unwrap();
+    for i in 0..300 * 1024 / 16 {
+        producer.push(&[i as u8; 8]).unwrap();
+        assert_eq!(&*consumer.read().unwrap(), &[i as u8; 8]);
+    }
+    for shift in 0..6u8 {
+        // Move the next claim's start around the lap.
+        for _ in 0..shift {
+            producer.push(&[0; 40]).unwrap();
+            assert!(consumer.read().is_some());
+        }
+        let holder_producer = producer.clone();
+        let (tx, rx) = mpsc::channel();
+        let holder = thread::spawn(move || {
+            tx.send(hold_next_claim()).unwrap();
+            let mut held = holder_producer.reserve(200).unwrap();
+            held.fill(0xAB);
+            held.commit();
+        });
+        let gate = rx.recv().unwrap();
+        assert!(gate.wait_reached(DEADLINE));
+        producer.push(&[shift; 5]).unwrap();
+        assert_eq!(consumer.wait_timeout(DEADLINE), Ok(()));
+        assert_eq!(&*consumer.read().unwrap(), &[shift; 5]);
+        gate.release();
+        holder.join().unwrap();
+        assert_eq!(&*consumer.read_timeout(DEADLINE).unwrap(), &[0xAB; 200][..]);
+        assert!(consumer.read().is_none());
+        assert_eq!(consumer.open_reservations(), (0, None));
+    }
+}
+
+/// A start recorded exactly 128 laps ago carries the same tag as one of
+/// this lap (tags count laps modulo 128): the consumer's clearing (one lap
+/// in 64) must have removed it. One lap of 16-byte entries (a start at
+/// every 16-byte unit), 127 laps with starts only at 0 and 512, then a
+/// claim held at position 0 of lap 128, over the old starts.
+#[test]
+fn starts_of_laps_long_ago_are_cleared() {
+    let (producer, mut consumer) = Ring::builder(1024).read_around_open(true).build().unwrap();
+    for i in 0..1024 / 16 {
+        producer.push(&[i as u8; 8]).unwrap();
+        assert!(consumer.read().is_some());
+    }
+    for _ in 0..127 * 2 {
+        producer.push(&[7; 504]).unwrap(); // 512 bytes
+        assert!(consumer.read().is_some());
+    }
+    assert_eq!(consumer.read_offset(), 128 * 1024);
+    let holder_producer = producer.clone();
+    let (tx, rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        tx.send(hold_next_claim()).unwrap();
+        let mut held = holder_producer.reserve(200).unwrap();
+        held.fill(0xAB);
+        held.commit();
+    });
+    let gate = rx.recv().unwrap();
+    assert!(gate.wait_reached(DEADLINE));
+    producer.push(b"later").unwrap();
+    assert_eq!(consumer.wait_timeout(DEADLINE), Ok(()));
+    assert_eq!(&*consumer.read().unwrap(), b"later");
+    gate.release();
+    holder.join().unwrap();
+    assert_eq!(&*consumer.read_timeout(DEADLINE).unwrap(), &[0xAB; 200][..]);
+    assert!(consumer.read().is_none());
+}

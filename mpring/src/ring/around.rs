@@ -83,15 +83,32 @@ impl Holes {
 /// start and reads past (`next_before_sleep`), so a committed entry never
 /// waits for an earlier claim's announcement.
 ///
-/// Invariant **StartsExact**: a flag in `[head, tail)` is set only at an
-/// offset where a claim of this lap starts (a producer's CAS moved the
-/// tail from it; the tail never moves back in this mode). The consumer
-/// clears the flag at every span start it passes (an entry it consumed in
-/// order, a span it stepped over or settled), so every flag of what it
-/// releases is clear before it publishes the head, and no flag of an older
-/// lap survives into free space.
+/// A flag holds the lap of the claim that set it ([`lap_tag`]: the lap
+/// number modulo 128, plus one; 0 is "never set"). The consumer does not
+/// clear flags as it goes (that would move their cache lines between it and
+/// the producers on every lap); it clears the flags of what it releases
+/// only in every 64th lap ([`CLEAR_EVERY_LAPS`]), before the head store.
+///
+/// Invariant **StartsExact**: at offset `q` in `[head, tail)`, the flag
+/// equals `lap_tag(q)` only if a claim of `q`'s lap starts at `q` (a
+/// producer's CAS moved the tail from it; the tail never moves back in
+/// this mode). Why: a flag at `q`'s position was cleared when the head
+/// passed that position in one of the 64 laps before `q`'s (every
+/// position is released once per lap, and one lap in 64 clears); since
+/// then only claims of later laps, up to `q`'s own, set it. So a flag
+/// from another lap is less than 64 laps older, and its tag differs.
 pub(super) struct ClaimStarts {
     flags: Box<[AtomicU8]>,
+}
+
+/// The consumer clears the flags of what it releases in one lap of this
+/// many; less than half the tags, so tags of laps a clearing apart differ.
+const CLEAR_EVERY_LAPS: u64 = 64;
+
+/// The tag a claim of lap `lap` stores in its flag: never 0.
+#[inline]
+fn lap_tag(lap: u64) -> u8 {
+    (lap % (2 * CLEAR_EVERY_LAPS)) as u8 + 1
 }
 
 impl ClaimStarts {
@@ -100,6 +117,27 @@ impl ClaimStarts {
         ClaimStarts {
             flags: (0..units).map(|_| AtomicU8::new(0)).collect(),
         }
+    }
+
+    /// Clears flags `[from, from + len)` (no wrap).
+    fn clear(&self, from: usize, len: usize) {
+        let flags = &self.flags[from..from + len];
+        #[cfg(mpring_loom)]
+        for flag in flags {
+            flag.store(0, Ordering::Relaxed);
+        }
+        // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans the
+        // consumer consumed and has not released: the producers that set
+        // them published a header after it, which we acquired; the next
+        // lap's producers wait for our head store. Nobody else writes them
+        // now, and the consumer is the only reader, so a plain write is
+        // race-free (and vectorises, unlike one atomic store per flag).
+        // The pointer comes from the whole slice, whose bytes are
+        // `UnsafeCell`s (an atomic's), so writing through it is allowed.
+        #[cfg(not(mpring_loom))]
+        unsafe {
+            std::ptr::write_bytes(flags.as_ptr().cast::<u8>().cast_mut(), 0, flags.len())
+        };
     }
 }
 
@@ -289,7 +327,6 @@ impl<M> Shared<M> {
                 other => unreachable!("{other:?} in consumed space"),
             };
             let start = cursor.settled;
-            self.clear_start(start);
             cursor.settled += span as u64;
             self.zero_consumed(cursor, start + dirty as u64);
             if dirty < span {
@@ -322,19 +359,31 @@ impl<M> Shared<M> {
         // (fence or compiler barrier, then the flag load) orders this store
         // before that look, or finds the consumer asleep and wakes it
         // through the target's lock.
-        flag.store(1, Ordering::Relaxed);
+        flag.store(lap_tag(self.lap(from)), Ordering::Relaxed);
     }
 
-    /// Clears the recorded start at `offset`, a span start the consumer
-    /// passes (StartsExact), before a head store publishes it.
-    #[inline]
-    pub(super) fn clear_start(&self, offset: u64) {
-        // No flags outside read-around mode.
-        if let Some(flag) = self.start_flag(offset) {
-            // Relaxed: the head store (Release) that follows publishes it to
-            // the producers, which acquire the head before they claim here.
-            flag.store(0, Ordering::Relaxed);
+    /// Clears the recorded starts of `[from, to)`, about to be released,
+    /// where they lie in a lap that clears (StartsExact). `to - from` is
+    /// at most a lap.
+    pub(super) fn clear_starts(&self, from: u64, to: u64) {
+        let lap_bytes = self.capacity() as u64;
+        let mut at = from;
+        while at < to {
+            let lap_end = (self.lap(at) + 1) * lap_bytes;
+            let end = to.min(lap_end);
+            if self.lap(at) % CLEAR_EVERY_LAPS == 0 {
+                let shift = self.align.trailing_zeros();
+                let first = self.position(at) >> shift;
+                self.starts.clear(first, ((end - at) >> shift) as usize);
+            }
+            at = end;
         }
+    }
+
+    /// The lap of `offset`.
+    #[inline]
+    fn lap(&self, offset: u64) -> u64 {
+        offset >> self.capacity().trailing_zeros()
     }
 
     /// The flag of the alignment unit at `offset` (`None` outside
@@ -350,14 +399,14 @@ impl<M> Shared<M> {
     }
 
     /// The first recorded start in `(after, before)`, both offsets less than
-    /// a lap apart.
+    /// a lap apart and in `[head, tail]`.
     fn next_start(&self, after: u64, before: u64) -> Option<u64> {
         let mut at = after + self.align as u64;
         while at < before {
             let flag = self.start_flag(at)?;
             // Relaxed: see `record_start`; what lies at `at` is then read
             // through its header word, with Acquire where it is delivered.
-            if flag.load(Ordering::Relaxed) != 0 {
+            if flag.load(Ordering::Relaxed) == lap_tag(self.lap(at)) {
                 return Some(at);
             }
             at += self.align as u64;

@@ -41,7 +41,6 @@ impl<M> Shared<M> {
             Header::NotReady | Header::Entry(_) | Header::Open(_) => return false,
         };
         let start = cursor.read;
-        self.clear_start(start);
         cursor.read += span as u64;
         self.zero_consumed(cursor, start + dirty as u64);
         if dirty < span {
@@ -118,7 +117,6 @@ impl<M> Shared<M> {
         if !cursor.holes.is_empty() {
             return self.consume_around(cursor, delivery);
         }
-        self.clear_start(delivery.at);
         cursor.read += delivery.stride.get();
         // The delivery (and under loom its guards) ends here, before its
         // bytes are zeroed.
@@ -199,6 +197,9 @@ impl<M> Shared<M> {
             return;
         }
         self.zero_consumed(cursor, to);
+        if self.around {
+            self.clear_starts(cursor.head, to);
+        }
         // Release: producers acquire the head before they write into these
         // bytes, so our zeroes (and reads) happen before their writes.
         self.head.store(to, Ordering::Release);

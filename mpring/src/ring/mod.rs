@@ -60,9 +60,11 @@
 //!   the header was stored (`Shared<M>` has one `M` for all its handles, so
 //!   the consumer reads the type that was written). Rings without metadata
 //!   (`M = ()`) have no room and nothing to write.
-//! - **StartsExact** (read-around mode): a claim-start flag in `[head,
-//!   tail)` is set only where a claim of this lap starts; the consumer
-//!   clears the flags of what it releases before the head store.
+//! - **StartsExact** (read-around mode): at an offset in `[head, tail)`,
+//!   a claim-start flag holds that offset's lap tag only where a claim of
+//!   that lap starts. Flags carry their lap modulo 128; the consumer clears
+//!   the flags of what it releases in one lap of 64, before the head store,
+//!   so an older flag is less than 64 laps old and its tag differs.
 //! - **NoLostWakeUp**: a consumer about to sleep sets `sleeping`, then
 //!   re-reads the header it waits on; a producer stores its header, then
 //!   reads `sleeping`; a full barrier on both sides makes one of the two
@@ -144,8 +146,8 @@
 //!   `head` over such spans, zeroing them, up to the oldest hole, and only
 //!   `settled` is released. So `head` never passes an open claim, nothing
 //!   is zeroed while a producer may write it, and FreeIsZero holds as
-//!   stated. The recorded starts of what is released are cleared before
-//!   the head store publishes it (StartsExact).
+//!   stated. In one lap of 64, the recorded starts of what is released are
+//!   cleared before the head store publishes it (StartsExact).
 //! - **No hand-back.** Aborts and short commits leave skipped spans; the
 //!   tail never moves back (Bounds without its exception), so a consumer
 //!   that read past a claim can never land inside a later one, and every
@@ -180,11 +182,11 @@
 //! | Release (writer, where) | Acquire (reader, where) | carries | checked by |
 //! |---|---|---|---|
 //! | producer: header store, `produce::publish` | consumer: header load, `consume::next`, `around::first_committed_hole` | the payload and metadata (and a skip header, or a batch's later headers, stored Relaxed before it) | loom, every model; weakened to Relaxed: `metadata_of_a_batch_and_a_pushed_run_race_the_consumer` and `batch_committed_in_part_inside_a_hole` fail (a race on the payload words) |
-//! | consumer: `head` store, `consume::release` | producer: `head` load, `produce::reserve` | the consumer's zeroes (`consume`, `step_over`), the cleared claim starts (StartsExact) and finished reads (FreeIsZero) | loom: `released_space_is_reused_on_the_next_lap`, `lap_over_partial_lines_and_an_old_padding_header` |
+//! | consumer: `head` store, `consume::release` | producer: `head` load, `produce::reserve` | the consumer's zeroes (`consume`, `step_over`), the cleared claim starts, in one lap of 64 (StartsExact), and finished reads (FreeIsZero) | loom: `released_space_is_reused_on_the_next_lap`, `lap_over_partial_lines_and_an_old_padding_header` |
 //! | producer: `cached_head` store, `produce::reserve` | producer: `cached_head` load, `produce::reserve` | the same, passed on between producers (CachedHead) | loom: `cached_head_handed_from_producer_to_producer` (either side Relaxed fails it) |
 //! | producer: tail CAS, `produce::hand_back` | producer: tail CAS (success), `produce::reserve` | the zeroes over handed-back bytes (FreeIsZero) | loom: `abort_and_shrink`, `batch_committed_in_part_races_a_reservation_and_the_consumer` |
 //! | (read-around) producer: `Open` store, `produce::reserve`, Relaxed | consumer: header load, `around::next_around` | nothing but the claim's length, in the word itself | loom: `open_reservation_with_a_committed_entry_after_it` |
-//! | (read-around) producer: claim start flag, `around::record_start`, Relaxed | consumer: flag load, `around::next_start`, Relaxed, after its sleep barrier | where the claim before ours ends; ordered by the NoLostWakeUp barriers (below), or by the wake-up's lock | loom: `wait_reads_past_a_claim_not_announced_yet` and its `poll_ready` and `arm_fd` forms; `tests/hooks.rs` (a producer held between CAS and announcement); without the record all of them fail |
+//! | (read-around) producer: claim start flag, `around::record_start`, Relaxed | consumer: flag load, `around::next_start`, Relaxed, after its sleep barrier | where the claim before ours ends; ordered by the NoLostWakeUp barriers (below), or by the wake-up's lock | loom: `wait_reads_past_a_claim_not_announced_yet` and its `poll_ready` and `arm_fd` forms; `tests/hooks.rs` (a producer held between CAS and announcement); without the record all of them fail; a tag without the lap, or no clearing, fails `starts_recorded_in_earlier_laps_are_not_read_as_boundaries` or `starts_of_laps_long_ago_are_cleared` |
 //! | (read-around) consumer: `Skip` rewrite, `around::consume_around`, Relaxed | consumer: `around::settle` | (the consumer's own word; producers reach it after the walk zeroed it and a `head` store) | single-threaded |
 //! | last producer: count `fetch_sub`, `Shared::remove_producer` | consumer: count load, `Shared::producers` | the last commits before the disconnection | loom: `disconnection_after_the_last_commit` |
 //! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target | loom: the waiting and readiness models |
