@@ -240,6 +240,9 @@ impl<M: Metadata> Consumer<M> {
     /// open and still waits for, and how long ago it first met the oldest
     /// of them (measured on the consumer's side, when it read past it), so
     /// that a handler can log a stuck listener. `(0, None)` otherwise.
+    /// Reservations read past before they were announced (their producer
+    /// was preempted right after claiming) may count as one until the
+    /// consumer looks at them again.
     ///
     /// ```
     /// use std::time::Duration;
