@@ -1,6 +1,8 @@
 //! The `udp` feature's listeners, on loopback: IPv4 and IPv6, GRO on and
 //! off, a full ring, shutdown under load, truncated datagrams, ECN bits and
-//! destination addresses in the records.
+//! destination addresses in the records; groups that steer datagrams to
+//! N rings (by payload, with GRO entries split, out-of-range indexes, a
+//! full ring among others, QUIC connection IDs).
 #![cfg(all(feature = "udp", target_os = "linux"))]
 
 use std::io;
@@ -9,8 +11,12 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mpring::udp::steer::{QuicSteering, ShardCids};
 use mpring::udp::{ConfigError, Listeners, ListenersError, UdpMeta, UdpStats};
-use mpring::{Consumer, Ring};
+use mpring::{Consumer, Producer, Ring};
 
 const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LOCAL6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -102,6 +108,13 @@ fn round_trip(ip: IpAddr, sender: UdpSocket) {
     let stats = listeners.shutdown();
     assert_eq!((stats.datagrams, stats.entries), (200, 200));
     assert_eq!((stats.full_drops, stats.truncated, stats.errors), (0, 0, 0));
+    // One ring: its counters are the totals, nothing is steered.
+    assert_eq!(stats.rings.len(), 1);
+    assert_eq!(
+        (stats.rings[0].datagrams, stats.rings[0].entries),
+        (200, 200)
+    );
+    assert_eq!(stats.out_of_range, 0);
     assert!(stats.receive_calls >= 1 && stats.receive_calls <= 200);
 }
 
@@ -530,4 +543,407 @@ fn the_stream_ends_when_the_listeners_are_gone() {
         consumer.wait_timeout(Duration::from_secs(5)),
         Err(mpring::WaitError::Disconnected)
     );
+}
+
+/// `n` rings of `size` bytes: their producers and consumers.
+fn rings(n: usize, size: usize) -> (Vec<Producer<UdpMeta>>, Vec<Consumer<UdpMeta>>) {
+    (0..n)
+        .map(|_| Ring::builder(size).metadata::<UdpMeta>().build().unwrap())
+        .unzip()
+}
+
+/// Steers by the sender byte of `datagram`'s payload, modulo `n`.
+fn by_sender(n: usize) -> impl Fn(&UdpMeta, &[u8]) -> usize + Send + Sync + 'static {
+    move |_, d| d.first().map_or(0, |&b| usize::from(b) % n)
+}
+
+/// Waits until the listeners counted `sent` datagrams (or 5 s passed).
+fn wait_counted(listeners: &Listeners, sent: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let done = |s: &UdpStats| s.datagrams + s.kernel_drops >= sent;
+    while !done(&listeners.stats()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// 2, 3 and 4 rings, two listeners, datagrams steered by their sender
+/// byte: each arrives once, whole, in its ring, with its record; each
+/// ring's counters say what it got.
+#[test]
+fn steered_datagrams_arrive_whole_in_their_ring() {
+    for n in 2..=4usize {
+        let (producers, mut consumers) = rings(n, 1 << 20);
+        let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+            .listeners(2)
+            .spawn_steered(producers, by_sender(n))
+            .unwrap();
+        assert_eq!(listeners.rings(), n);
+        let s = sender(LOCAL4);
+        let to = listeners.local_addr();
+        let senders = 7u8; // not a multiple of n: rings get different counts
+        let mut want = vec![Vec::new(); n];
+        for seq in 0..210u32 {
+            let who = (seq % u32::from(senders)) as u8;
+            s.send_to(&datagram(who, seq, 20 + (seq as usize * 13) % 1200), to)
+                .unwrap();
+            want[usize::from(who) % n].push(seq);
+            if seq % 50 == 49 {
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        for (ring, consumer) in consumers.iter_mut().enumerate() {
+            let got = collect(consumer, want[ring].len());
+            let mut seqs: Vec<u32> = got
+                .iter()
+                .map(|(meta, payload)| {
+                    assert_eq!(meta.source, s.local_addr().unwrap());
+                    assert_eq!(meta.destination, Some(LOCAL4));
+                    assert_eq!(meta.segment_size, 0);
+                    assert!(meta.listener < 2);
+                    let (who, seq) = check(payload);
+                    assert_eq!(usize::from(who) % n, ring, "datagram {seq} in ring {ring}");
+                    seq
+                })
+                .collect();
+            seqs.sort_unstable();
+            assert_eq!(
+                seqs, want[ring],
+                "{n} rings: ring {ring} got each of its own once"
+            );
+        }
+        let stats = listeners.shutdown();
+        assert_eq!(stats.rings.len(), n);
+        for (ring, r) in stats.rings.iter().enumerate() {
+            let own = want[ring].len() as u64;
+            assert_eq!(
+                (r.datagrams, r.entries, r.full_drops, r.shed),
+                (own, own, 0, 0)
+            );
+        }
+        assert_eq!(
+            (stats.datagrams, stats.entries, stats.full_drops),
+            (210, 210, 0)
+        );
+        assert_eq!(stats.out_of_range, 0);
+        for consumer in &mut consumers {
+            assert!(consumer.read().is_none(), "nothing else came through");
+        }
+    }
+}
+
+/// Ring 0 (64 KiB, never read) fills up; ring 1 (1 MiB) gets every one of
+/// its datagrams: a full ring drops and counts only its own.
+#[test]
+fn a_full_ring_drops_only_its_own_datagrams() {
+    let (mut producers, mut consumers) = rings(1, 1 << 16);
+    let (big, mut big_consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    producers.push(big);
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .spawn_steered(producers, by_sender(2))
+        .unwrap();
+    let s = sender(LOCAL4);
+    let sent = 300u32;
+    for seq in 0..sent {
+        s.send_to(
+            &datagram((seq % 2) as u8, seq, 1000),
+            listeners.local_addr(),
+        )
+        .unwrap();
+        if seq % 50 == 49 {
+            thread::sleep(Duration::from_millis(5)); // stay under the socket buffer
+        }
+    }
+    wait_counted(&listeners, u64::from(sent));
+    let stats = listeners.shutdown();
+    assert_eq!(stats.kernel_drops, 0, "{stats:?}");
+    let (full, other) = (stats.rings[0], stats.rings[1]);
+    assert!(full.full_drops > 0, "ring 0 filled up: {stats:?}");
+    assert_eq!(full.entries + full.full_drops, full.datagrams);
+    assert_eq!(full.datagrams, u64::from(sent / 2));
+    assert_eq!(
+        (other.datagrams, other.entries, other.full_drops),
+        (150, 150, 0),
+        "ring 1 got everything"
+    );
+    assert_eq!(stats.full_drops, full.full_drops);
+    let mut last = None;
+    let mut delivered = 0;
+    while let Some(entry) = consumers[0].read() {
+        let (who, seq) = check(&entry);
+        assert_eq!(who, 0);
+        assert!(last < Some(seq), "one listener: in order");
+        last = Some(seq);
+        delivered += 1;
+    }
+    assert_eq!(delivered, full.entries);
+    let mut seqs = Vec::new();
+    while let Some(entry) = big_consumer.read() {
+        let (who, seq) = check(&entry);
+        assert_eq!(who, 1);
+        seqs.push(seq);
+    }
+    assert_eq!(seqs, (0..sent).filter(|s| s % 2 == 1).collect::<Vec<_>>());
+}
+
+/// One GSO send of six segments (the last one short) whose sender bytes
+/// steer them to rings 0, 0, 1, 0, 1, 1. With GRO the kernel hands them
+/// over as one entry, which the listener splits where the ring changes:
+/// ring 0 gets [0 1] (segment size 1,000) and [3] (one datagram), ring 1
+/// gets [2] and [4 5] (segment size 1,000, the short segment last). The
+/// steering function sees one datagram at a time. Without GRO, each
+/// segment is a datagram of its own, steered alone.
+#[test]
+fn a_gro_entry_is_split_where_its_segments_change_ring() {
+    let (producers, mut consumers) = rings(2, 1 << 20);
+    let whole = Arc::new(AtomicUsize::new(0));
+    let seen = whole.clone();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .gro(true)
+        .spawn_steered(producers, move |meta, d| {
+            if meta.segment_size != 0 {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+            usize::from(d[0]) % 2
+        })
+        .unwrap();
+    let s = sender(LOCAL4);
+    let plan = [
+        (0u8, 1000usize),
+        (0, 1000),
+        (1, 1000),
+        (0, 1000),
+        (1, 1000),
+        (1, 500),
+    ];
+    let mut payload = Vec::new();
+    for (seq, &(who, len)) in plan.iter().enumerate() {
+        payload.extend(datagram(who, seq as u32, len));
+    }
+    if !send_gso(&s, listeners.local_addr(), &payload, 1000) {
+        return;
+    }
+    let got: Vec<Got> = consumers.iter_mut().map(|c| collect(c, 3)).collect();
+    let on = listeners.gro();
+    let stats = listeners.shutdown();
+    assert_eq!(
+        whole.load(Ordering::Relaxed),
+        0,
+        "steered one datagram at a time"
+    );
+    // Whatever the kernel did: each ring holds its segments, in order, whole.
+    for (ring, entries) in got.iter().enumerate() {
+        let seqs: Vec<u32> = entries
+            .iter()
+            .flat_map(|(meta, p)| meta.segments(p).map(check).collect::<Vec<_>>())
+            .map(|(who, seq)| {
+                assert_eq!(usize::from(who) % 2, ring);
+                seq
+            })
+            .collect();
+        let want: &[u32] = if ring == 0 { &[0, 1, 3] } else { &[2, 4, 5] };
+        assert_eq!(seqs, want, "ring {ring}");
+        assert_eq!(stats.rings[ring].datagrams, 3);
+        assert_eq!(stats.rings[ring].full_drops, 0);
+    }
+    assert_eq!(stats.datagrams, 6);
+    let shape = |entries: &Got| -> Vec<(u16, usize)> {
+        entries
+            .iter()
+            .map(|(m, p)| (m.segment_size, p.len()))
+            .collect()
+    };
+    if on {
+        assert_eq!(shape(&got[0]), [(1000, 2000), (0, 1000)], "ring 0's parts");
+        assert_eq!(shape(&got[1]), [(0, 1000), (1000, 1500)], "ring 1's parts");
+        assert_eq!(
+            (
+                stats.entries,
+                stats.rings[0].entries,
+                stats.rings[1].entries
+            ),
+            (4, 2, 2)
+        );
+    } else {
+        eprintln!("this kernel has no UDP GRO: the segments arrived one by one, nothing to split");
+        assert!(got
+            .iter()
+            .flatten()
+            .all(|(m, p)| m.segment_size == 0 && p.len() <= 1000));
+        assert_eq!(stats.entries, 6);
+    }
+}
+
+/// A steering function that returns an index of no ring: the datagram goes
+/// to ring `index % N` and is counted in `out_of_range`; nothing panics,
+/// nothing is lost.
+#[test]
+fn an_out_of_range_steering_index_goes_modulo_n_and_is_counted() {
+    let (producers, mut consumers) = rings(3, 1 << 20);
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .spawn_steered(producers, |_, d| match d[0] {
+            9 => usize::MAX, // 2^64 - 1 is a multiple of 3: ring 0
+            who => usize::from(who),
+        })
+        .unwrap();
+    let s = sender(LOCAL4);
+    let whos = [0u8, 1, 2, 5, 9];
+    for seq in 0..50u32 {
+        let who = whos[seq as usize % whos.len()];
+        s.send_to(&datagram(who, seq, 100), listeners.local_addr())
+            .unwrap();
+    }
+    let want: [&[u8]; 3] = [&[0, 9], &[1], &[2, 5]];
+    for (ring, consumer) in consumers.iter_mut().enumerate() {
+        let got = collect(consumer, want[ring].len() * 10);
+        assert_eq!(got.len(), want[ring].len() * 10, "ring {ring}");
+        for (_, p) in &got {
+            assert!(want[ring].contains(&check(p).0), "ring {ring}");
+        }
+    }
+    let stats = listeners.shutdown();
+    assert_eq!(stats.out_of_range, 20, "{stats:?}");
+    let entries: Vec<u64> = stats.rings.iter().map(|r| r.entries).collect();
+    assert_eq!(entries, [20, 10, 20]);
+    assert_eq!(
+        (stats.datagrams, stats.entries, stats.full_drops),
+        (50, 50, 0)
+    );
+}
+
+/// End to end with QUIC steering: 4 rings, short-header-looking datagrams
+/// (fixed bit set and cleared) carrying CIDs generated for shard k land
+/// in ring k; a client's Initial (its own 20-byte DCID) goes to one ring
+/// every time it is sent.
+#[test]
+fn quic_steering_sends_each_shards_cids_to_its_ring() {
+    let cids = ShardCids::new(4, 8).unwrap();
+    let steering = QuicSteering::new(cids);
+    let (producers, mut consumers) = rings(4, 1 << 20);
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .listeners(2)
+        .spawn_steered(producers, move |meta, d| steering.steer(meta, d))
+        .unwrap();
+    let s = sender(LOCAL4);
+    let to = listeners.local_addr();
+    let mut random = [0u8; 20];
+    let mut want = vec![Vec::new(); 4];
+    for seq in 0..200u32 {
+        let shard = (seq * 7 % 4) as usize;
+        for (i, b) in random.iter_mut().enumerate() {
+            *b = (seq as u8)
+                .wrapping_mul(31)
+                .wrapping_add((i as u8).wrapping_mul(17));
+        }
+        let cid = cids.generate(shard, &random);
+        let first = if seq % 2 == 0 { 0x40 } else { 0x00 } | (seq as u8 & 0x3f);
+        let mut packet = vec![first];
+        packet.extend_from_slice(&cid);
+        packet.extend_from_slice(&seq.to_le_bytes());
+        packet.resize(60 + seq as usize % 900, 0xa5);
+        s.send_to(&packet, to).unwrap();
+        want[shard].push(seq);
+    }
+    // A client's first flight: the same Initial sent three times.
+    let mut initial = vec![0xc0, 0, 0, 0, 1, 20];
+    initial.extend_from_slice(&[0x77; 20]);
+    initial.extend_from_slice(&[0; 8]);
+    initial.resize(1200, 0);
+    for _ in 0..3 {
+        s.send_to(&initial, to).unwrap();
+    }
+    let mut initials = Vec::new();
+    for (ring, consumer) in consumers.iter_mut().enumerate() {
+        let got = collect(consumer, want[ring].len());
+        let mut seqs = Vec::new();
+        for (meta, p) in &got {
+            assert_eq!(meta.source, s.local_addr().unwrap());
+            if p[0] & 0x80 != 0 {
+                assert_eq!(p, &initial);
+                initials.push(ring);
+                continue;
+            }
+            assert_eq!(cids.shard_of(&p[1..9]), Some(ring), "a CID of shard {ring}");
+            seqs.push(u32::from_le_bytes(p[9..13].try_into().unwrap()));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, want[ring], "shard {ring}'s datagrams");
+    }
+    // The Initials may still be on their way to a ring already read.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while initials.len() < 3 && Instant::now() < deadline {
+        for (ring, consumer) in consumers.iter_mut().enumerate() {
+            while let Some(entry) = consumer.read() {
+                assert_eq!(&entry[..], &initial[..]);
+                initials.push(ring);
+            }
+        }
+    }
+    let stats = listeners.shutdown();
+    assert_eq!(initials.len(), 3, "{stats:?}");
+    let ring = steering.ring_for(s.local_addr().unwrap(), &initial);
+    assert_eq!(initials, [ring; 3], "every retransmit to one ring");
+    assert_eq!(stats.rings[ring].datagrams, want[ring].len() as u64 + 3);
+    assert_eq!(
+        (stats.datagrams, stats.entries, stats.out_of_range),
+        (203, 203, 0)
+    );
+}
+
+/// The rings of a steered group that can never work are typed
+/// `ConfigError`s, refused before any socket; the options alone are
+/// checked first.
+#[test]
+fn bad_rings_are_typed_errors_not_panics() {
+    let addr = SocketAddr::new(LOCAL4, 0);
+    let config = |r: Result<Listeners, ListenersError>| match r {
+        Err(ListenersError::Config(e)) => e,
+        Err(e) => panic!("not a configuration error: {e}"),
+        Ok(_) => panic!("accepted"),
+    };
+    let e = config(Listeners::builder(addr).spawn_steered(Vec::new(), by_sender(1)));
+    assert_eq!(e, ConfigError::NoRings);
+    assert!(e.to_string().contains("one ring"));
+    // The options first: zero listeners with no rings.
+    assert_eq!(
+        config(
+            Listeners::builder(addr)
+                .listeners(0)
+                .spawn_steered(Vec::new(), by_sender(1))
+        ),
+        ConfigError::NoListeners
+    );
+    // Two producers of one ring.
+    let (mut producers, _consumers) = rings(2, 1 << 16);
+    producers.push(producers[1].clone());
+    let e = config(Listeners::builder(addr).spawn_steered(producers, by_sender(3)));
+    assert_eq!(
+        e,
+        ConfigError::SameRing {
+            first: 1,
+            second: 2
+        }
+    );
+    assert!(e.to_string().contains("same ring"));
+    // GRO's 64 KiB buffers fit ring 0 (1 MiB) but not ring 1 (64 KiB).
+    let (mut producers, _consumers) = rings(1, 1 << 20);
+    producers.extend(rings(1, 1 << 16).0);
+    let e = config(
+        Listeners::builder(addr)
+            .gro(true)
+            .spawn_steered(producers, by_sender(2)),
+    );
+    assert!(
+        matches!(e, ConfigError::SteeredRingTooSmall { ring: 1, buffer: 65535, max_payload } if max_payload < 65535),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("ring 1"));
+    // One ring is fine, and never steered.
+    let (producers, _consumers) = rings(1, 1 << 16);
+    let one = Listeners::builder(addr)
+        .spawn_steered(producers, |_, _| unreachable!("one ring: never steered"))
+        .unwrap();
+    assert_eq!(one.rings(), 1);
 }

@@ -32,6 +32,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A group can also feed N rings, one consumer each (one datagram handler
+//! per core, as HAProxy's QUIC stack runs):
+//! [`ListenersBuilder::spawn_steered`] takes N producers and a steering
+//! function from a datagram to a ring index, such as
+//! [`steer::QuicSteering::steer`] (by QUIC connection ID). Each batch is
+//! grouped by ring, with one claim per ring it touches; GRO entries are
+//! split where their segments go to different rings; counters are kept per
+//! ring ([`UdpStats::rings`]).
+//!
 //! Socket errors never panic: they are counted ([`UdpStats::errors`]) and
 //! the listener goes on. A datagram longer than the buffers is cut by the
 //! kernel (`MSG_TRUNC`): it is counted ([`UdpStats::truncated`]) and never
@@ -129,23 +138,34 @@ impl<'a> Iterator for Segments<'a> {
 }
 
 /// Counters of a [`Listeners`] group, all listeners together.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Every datagram received is counted once in `datagrams`, and ends in
+/// exactly one of `truncated`, `shed`, `full_drops` or an entry: with GRO
+/// off, `entries + shed + full_drops + truncated == datagrams` once the
+/// listeners are stopped (with GRO on, an entry may hold several
+/// datagrams). Per ring, the same holds without `truncated` (a truncated
+/// datagram is never steered).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UdpStats {
     /// Datagrams received from the kernel (each GRO segment counts).
     pub datagrams: u64,
-    /// Entries committed to the ring (a GRO entry holds several datagrams).
+    /// Entries committed to the rings (a GRO entry holds several
+    /// datagrams; a GRO entry split between rings makes one entry per
+    /// part): the sum over [`rings`](UdpStats::rings).
     pub entries: u64,
-    /// Datagrams dropped because the ring was full.
+    /// Datagrams dropped because their ring was full (or its consumer
+    /// gone): the sum over [`rings`](UdpStats::rings).
     pub full_drops: u64,
-    /// Datagrams shed above the ring's high-water mark
+    /// Datagrams shed above their ring's high-water mark
     /// ([`ListenersBuilder::shed`]); also in the producers' `refused_count`.
+    /// The sum over [`rings`](UdpStats::rings).
     pub shed: u64,
     /// Datagrams the kernel dropped before a listener read them (its
     /// receive buffer was full: `SO_RXQ_OVFL`).
     pub kernel_drops: u64,
     /// Datagrams longer than the buffers, cut by the kernel: counted,
-    /// never delivered.
+    /// never delivered, never steered.
     pub truncated: u64,
     /// Receive or poll errors (the listener goes on).
     pub errors: u64,
@@ -153,27 +173,73 @@ pub struct UdpStats {
     pub receive_calls: u64,
     /// Readiness waits (`poll`).
     pub polls: u64,
+    /// Datagrams whose steering function returned an index of no ring
+    /// (`>= N`); each was taken to ring `index % N` and counted there
+    /// ([`ListenersBuilder::spawn_steered`]). Always 0 with one ring.
+    pub out_of_range: u64,
+    /// Per ring, in the order of the producers given to
+    /// [`spawn_steered`](ListenersBuilder::spawn_steered) (one ring for
+    /// [`spawn`](ListenersBuilder::spawn)).
+    pub rings: Vec<RingStats>,
 }
 
-/// One listener's counters, on a cache line of its own.
+/// The counters of one ring of a [`Listeners`] group, all listeners
+/// together; in [`UdpStats::rings`].
+///
+/// `datagrams == entries + shed + full_drops` with GRO off, once the
+/// listeners are stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RingStats {
+    /// Datagrams steered to this ring (each GRO segment counts).
+    pub datagrams: u64,
+    /// Entries committed to this ring.
+    pub entries: u64,
+    /// Datagrams dropped because this ring was full (or its consumer
+    /// gone); the other rings are not affected.
+    pub full_drops: u64,
+    /// Datagrams shed above this ring's high-water mark.
+    pub shed: u64,
+}
+
+/// One listener's counters, on a cache line of its own. A listener adds
+/// what a `recvmmsg` batch did once per batch.
 #[derive(Default)]
 struct Counters {
     datagrams: AtomicU64,
-    entries: AtomicU64,
-    full_drops: AtomicU64,
-    shed: AtomicU64,
     kernel_drops: AtomicU64,
     truncated: AtomicU64,
     errors: AtomicU64,
     receive_calls: AtomicU64,
     polls: AtomicU64,
+    out_of_range: AtomicU64,
+    /// Per ring, each on a cache line of its own.
+    rings: Box<[CachePadded<RingCounters>]>,
+}
+
+/// One listener's counters for one ring.
+#[derive(Default)]
+struct RingCounters {
+    datagrams: AtomicU64,
+    entries: AtomicU64,
+    full_drops: AtomicU64,
+    shed: AtomicU64,
 }
 
 impl Counters {
+    fn new(rings: usize) -> Counters {
+        Counters {
+            rings: (0..rings).map(|_| CachePadded::default()).collect(),
+            ..Counters::default()
+        }
+    }
+
     fn add(counter: &AtomicU64, n: u64) {
-        // Relaxed: a statistic, read as a snapshot; the join in `shutdown`
-        // orders the final values.
-        counter.fetch_add(n, Ordering::Relaxed);
+        if n != 0 {
+            // Relaxed: a statistic, read as a snapshot; the join in
+            // `shutdown` orders the final values.
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -256,9 +322,8 @@ impl ListenersBuilder {
         self
     }
 
-    /// The options against each other and the ring, before any system
-    /// call.
-    fn check(&self, max_payload: usize) -> Result<(), ConfigError> {
+    /// The options alone, before any system call.
+    fn check(&self) -> Result<(), ConfigError> {
         if self.listeners == 0 {
             return Err(ConfigError::NoListeners);
         }
@@ -271,18 +336,16 @@ impl ListenersBuilder {
         if self.max_datagram == 0 {
             return Err(ConfigError::ZeroMaxDatagram);
         }
-        let buffer = if self.gro {
+        Ok(())
+    }
+
+    /// Bytes of one receive buffer, when GRO is asked for.
+    fn buffer_len(&self) -> usize {
+        if self.gro {
             self.max_datagram.max(usize::from(u16::MAX))
         } else {
             self.max_datagram
-        };
-        if max_payload < buffer {
-            return Err(ConfigError::RingTooSmall {
-                max_payload,
-                buffer,
-            });
         }
-        Ok(())
     }
 
     /// Binds the sockets and starts one thread each, feeding `producer`'s
@@ -305,7 +368,149 @@ impl ListenersBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spawn(self, producer: Producer<UdpMeta>) -> Result<Listeners, ListenersError> {
-        self.check(producer.max_payload())?;
+        self.check()?;
+        let (max_payload, buffer) = (producer.max_payload(), self.buffer_len());
+        if max_payload < buffer {
+            return Err(ConfigError::RingTooSmall {
+                max_payload,
+                buffer,
+            }
+            .into());
+        }
+        // One ring: no steering function is ever called.
+        self.start(vec![producer], None)
+    }
+
+    /// Binds the sockets and starts one thread each, feeding N rings, one
+    /// per producer: each datagram goes to ring `steer(meta, datagram)`.
+    ///
+    /// Each listener receives a batch with one `recvmmsg`, steers every
+    /// datagram, groups the batch by ring and hands each ring its part
+    /// with one claim of exactly the room it needs
+    /// ([`Producer::push_batch_with`]), the datagrams of a ring in the
+    /// order they were received. A full ring drops and counts its own
+    /// datagrams ([`RingStats::full_drops`]); the other rings go on.
+    ///
+    /// - **Out of range**: an index `>= N` never panics and never loses
+    ///   the datagram: it goes to ring `index % N` and is counted in
+    ///   [`UdpStats::out_of_range`].
+    /// - **GRO**: an entry of coalesced segments is one flow, but its
+    ///   segments may carry different QUIC connection IDs: `steer` is
+    ///   called on each segment (with `meta.segment_size` 0: it sees one
+    ///   datagram), and the entry is split where consecutive segments go
+    ///   to different rings. Each part is one entry of contiguous
+    ///   segments, in order: a part of several segments keeps the entry's
+    ///   `segment_size` (a final short segment stays last in its part), a
+    ///   part of one segment has `segment_size` 0. An entry whose
+    ///   segments all go to one ring is not split.
+    /// - **Shedding** ([`shed`](Self::shed)) looks at each ring's own
+    ///   high-water mark, once per batch for each ring the batch touches.
+    /// - A ring whose consumer is gone drops its datagrams (counted as
+    ///   `full_drops`); a listener stops once every ring's consumer is gone.
+    ///
+    /// `steer` runs on the listener threads, once per datagram, and should
+    /// be cheap and never block. With one producer it is never called.
+    ///
+    /// ```no_run
+    /// use mpring::udp::steer::{QuicSteering, ShardCids};
+    /// use mpring::udp::{Listeners, UdpMeta};
+    /// use mpring::Ring;
+    ///
+    /// // 4 QUIC endpoints, one per ring; each issues 8-byte CIDs that name
+    /// // its shard (ShardCids::generate), so each datagram of a connection
+    /// // reaches the endpoint that owns it.
+    /// let steering = QuicSteering::new(ShardCids::new(4, 8)?);
+    /// let mut producers = Vec::new();
+    /// let mut consumers = Vec::new();
+    /// for _ in 0..steering.shards() {
+    ///     let (producer, consumer) = Ring::builder(1 << 22).metadata::<UdpMeta>().build()?;
+    ///     producers.push(producer);
+    ///     consumers.push(consumer);
+    /// }
+    /// let listeners = Listeners::builder("0.0.0.0:4433".parse()?)
+    ///     .listeners(2)
+    ///     .gro(true)
+    ///     .spawn_steered(producers, move |meta, datagram| steering.steer(meta, datagram))?;
+    ///
+    /// // One handler thread per ring.
+    /// let handlers: Vec<_> = consumers
+    ///     .into_iter()
+    ///     .map(|mut consumer| {
+    ///         std::thread::spawn(move || {
+    ///             while consumer.wait().is_ok() {
+    ///                 consumer.read_batch_meta(64, |meta, payload| {
+    ///                     for datagram in meta.segments(payload) {
+    ///                         // this shard's endpoint handles `datagram`
+    ///                     }
+    ///                 });
+    ///             }
+    ///         })
+    ///     })
+    ///     .collect();
+    /// // ...
+    /// let stats = listeners.shutdown(); // the handlers see their stream end
+    /// for (shard, ring) in stats.rings.iter().enumerate() {
+    ///     println!("shard {shard}: {} datagrams, {} dropped", ring.datagrams, ring.full_drops);
+    /// }
+    /// for handler in handlers {
+    ///     handler.join().unwrap();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn), and for the rings
+    /// ([`ListenersError::Config`], before any socket is made): no
+    /// producer ([`ConfigError::NoRings`]), two producers of one ring
+    /// ([`ConfigError::SameRing`]), a ring whose largest payload is below
+    /// one buffer ([`ConfigError::SteeredRingTooSmall`], naming the ring).
+    pub fn spawn_steered<F>(
+        self,
+        producers: Vec<Producer<UdpMeta>>,
+        steer: F,
+    ) -> Result<Listeners, ListenersError>
+    where
+        F: Fn(&UdpMeta, &[u8]) -> usize + Send + Sync + 'static,
+    {
+        self.check()?;
+        if producers.is_empty() {
+            return Err(ConfigError::NoRings.into());
+        }
+        let buffer = self.buffer_len();
+        for (ring, producer) in producers.iter().enumerate() {
+            if let Some(first) = producers[..ring]
+                .iter()
+                .position(|p| Arc::ptr_eq(&p.ring, &producer.ring))
+            {
+                return Err(ConfigError::SameRing {
+                    first,
+                    second: ring,
+                }
+                .into());
+            }
+            let max_payload = producer.max_payload();
+            if max_payload < buffer {
+                return Err(ConfigError::SteeredRingTooSmall {
+                    ring,
+                    max_payload,
+                    buffer,
+                }
+                .into());
+            }
+        }
+        let steer: Option<Arc<SteerFn>> = match producers.len() {
+            1 => None,
+            _ => Some(Arc::new(steer)),
+        };
+        self.start(producers, steer)
+    }
+
+    /// Binds the sockets and starts the threads, once the options passed.
+    fn start(
+        self,
+        producers: Vec<Producer<UdpMeta>>,
+        steer: Option<Arc<SteerFn>>,
+    ) -> Result<Listeners, ListenersError> {
         let mut sockets = Vec::with_capacity(self.listeners);
         let (first, gro) = sys::listener_socket(self.addr, self.recv_buffer, self.gro)?;
         let local = first.local_addr()?;
@@ -314,16 +519,18 @@ impl ListenersBuilder {
             sockets.push(sys::listener_socket(local, self.recv_buffer, gro)?.0);
         }
         let buffer_len = if gro {
-            self.max_datagram.max(usize::from(u16::MAX))
+            self.buffer_len()
         } else {
             self.max_datagram
         };
         let send = sockets[0].try_clone()?;
+        let rings = producers.len();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             counters: (0..self.listeners)
-                .map(|_| CachePadded::default())
+                .map(|_| CachePadded::new(Counters::new(rings)))
                 .collect(),
+            rings,
         });
         let threads = sockets
             .into_iter()
@@ -332,9 +539,11 @@ impl ListenersBuilder {
                 let listener = Listener {
                     id: id as u16,
                     socket,
-                    producer: producer.clone(),
+                    producers: producers.clone(),
+                    steer: steer.clone(),
                     batch: self.batch,
                     buffer_len,
+                    gro,
                     shed: self.shed,
                     shared: shared.clone(),
                 };
@@ -359,6 +568,9 @@ impl ListenersBuilder {
         })
     }
 }
+
+/// A listener group's steering function, shared by its threads.
+type SteerFn = dyn Fn(&UdpMeta, &[u8]) -> usize + Send + Sync;
 
 /// Most datagrams one `recvmmsg` of a listener may receive.
 const MAX_BATCH: usize = 1024;
@@ -388,6 +600,27 @@ pub enum ConfigError {
         /// Bytes of one receive buffer.
         buffer: usize,
     },
+    /// [`ListenersBuilder::spawn_steered`] was given no producer.
+    NoRings,
+    /// [`ListenersBuilder::spawn_steered`] was given two producers of one
+    /// ring: the steering would name one ring twice.
+    SameRing {
+        /// The index of the first producer of that ring.
+        first: usize,
+        /// The index of the other one.
+        second: usize,
+    },
+    /// One ring of [`ListenersBuilder::spawn_steered`] has a largest
+    /// payload below one receive buffer, like
+    /// [`RingTooSmall`](ConfigError::RingTooSmall), and this is its index.
+    SteeredRingTooSmall {
+        /// The index of the ring (of its producer).
+        ring: usize,
+        /// The ring's largest payload ([`Producer::max_payload`]).
+        max_payload: usize,
+        /// Bytes of one receive buffer.
+        buffer: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -404,6 +637,18 @@ impl fmt::Display for ConfigError {
             } => write!(
                 f,
                 "the ring's largest payload ({max_payload} bytes) is below one receive buffer ({buffer} bytes)"
+            ),
+            ConfigError::NoRings => write!(f, "at least one ring is needed"),
+            ConfigError::SameRing { first, second } => {
+                write!(f, "producers {first} and {second} feed the same ring")
+            }
+            ConfigError::SteeredRingTooSmall {
+                ring,
+                max_payload,
+                buffer,
+            } => write!(
+                f,
+                "ring {ring}'s largest payload ({max_payload} bytes) is below one receive buffer ({buffer} bytes)"
             ),
         }
     }
@@ -477,6 +722,8 @@ pub struct Listeners {
 struct Shared {
     stop: AtomicBool,
     counters: Vec<CachePadded<Counters>>,
+    /// How many rings the group feeds.
+    rings: usize,
 }
 
 /// How long a listener waits for readability before it looks at the stop
@@ -515,20 +762,39 @@ impl Listeners {
         &self.send
     }
 
-    /// The counters so far (a snapshot).
+    /// How many rings the group feeds (1 for
+    /// [`spawn`](ListenersBuilder::spawn)).
+    pub fn rings(&self) -> usize {
+        self.shared.rings
+    }
+
+    /// The counters so far (a snapshot; a listener adds a batch's counts
+    /// once it handed the batch over).
     pub fn stats(&self) -> UdpStats {
-        let mut s = UdpStats::default();
+        let mut s = UdpStats {
+            rings: vec![RingStats::default(); self.shared.rings],
+            ..UdpStats::default()
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for c in &self.shared.counters {
-            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
             s.datagrams += load(&c.datagrams);
-            s.entries += load(&c.entries);
-            s.full_drops += load(&c.full_drops);
-            s.shed += load(&c.shed);
             s.kernel_drops += load(&c.kernel_drops);
             s.truncated += load(&c.truncated);
             s.errors += load(&c.errors);
             s.receive_calls += load(&c.receive_calls);
             s.polls += load(&c.polls);
+            s.out_of_range += load(&c.out_of_range);
+            for (total, r) in s.rings.iter_mut().zip(c.rings.iter()) {
+                total.datagrams += load(&r.datagrams);
+                total.entries += load(&r.entries);
+                total.full_drops += load(&r.full_drops);
+                total.shed += load(&r.shed);
+            }
+        }
+        for r in &s.rings {
+            s.entries += r.entries;
+            s.full_drops += r.full_drops;
+            s.shed += r.shed;
         }
         s
     }
@@ -564,6 +830,7 @@ impl fmt::Debug for Listeners {
         f.debug_struct("Listeners")
             .field("local", &self.local)
             .field("listeners", &self.shared.counters.len())
+            .field("rings", &self.shared.rings)
             .field("gro", &self.gro)
             .finish_non_exhaustive()
     }
@@ -573,19 +840,34 @@ impl fmt::Debug for Listeners {
 struct Listener {
     id: u16,
     socket: UdpSocket,
-    producer: Producer<UdpMeta>,
+    /// One per ring, in the order the group was given them.
+    producers: Vec<Producer<UdpMeta>>,
+    /// `None` with one ring: nothing to steer.
+    steer: Option<Arc<SteerFn>>,
     batch: usize,
     buffer_len: usize,
+    gro: bool,
     shed: Option<fn(&[u8]) -> bool>,
     shared: Arc<Shared>,
 }
 
 impl Listener {
     fn run(self) {
+        let rings = self.producers.len();
         // Made here: its buffers and headers stay with this thread.
         let mut receiver = Receiver::new(self.batch, self.buffer_len);
         let mut got = Vec::with_capacity(self.batch);
-        let mut spare: Vec<(&'static [u8], UdpMeta)> = Vec::with_capacity(got.capacity());
+        // One part per datagram, more where a GRO entry is split between
+        // rings (up to its segments: the vectors then grow once, to the
+        // most a batch needed, and never shrink).
+        let parts = match (&self.steer, self.gro) {
+            (Some(_), true) => self.batch * 4,
+            _ => self.batch,
+        };
+        let mut spare: Vec<(&'static [u8], UdpMeta)> = Vec::with_capacity(parts);
+        let mut spare_grouped: Vec<(&'static [u8], UdpMeta)> =
+            Vec::with_capacity(if rings > 1 { parts } else { 0 });
+        let mut state = BatchState::new(rings, parts);
         let counters = &self.shared.counters[usize::from(self.id)];
         // Relaxed: a flag with nothing behind it.
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -613,32 +895,44 @@ impl Listener {
                 };
                 Counters::add(&counters.receive_calls, 1);
                 let received = Instant::now();
-                // Once per batch: the mark reads the consumer's cache line.
-                let shed = self.shed.filter(|_| self.producer.above_high_water());
-                let mut entries = reuse(spare);
+                state.begin();
+                let (mut datagrams, mut truncated) = (0, 0);
+                let mut parts = reuse(spare);
                 for (i, r) in got.iter().enumerate() {
                     let meta = self.meta(r, received);
-                    let datagrams = meta.datagrams(r.len) as u64;
-                    Counters::add(&counters.datagrams, datagrams);
+                    let count = meta.datagrams(r.len) as u64;
+                    datagrams += count;
                     if r.truncated {
-                        Counters::add(&counters.truncated, datagrams);
+                        truncated += count;
                         continue;
                     }
                     let payload = receiver.datagram(i, r.len);
-                    if shed.is_some_and(|sheddable| sheddable(payload)) {
-                        Counters::add(&counters.shed, datagrams);
-                        self.producer.ring.count_refused();
-                        continue;
+                    match &self.steer {
+                        None => {
+                            state.admit(&self.producers, self.shed, 0, payload, meta, &mut parts)
+                        }
+                        Some(steer) => state.steer(
+                            &self.producers,
+                            self.shed,
+                            &**steer,
+                            payload,
+                            meta,
+                            &mut parts,
+                        ),
                     }
-                    entries.push((payload, meta));
                 }
-                let gone = hand_over(&self.producer, &entries, counters);
-                spare = reuse(entries);
+                let mut grouped = reuse(spare_grouped);
+                state.hand_over(&self.producers, &parts, &mut grouped);
+                spare = reuse(parts);
+                spare_grouped = reuse(grouped);
+                Counters::add(&counters.datagrams, datagrams);
+                Counters::add(&counters.truncated, truncated);
+                state.flush(counters);
                 let drops = u64::from(receiver.kernel_drops);
                 // Relaxed: a statistic (the kernel's running total).
                 counters.kernel_drops.store(drops, Ordering::Relaxed);
-                if gone {
-                    return; // the consumer is gone: nobody reads the ring
+                if state.live == 0 {
+                    return; // every consumer is gone: nobody reads the rings
                 }
                 if n < self.batch {
                     break;
@@ -659,41 +953,257 @@ impl Listener {
     }
 }
 
-/// Copies a batch into the ring with one claim; when it does not fit, as
-/// many entries as fit one by one, counting the rest as dropped. Returns
-/// whether the consumer is gone.
-fn hand_over(
-    producer: &Producer<UdpMeta>,
-    entries: &[(&[u8], UdpMeta)],
-    counters: &Counters,
-) -> bool {
-    if entries.is_empty() {
-        return false;
-    }
-    match producer.push_batch_with(entries) {
-        Ok(()) => {
-            Counters::add(&counters.entries, entries.len() as u64);
-            return false;
+/// What one batch did to one ring, added to the shared counters once per
+/// batch.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    datagrams: u64,
+    entries: u64,
+    full_drops: u64,
+    shed: u64,
+}
+
+/// A listener's per-ring scratch, made once per thread: nothing on the
+/// receive path allocates (but the parts' vectors' one-off growth, see
+/// [`Listener::run`]).
+struct BatchState {
+    /// Per ring: this batch's counts.
+    tally: Vec<Tally>,
+    /// Per ring: whether it is above its high-water mark, looked at once
+    /// per batch, when the batch first sheds to it (`None`: not yet).
+    above: Vec<Option<bool>>,
+    /// Per ring: its consumer is gone.
+    gone: Vec<bool>,
+    /// Rings whose consumer is still there.
+    live: usize,
+    /// The ring of each part, in receive order (steered groups only).
+    tags: Vec<u32>,
+    /// The counting sort: where each ring's run starts, and its end last.
+    starts: Vec<usize>,
+    /// The counting sort: where the next part of each ring goes.
+    next: Vec<usize>,
+    /// This batch's steering results of no ring.
+    out_of_range: u64,
+}
+
+impl BatchState {
+    fn new(rings: usize, parts: usize) -> BatchState {
+        BatchState {
+            tally: vec![Tally::default(); rings],
+            above: vec![None; rings],
+            gone: vec![false; rings],
+            live: rings,
+            tags: Vec::with_capacity(if rings > 1 { parts } else { 0 }),
+            starts: vec![0; rings + 1],
+            next: vec![0; rings],
+            out_of_range: 0,
         }
-        Err(ReserveError::Disconnected) => return true,
-        // Full now, or too large for one claim: one by one.
-        Err(_) => {}
     }
-    for (i, &(payload, meta)) in entries.iter().enumerate() {
-        match producer.push_with(payload, meta) {
-            Ok(()) => Counters::add(&counters.entries, 1),
-            Err(ReserveError::Disconnected) => return true,
-            Err(_) => {
-                let dropped: usize = entries[i..]
-                    .iter()
-                    .map(|(payload, meta)| meta.datagrams(payload.len()))
-                    .sum();
-                Counters::add(&counters.full_drops, dropped as u64);
-                return false;
+
+    fn begin(&mut self) {
+        self.tally.fill(Tally::default());
+        self.above.fill(None);
+        self.tags.clear();
+        self.out_of_range = 0;
+    }
+
+    /// A steering result as a ring: one of no ring goes to `index % N`.
+    fn ring(&mut self, index: usize, rings: usize) -> usize {
+        if index < rings {
+            index
+        } else {
+            self.out_of_range += 1;
+            index % rings
+        }
+    }
+
+    /// Steers one received entry: a datagram, or with GRO coalesced
+    /// segments, each steered and the entry split where consecutive
+    /// segments go to different rings.
+    fn steer<'a>(
+        &mut self,
+        producers: &[Producer<UdpMeta>],
+        shed: Option<fn(&[u8]) -> bool>,
+        steer: &SteerFn,
+        payload: &'a [u8],
+        meta: UdpMeta,
+        parts: &mut Vec<(&'a [u8], UdpMeta)>,
+    ) {
+        let rings = producers.len();
+        let size = usize::from(meta.segment_size);
+        if size == 0 || payload.len() <= size {
+            let ring = self.ring(steer(&meta, payload), rings);
+            self.admit(producers, shed, ring, payload, meta, parts);
+            return;
+        }
+        // The steering function sees one datagram at a time.
+        let one = UdpMeta {
+            segment_size: 0,
+            ..meta
+        };
+        // A part of one segment is one datagram; of several, it keeps the
+        // segment size (a short segment can only be the entry's last).
+        let part = |len: usize| UdpMeta {
+            segment_size: if len > size { meta.segment_size } else { 0 },
+            ..meta
+        };
+        let mut current = self.ring(steer(&one, &payload[..size]), rings);
+        let (mut start, mut at) = (0, size);
+        while at < payload.len() {
+            let end = payload.len().min(at + size);
+            let ring = self.ring(steer(&one, &payload[at..end]), rings);
+            if ring != current {
+                self.admit(
+                    producers,
+                    shed,
+                    current,
+                    &payload[start..at],
+                    part(at - start),
+                    parts,
+                );
+                (start, current) = (at, ring);
+            }
+            at = end;
+        }
+        let meta = if start == 0 {
+            meta // not split
+        } else {
+            part(payload.len() - start)
+        };
+        self.admit(producers, shed, current, &payload[start..], meta, parts);
+    }
+
+    /// Counts an entry for `ring` and keeps it for the hand-over, unless
+    /// the ring's consumer is gone or the entry is shed.
+    fn admit<'a>(
+        &mut self,
+        producers: &[Producer<UdpMeta>],
+        shed: Option<fn(&[u8]) -> bool>,
+        ring: usize,
+        payload: &'a [u8],
+        meta: UdpMeta,
+        parts: &mut Vec<(&'a [u8], UdpMeta)>,
+    ) {
+        let count = meta.datagrams(payload.len()) as u64;
+        let tally = &mut self.tally[ring];
+        tally.datagrams += count;
+        if self.gone[ring] {
+            tally.full_drops += count;
+            return;
+        }
+        if let Some(sheddable) = shed {
+            // Once per batch and ring: the mark reads the consumer's
+            // cache line.
+            let above = *self.above[ring].get_or_insert_with(|| producers[ring].above_high_water());
+            if above && sheddable(payload) {
+                tally.shed += count;
+                producers[ring].ring.count_refused();
+                return;
+            }
+        }
+        parts.push((payload, meta));
+        if producers.len() > 1 {
+            self.tags.push(ring as u32);
+        }
+    }
+
+    /// Hands the batch's parts over: one claim per ring they go to, each
+    /// ring's in receive order (a stable counting sort by ring).
+    fn hand_over<'a>(
+        &mut self,
+        producers: &[Producer<UdpMeta>],
+        parts: &[(&'a [u8], UdpMeta)],
+        grouped: &mut Vec<(&'a [u8], UdpMeta)>,
+    ) {
+        let Some(&first) = self.tags.first() else {
+            if !parts.is_empty() {
+                self.push(producers, 0, parts); // one ring
+            }
+            return;
+        };
+        let rings = producers.len();
+        self.starts.fill(0);
+        for &ring in &self.tags {
+            self.starts[ring as usize + 1] += 1;
+        }
+        if self.starts[first as usize + 1] == parts.len() {
+            self.push(producers, first as usize, parts); // all to one ring
+            return;
+        }
+        for ring in 0..rings {
+            self.starts[ring + 1] += self.starts[ring];
+        }
+        self.next.copy_from_slice(&self.starts[..rings]);
+        grouped.clear();
+        grouped.extend_from_slice(parts);
+        for (&part, &ring) in parts.iter().zip(&self.tags) {
+            let at = &mut self.next[ring as usize];
+            grouped[*at] = part;
+            *at += 1;
+        }
+        for ring in 0..rings {
+            let run = self.starts[ring]..self.starts[ring + 1];
+            if !run.is_empty() {
+                self.push(producers, ring, &grouped[run]);
             }
         }
     }
-    false
+
+    /// Copies a ring's entries into it with one claim; when they do not
+    /// fit, as many as fit one by one, counting the rest as dropped (all
+    /// of them when the ring's consumer is gone).
+    fn push(&mut self, producers: &[Producer<UdpMeta>], ring: usize, entries: &[(&[u8], UdpMeta)]) {
+        let producer = &producers[ring];
+        let dropped = match producer.push_batch_with(entries) {
+            Ok(()) => {
+                self.tally[ring].entries += entries.len() as u64;
+                return;
+            }
+            Err(ReserveError::Disconnected) => {
+                self.disconnect(ring);
+                entries
+            }
+            // Full now, or too large for one claim: one by one.
+            Err(_) => {
+                let mut rest: &[(&[u8], UdpMeta)] = &[];
+                for (i, &(payload, meta)) in entries.iter().enumerate() {
+                    match producer.push_with(payload, meta) {
+                        Ok(()) => self.tally[ring].entries += 1,
+                        Err(e) => {
+                            if e == ReserveError::Disconnected {
+                                self.disconnect(ring);
+                            }
+                            rest = &entries[i..];
+                            break;
+                        }
+                    }
+                }
+                rest
+            }
+        };
+        let count: usize = dropped
+            .iter()
+            .map(|(payload, meta)| meta.datagrams(payload.len()))
+            .sum();
+        self.tally[ring].full_drops += count as u64;
+    }
+
+    fn disconnect(&mut self, ring: usize) {
+        if !std::mem::replace(&mut self.gone[ring], true) {
+            self.live -= 1;
+        }
+    }
+
+    /// Adds the batch's counts to the listener's shared counters.
+    fn flush(&self, counters: &Counters) {
+        Counters::add(&counters.out_of_range, self.out_of_range);
+        for (c, t) in counters.rings.iter().zip(&self.tally) {
+            Counters::add(&c.datagrams, t.datagrams);
+            Counters::add(&c.entries, t.entries);
+            Counters::add(&c.full_drops, t.full_drops);
+            Counters::add(&c.shed, t.shed);
+        }
+    }
 }
 
 /// An empty vector with the allocation of `v`, for borrows of another
