@@ -656,7 +656,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Why [`ListenersBuilder::spawn`] failed: options that can never work, or
+/// Why [`ListenersBuilder::spawn`] or
+/// [`spawn_steered`](ListenersBuilder::spawn_steered) failed: options that can never work, or
 /// the system's refusal. Converts into [`io::Error`] (kind `InvalidInput`
 /// for a [`ConfigError`]) for callers that return `io::Result`.
 #[derive(Debug)]
@@ -707,8 +708,9 @@ impl From<ListenersError> for io::Error {
     }
 }
 
-/// K UDP sockets on one address, one listener thread each, feeding a ring;
-/// see the [module docs](self).
+/// K UDP sockets on one address, one listener thread each, feeding a ring
+/// ([`ListenersBuilder::spawn`]) or N rings
+/// ([`ListenersBuilder::spawn_steered`]); see the [module docs](self).
 ///
 /// Dropping it stops and joins the threads like [`shutdown`](Listeners::shutdown).
 pub struct Listeners {
