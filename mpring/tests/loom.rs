@@ -884,7 +884,7 @@ fn poll_ready_reads_past_a_claim_not_announced_yet() {
 
 #[test]
 fn arm_fd_reads_past_a_claim_not_announced_yet() {
-    held_claim_then_a_commit(3, |consumer| {
+    held_claim_then_a_commit(2, |consumer| {
         consumer.readiness_fd().unwrap();
         fd_loop(consumer, false, 1).remove(0)
     });
@@ -899,7 +899,8 @@ fn arm_fd_reads_past_a_claim_not_announced_yet() {
 /// which loom reports as a deadlock.
 ///
 /// `preemptions` bounds the model below CI's 4 (at 4 the `poll_ready` form
-/// alone runs for more than ten minutes on 2 cores); the window needs one
+/// alone runs for more than ten minutes on 2 cores; at 3 and 2, as run:
+/// `wait` 8 s, `poll_ready` 6 s, `arm_fd` 3 s); the window needs one
 /// preemption (between the holder's CAS and its announcement), and the
 /// model without the recorded starts deadlocks at a bound of 1.
 fn held_claim_then_a_commit(preemptions: usize, read_one: fn(&mut Consumer) -> Vec<u8>) {
