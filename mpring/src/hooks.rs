@@ -23,7 +23,7 @@ mod held {
 
     /// A thread held at a hook: the test waits until it got there, then
     /// releases it.
-    #[derive(Default)]
+    #[derive(Debug, Default)]
     pub struct Gate {
         /// (reached, released)
         state: Mutex<(bool, bool)>,

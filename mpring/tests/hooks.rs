@@ -29,20 +29,31 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// it. Returns the consumer, the held thread's gate and its handle.
 fn held_claim_then_a_commit() -> (Consumer, Arc<Gate>, thread::JoinHandle<()>) {
     let (producer, consumer) = Ring::builder(4096).read_around_open(true).build().unwrap();
-    let holder_producer: Producer = producer.clone();
-    let (tx, rx) = mpsc::channel();
-    let holder = thread::spawn(move || {
-        tx.send(hold_next_claim()).unwrap();
-        let mut held = holder_producer.reserve(5).unwrap();
-        held.copy_from_slice(b"first");
-        held.commit();
-    });
-    let gate = rx.recv().unwrap();
-    assert!(gate.wait_reached(DEADLINE), "the holder never claimed");
+    let (gate, holder) = hold_a_claim(&producer, b"first");
     // The consumer is awake (not waiting): this commit wakes nobody.
     producer.push(b"later").unwrap();
     drop(producer);
     (consumer, gate, holder)
+}
+
+/// A thread of its own claims room for `payload` and is held right after
+/// its CAS; once released, it writes and commits `payload`. Returns when
+/// the thread is held.
+fn hold_a_claim(
+    producer: &Producer,
+    payload: &'static [u8],
+) -> (Arc<Gate>, thread::JoinHandle<()>) {
+    let holder_producer = producer.clone();
+    let (tx, rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        tx.send(hold_next_claim()).unwrap();
+        let mut held = holder_producer.reserve(payload.len()).unwrap();
+        held.copy_from_slice(payload);
+        held.commit();
+    });
+    let gate = rx.recv().unwrap();
+    assert!(gate.wait_reached(DEADLINE), "the holder never claimed");
+    (gate, holder)
 }
 
 /// After the held claim is released: its entry comes, then the end.
@@ -149,16 +160,7 @@ fn starts_recorded_in_earlier_laps_are_not_read_as_boundaries() {
             producer.push(&[0; 40]).unwrap();
             assert!(consumer.read().is_some());
         }
-        let holder_producer = producer.clone();
-        let (tx, rx) = mpsc::channel();
-        let holder = thread::spawn(move || {
-            tx.send(hold_next_claim()).unwrap();
-            let mut held = holder_producer.reserve(200).unwrap();
-            held.fill(0xAB);
-            held.commit();
-        });
-        let gate = rx.recv().unwrap();
-        assert!(gate.wait_reached(DEADLINE));
+        let (gate, holder) = hold_a_claim(&producer, &[0xAB; 200]);
         producer.push(&[shift; 5]).unwrap();
         assert_eq!(consumer.wait_timeout(DEADLINE), Ok(()));
         assert_eq!(&*consumer.read().unwrap(), &[shift; 5]);
@@ -187,16 +189,7 @@ fn starts_of_laps_long_ago_are_cleared() {
         assert!(consumer.read().is_some());
     }
     assert_eq!(consumer.read_offset(), 128 * 1024);
-    let holder_producer = producer.clone();
-    let (tx, rx) = mpsc::channel();
-    let holder = thread::spawn(move || {
-        tx.send(hold_next_claim()).unwrap();
-        let mut held = holder_producer.reserve(200).unwrap();
-        held.fill(0xAB);
-        held.commit();
-    });
-    let gate = rx.recv().unwrap();
-    assert!(gate.wait_reached(DEADLINE));
+    let (gate, holder) = hold_a_claim(&producer, &[0xAB; 200]);
     producer.push(b"later").unwrap();
     assert_eq!(consumer.wait_timeout(DEADLINE), Ok(()));
     assert_eq!(&*consumer.read().unwrap(), b"later");
