@@ -11,13 +11,26 @@
 //! PEERS_REGIMES=all cargo bench --bench peers   # every consumer regime
 //! PEERS_REGIMES=light-paced-b64,light-eager-b64 cargo bench --bench peers
 //! PEERS_PRODUCERS=1,2,4,8,16 cargo bench --bench peers   # producer counts
+//! AERON_RB_DIR=/tmp/aeron-rb cargo bench --bench peers -- /mpring/ /aeron
 //! ```
 //!
 //! A regime says what the consumer does (see [`Regime`]): `heavy` reads
 //! every byte (the consumer is the bottleneck), `light` only the tag and the
 //! last byte (the producers are); `paced` waits 256 pause hints and backs
 //! off after an empty poll, `eager` polls again at once; `b64`/`b256` is
-//! the batch size. The default run is `heavy-paced-b256`.
+//! the batch size. The default run is `heavy-paced-b256`. The `exact-*`
+//! regimes (`exact-eager-b64`, `exact-paced-b64`) are the light consumer as
+//! issue 24 defines it: it also checks each message's length and last byte,
+//! and every backoff (producers on a full queue; the consumer after an
+//! empty poll, eager or after its 256 pause hints when paced) spins 1, 2,
+//! .., 32 times then yields (elsewhere: up to 64, as crossbeam's `Backoff`).
+//!
+//! Aeron's C ring (`aeron_mpsc_rb`, rows `aeron_mpsc_rb` with
+//! `aeron_mpsc_rb_write` and `aeron_mpsc_rb claim` with try_claim + commit,
+//! both read with batch `aeron_mpsc_rb_read`) runs only when the bench is
+//! built with `AERON_RB_DIR` naming a folder holding a `libaeron_rb.a` built
+//! from Aeron's sources (BENCHMARKS.md says how; `build.rs` links it);
+//! otherwise the bench prints why those rows are missing.
 //!
 //! Criterion measures each cell; the table printed at the end gives the
 //! median of its samples as M msgs/s and GB/s, and mpring's ratio to each
@@ -26,17 +39,17 @@
 //! run, so only ratios inside one run are comparable.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
-use crossbeam_utils::{Backoff, CachePadded};
+use crossbeam_utils::CachePadded;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-/// Bytes of the byte rings (mpring, nexus-logbuf, rtrb).
+/// Bytes of the byte rings (mpring, nexus-logbuf, rtrb, Aeron's).
 const RING_BYTES: usize = 1 << 20;
 const PRODUCERS: [usize; 4] = [1, 2, 4, 8];
 
@@ -125,22 +138,26 @@ fn write_message(buf: &mut [u8], producer: usize, seq: u64) {
 }
 
 /// What the consumer does with every message, whatever the queue.
-struct Checker {
+struct Checker<'a> {
     next: Vec<u64>,
     sum: u64,
     bytes: u64,
     /// Reads only the tag and the last byte (a consumer that dispatches
     /// on a header), instead of every byte.
     light: bool,
+    /// The `exact-*` regimes: also checks each message's length against
+    /// what its producer sent, and its last byte's value.
+    exact: Option<&'a [Vec<usize>]>,
 }
 
-impl Checker {
-    fn new(producers: usize, light: bool) -> Checker {
+impl<'a> Checker<'a> {
+    fn new(regime: Regime, lengths: &'a [Vec<usize>]) -> Checker<'a> {
         Checker {
-            next: vec![0; producers],
+            next: vec![0; lengths.len()],
             sum: 0,
             bytes: 0,
-            light,
+            light: regime.light,
+            exact: regime.exact.then_some(lengths),
         }
     }
 
@@ -151,6 +168,18 @@ impl Checker {
         assert_eq!(seq, self.next[producer], "producer {producer} out of order");
         self.next[producer] += 1;
         self.bytes += msg.len() as u64;
+        if let Some(lengths) = self.exact {
+            let len = msg.len();
+            assert_eq!(
+                len, lengths[producer][seq as usize],
+                "producer {producer}: length"
+            );
+            assert_eq!(
+                msg[len - 1],
+                SOURCE[len - 1],
+                "producer {producer}: last byte"
+            );
+        }
         if self.light {
             self.sum = self.sum.wrapping_add(msg[msg.len() - 1] as u64);
             return;
@@ -193,6 +222,12 @@ struct Regime {
     /// Messages per batch (the consumer polls at most this many before it
     /// returns to its loop).
     batch: usize,
+    /// The light consumer as issue 24 defines it (the `exact-*` regimes):
+    /// checks each message's length and last byte too; every backoff
+    /// (producers on a full queue, the consumer after an empty poll) spins
+    /// 1, 2, .., 32 times then yields; an eager consumer backs off that way
+    /// after an empty poll instead of polling again at once.
+    exact: bool,
 }
 
 impl Regime {
@@ -201,6 +236,7 @@ impl Regime {
         light: false,
         eager: false,
         batch: 256,
+        exact: false,
     };
 
     fn all() -> Vec<Regime> {
@@ -212,9 +248,18 @@ impl Regime {
                         light,
                         eager,
                         batch,
+                        exact: false,
                     });
                 }
             }
+        }
+        for eager in [true, false] {
+            all.push(Regime {
+                light: true,
+                eager,
+                batch: 64,
+                exact: true,
+            });
         }
         all
     }
@@ -222,10 +267,24 @@ impl Regime {
     fn name(self) -> String {
         format!(
             "{}-{}-b{}",
-            if self.light { "light" } else { "heavy" },
+            match (self.exact, self.light) {
+                (true, _) => "exact",
+                (false, true) => "light",
+                (false, false) => "heavy",
+            },
             if self.eager { "eager" } else { "paced" },
             self.batch
         )
+    }
+
+    /// The most spins of one backoff step, as a power of two: 64 (as
+    /// `crossbeam_utils::Backoff`) or, in the `exact-*` regimes, 32.
+    fn spin_limit(self) -> u32 {
+        if self.exact {
+            5
+        } else {
+            6
+        }
     }
 
     /// `PEERS_REGIMES`: `all`, or a comma-separated list of names such as
@@ -248,6 +307,45 @@ impl Regime {
     }
 }
 
+/// The spin limit of every [`Backoff`] created from now on (the running
+/// regime's [`Regime::spin_limit`]); set before each cell's threads start.
+static SPIN_LIMIT: AtomicU32 = AtomicU32::new(6);
+
+/// Exponential backoff: spins 1, 2, 4, .. `1 << spin_limit` times, then
+/// yields at every step. With the default limit (6) it does what
+/// `crossbeam_utils::Backoff::snooze` does.
+struct Backoff {
+    step: std::cell::Cell<u32>,
+    spin_limit: u32,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            step: std::cell::Cell::new(0),
+            spin_limit: SPIN_LIMIT.load(Ordering::Relaxed),
+        }
+    }
+
+    #[inline]
+    fn snooze(&self) {
+        let step = self.step.get();
+        if step <= self.spin_limit {
+            for _ in 0..1u32 << step {
+                std::hint::spin_loop();
+            }
+            self.step.set(step + 1);
+        } else {
+            thread::yield_now();
+        }
+    }
+
+    #[inline]
+    fn reset(&self) {
+        self.step.set(0);
+    }
+}
+
 /// Retries `attempt` until it succeeds: spin, then yield. Counts failures.
 #[inline]
 fn retry<T>(fulls: &mut u64, mut attempt: impl FnMut() -> Option<T>) -> T {
@@ -266,10 +364,12 @@ fn retry<T>(fulls: &mut u64, mut attempt: impl FnMut() -> Option<T>) -> T {
 const IDLE_SPINS: usize = 256;
 
 /// What a consumer does on an empty queue: an eager one polls again at
-/// once; a paced one waits (spin, then yield).
+/// once (in the `exact-*` regimes: after a backoff step); a paced one
+/// waits (spin, then yield).
 struct Idle {
     backoff: Backoff,
     eager: bool,
+    exact: bool,
 }
 
 impl Idle {
@@ -277,11 +377,19 @@ impl Idle {
         Idle {
             backoff: Backoff::new(),
             eager: regime.eager,
+            exact: regime.exact,
         }
     }
     #[inline]
     fn got(&mut self, n: usize) {
         if self.eager {
+            if self.exact {
+                if n == 0 {
+                    self.backoff.snooze();
+                } else {
+                    self.backoff.reset();
+                }
+            }
             return;
         }
         if n == 0 {
@@ -323,7 +431,7 @@ where
             })
         })
         .collect();
-    let mut checker = Checker::new(producers, regime.light);
+    let mut checker = Checker::new(regime, lengths);
     barrier.wait();
     let start = Instant::now();
     consume(&mut checker, total);
@@ -581,6 +689,213 @@ fn run_nexus(
             }
         },
     )
+}
+
+#[cfg(aeron_rb)]
+#[path = "aeron/ffi.rs"]
+mod aeron_ffi;
+
+/// Aeron's C ring (`aeron_mpsc_rb`): `RING_BYTES` of capacity plus its
+/// trailer, zeroed and aligned to 128 bytes, shared by every thread.
+#[cfg(aeron_rb)]
+struct AeronRing {
+    rb: aeron_ffi::AeronMpscRb,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the C functions are made to be called from many producer threads
+// and one consumer at once; the struct itself is only read after init.
+#[cfg(aeron_rb)]
+unsafe impl Send for AeronRing {}
+#[cfg(aeron_rb)]
+unsafe impl Sync for AeronRing {}
+
+#[cfg(aeron_rb)]
+impl AeronRing {
+    fn new() -> Arc<AeronRing> {
+        let length = RING_BYTES + aeron_ffi::TRAILER_LENGTH;
+        let layout = std::alloc::Layout::from_size_align(length, 128).unwrap();
+        // SAFETY: the layout is not empty.
+        let buffer = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!buffer.is_null(), "out of memory");
+        let mut rb = aeron_ffi::AeronMpscRb {
+            buffer: std::ptr::null_mut(),
+            descriptor: std::ptr::null_mut(),
+            capacity: 0,
+            max_message_length: 0,
+        };
+        // SAFETY: `buffer` is `length` zeroed bytes, 128-byte aligned.
+        let rc = unsafe { aeron_ffi::aeron_mpsc_rb_init(&mut rb, buffer.cast(), length) };
+        assert_eq!(rc, 0, "aeron_mpsc_rb_init failed (trailer length?)");
+        assert_eq!(rb.capacity, RING_BYTES, "aeron_mpsc_rb_t layout");
+        assert_eq!(rb.buffer, buffer, "aeron_mpsc_rb_t layout");
+        Arc::new(AeronRing { rb, layout })
+    }
+
+    /// The C functions take `aeron_mpsc_rb_t *` but only read through it.
+    fn ptr(&self) -> *mut aeron_ffi::AeronMpscRb {
+        std::ptr::addr_of!(self.rb).cast_mut()
+    }
+}
+
+#[cfg(aeron_rb)]
+impl Drop for AeronRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.rb.buffer, self.layout) };
+    }
+}
+
+/// Aeron's read handler: `clientd` is the consumer's [`Checker`].
+#[cfg(aeron_rb)]
+unsafe extern "C" fn aeron_check(
+    _msg_type_id: i32,
+    msg: *const std::ffi::c_void,
+    length: usize,
+    clientd: *mut std::ffi::c_void,
+) {
+    // SAFETY: `aeron_mpsc_rb_read` passes the `clientd` it was given (a
+    // `&mut Checker` in `drain_aeron`) and a message of `length` bytes that
+    // stays in place until it returns. A failed check panics, which aborts
+    // here (no unwinding through C), after printing why.
+    let (checker, msg) = unsafe {
+        (
+            &mut *clientd.cast::<Checker>(),
+            std::slice::from_raw_parts(msg.cast::<u8>(), length),
+        )
+    };
+    checker.check(msg);
+}
+
+/// The consumer side of the Aeron rows: batches of `aeron_mpsc_rb_read`.
+#[cfg(aeron_rb)]
+fn drain_aeron(ring: &AeronRing, regime: Regime, checker: &mut Checker, total: usize) {
+    let mut seen = 0;
+    let mut idle = Idle::new(regime);
+    let clientd: *mut Checker = checker;
+    while seen < total {
+        // SAFETY: `clientd` is the checker `aeron_check` expects, alive and
+        // not otherwise used during the call.
+        let n = unsafe {
+            aeron_ffi::aeron_mpsc_rb_read(ring.ptr(), aeron_check, clientd.cast(), regime.batch)
+        };
+        seen += n;
+        idle.got(n);
+    }
+}
+
+/// Aeron's C ring with `aeron_mpsc_rb_write`: each producer writes its tag
+/// into a staging copy of the source bytes, and the call copies the message
+/// into the ring (one copy per message, as the other byte rings).
+#[cfg(aeron_rb)]
+fn run_aeron(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    let ring = AeronRing::new();
+    harness(
+        regime,
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let ring = ring.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                let mut staging = SOURCE;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let tag = (id as u64) << 56 | seq as u64;
+                    staging[..8].copy_from_slice(&tag.to_le_bytes());
+                    retry(&mut fulls, || {
+                        // SAFETY: `staging` holds at least `len` bytes.
+                        let rc = unsafe {
+                            aeron_ffi::aeron_mpsc_rb_write(
+                                ring.ptr(),
+                                1,
+                                staging.as_ptr().cast(),
+                                len,
+                            )
+                        };
+                        match rc {
+                            aeron_ffi::RB_SUCCESS => Some(()),
+                            aeron_ffi::RB_FULL => None,
+                            e => panic!("aeron_mpsc_rb_write: {e}"),
+                        }
+                    });
+                }
+                fulls
+            })
+        },
+        |checker, total| drain_aeron(&ring, regime, checker, total),
+    )
+}
+
+/// Aeron's C ring with `aeron_mpsc_rb_try_claim` + `aeron_mpsc_rb_commit`:
+/// the message written in place, as mpring's reserve + commit.
+#[cfg(aeron_rb)]
+fn run_aeron_claim(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    let ring = AeronRing::new();
+    harness(
+        regime,
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let ring = ring.clone();
+            Box::new(move |lens: &[usize]| {
+                let mut fulls = 0;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let offset = retry(&mut fulls, || {
+                        // SAFETY: a valid, initialised ring.
+                        let at = unsafe { aeron_ffi::aeron_mpsc_rb_try_claim(ring.ptr(), 1, len) };
+                        match at {
+                            aeron_ffi::RB_FULL => None,
+                            e if e < 0 => panic!("aeron_mpsc_rb_try_claim: {e}"),
+                            at => Some(at),
+                        }
+                    });
+                    // SAFETY: the claim is `len` bytes at `offset` in the
+                    // ring's buffer, this producer's until the commit.
+                    let msg = unsafe {
+                        std::slice::from_raw_parts_mut(ring.rb.buffer.add(offset as usize), len)
+                    };
+                    write_message(msg, id, seq as u64);
+                    // SAFETY: `offset` is this producer's open claim.
+                    let rc = unsafe { aeron_ffi::aeron_mpsc_rb_commit(ring.ptr(), offset) };
+                    assert_eq!(rc, 0, "aeron_mpsc_rb_commit");
+                }
+                fulls
+            })
+        },
+        |checker, total| drain_aeron(&ring, regime, checker, total),
+    )
+}
+
+/// Why the Aeron rows are missing, when they are (printed once per run).
+const AERON_MISSING: Option<&str> = if cfg!(aeron_rb_stub) {
+    Some(
+        "Aeron rows skipped: this build links the type-check stub (AERON_RB_STUB), not Aeron; \
+         build Aeron's ring and set AERON_RB_DIR instead (BENCHMARKS.md)",
+    )
+} else if cfg!(aeron_rb) {
+    None
+} else {
+    Some(
+        "Aeron rows skipped: Aeron's C ring is not linked; build libaeron_rb.a from Aeron's \
+         sources and set AERON_RB_DIR to its folder (BENCHMARKS.md says how)",
+    )
+};
+
+/// Whether a row of `QUEUES` can run in this build.
+fn runnable(name: &str) -> bool {
+    !(name.starts_with("aeron") && AERON_MISSING.is_some())
 }
 
 fn make_vec(len: usize, id: usize, seq: usize) -> Vec<u8> {
@@ -885,7 +1200,7 @@ fn run_memcpy(
     _fulls: &AtomicU64,
 ) -> Duration {
     let mut buf = vec![0u8; RING_BYTES];
-    let mut checker = Checker::new(lengths.len(), regime.light);
+    let mut checker = Checker::new(regime, lengths);
     let start = Instant::now();
     for (id, lens) in lengths.iter().enumerate() {
         let mut at = 0;
@@ -911,6 +1226,10 @@ const QUEUES: &[(&str, Runner, bool)] = &[
     ("mpring around", run_mpring_around, true),
     ("mpring loop", run_mpring_loop, true),
     ("nexus-logbuf", run_nexus, true),
+    #[cfg(aeron_rb)]
+    ("aeron_mpsc_rb", run_aeron, true),
+    #[cfg(aeron_rb)]
+    ("aeron_mpsc_rb claim", run_aeron_claim, true),
     ("crossbeam-channel", run_crossbeam_channel, true),
     ("ArrayQueue", run_array_queue, true),
     ("std sync_channel", run_std_mpsc, true),
@@ -968,6 +1287,7 @@ fn round_trip_ns() -> f64 {
 
 fn peers(c: &mut Criterion) {
     let regime = Regime::DEFAULT;
+    SPIN_LIMIT.store(regime.spin_limit(), Ordering::Relaxed);
     for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
         let mut group = c.benchmark_group(format!("peers/{}", sizes.name()));
         group
@@ -982,7 +1302,7 @@ fn peers(c: &mut Criterion) {
             let bytes: u64 = lengths.iter().flatten().map(|&l| l as u64).sum();
             group.throughput(Throughput::Elements(msgs));
             for (index, &(name, runner, multi)) in QUEUES.iter().enumerate() {
-                if !multi && producers > 1 {
+                if (!multi && producers > 1) || !runnable(name) {
                     continue;
                 }
                 group.bench_function(BenchmarkId::new(name, format!("P{producers}")), |b| {
@@ -1076,6 +1396,7 @@ fn print_table(round_trip: f64, rounds: usize) {
 /// the same machine conditions (placement drifts during a run here).
 fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
     for &regime in regimes {
+        SPIN_LIMIT.store(regime.spin_limit(), Ordering::Relaxed);
         for sizes in [Sizes::Small, Sizes::Datagram, Sizes::Mixed] {
             for producers in producer_counts() {
                 let n = sizes.messages(producers);
@@ -1095,6 +1416,7 @@ fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
                             producers
                         );
                         (multi || producers == 1)
+                            && runnable(name)
                             && (filters.is_empty() || filters.iter().any(|f| id.contains(f)))
                     })
                     .map(|(i, _)| i)
@@ -1142,6 +1464,9 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(7);
+    if let Some(why) = AERON_MISSING {
+        println!("{why}");
+    }
     interleaved(&Regime::from_env(), rounds, &filters);
     print_table(round_trip, rounds);
     if std::env::var_os("PEERS_CRITERION").is_some() {
