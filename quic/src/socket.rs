@@ -64,6 +64,15 @@ const HIGH_WATER: usize = RING_BYTES / 4 * 3;
 pub fn is_quic_initial(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|&b| b & 0xF0 == 0xC0)
 }
+/// A ring for one socket: [`RING_BYTES`], shedding above [`HIGH_WATER`].
+pub(crate) fn ring() -> io::Result<(mpring::Producer<UdpMeta>, mpring::Consumer<UdpMeta>)> {
+    mpring::Ring::builder(RING_BYTES)
+        .metadata::<UdpMeta>()
+        .high_water_mark(HIGH_WATER)
+        .build()
+        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))
+}
+
 /// GRO segments quinn may find in one receive buffer (each buffer is then
 /// at least 64 x 1,200 bytes, more than any entry).
 const GRO_SEGMENTS: usize = 64;
@@ -73,7 +82,9 @@ const GRO_SEGMENTS: usize = 64;
 pub struct RingSocket {
     /// Only quinn's endpoint driver reads; the lock is never contended.
     consumer: Mutex<mpring::Consumer<UdpMeta>>,
-    listeners: Listeners,
+    /// Shared by every shard's socket when the group feeds several rings
+    /// ([`Shards`](crate::Shards)); the threads stop with the last one.
+    listeners: Arc<Listeners>,
     send: UdpSocket,
     /// quinn-udp's sender: GSO batches when the kernel offers them.
     send_state: quinn::udp::UdpSocketState,
@@ -91,16 +102,34 @@ impl RingSocket {
     /// ([`is_quic_initial`]; counted in `stats().shed`), so that a flood
     /// of new connections leaves room for established ones.
     pub fn bind(addr: SocketAddr, listeners: usize) -> io::Result<RingSocket> {
-        let (producer, consumer) = mpring::Ring::builder(RING_BYTES)
-            .metadata::<UdpMeta>()
-            .high_water_mark(HIGH_WATER)
-            .build()
-            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+        let (producer, consumer) = ring()?;
         let listeners = Listeners::builder(addr)
             .listeners(listeners)
             .gro(true)
             .shed(is_quic_initial)
             .spawn(producer)?;
+        RingSocket::from_consumer(consumer, Arc::new(listeners))
+    }
+
+    /// A socket that receives from `consumer`, one of the rings that
+    /// `listeners` feeds, and sends from the group's address (a clone of
+    /// [`Listeners::send_socket`]). [`Shards`](crate::Shards) builds one per
+    /// shard on one steered group; the group's threads stop once the last
+    /// socket (and any other holder of `listeners`) is gone.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use mpring::udp::{Listeners, UdpMeta};
+    ///
+    /// let (producer, consumer) = mpring::Ring::builder(4 << 20).metadata::<UdpMeta>().build()?;
+    /// let listeners = Listeners::builder("127.0.0.1:0".parse()?).gro(true).spawn(producer)?;
+    /// let socket = mpring_quic::RingSocket::from_consumer(consumer, Arc::new(listeners))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_consumer(
+        consumer: mpring::Consumer<UdpMeta>,
+        listeners: Arc<Listeners>,
+    ) -> io::Result<RingSocket> {
         let send = listeners.send_socket().try_clone()?;
         let send_state = quinn::udp::UdpSocketState::new((&send).into())?;
         Ok(RingSocket {
@@ -116,7 +145,8 @@ impl RingSocket {
 
     /// The listeners' counters: datagrams received, dropped for a full
     /// ring, shed above the high-water mark, dropped by the kernel,
-    /// truncated.
+    /// truncated. For a socket of a steered group, the whole group's
+    /// (`rings` has each ring's own).
     pub fn stats(&self) -> UdpStats {
         self.listeners.stats()
     }

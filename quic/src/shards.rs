@@ -1,0 +1,289 @@
+//! A sharded quinn server: one listener group steering every datagram by
+//! its QUIC connection ID to one of N rings, and one quinn endpoint per
+//! ring, each driven on its own thread by its own current-thread tokio
+//! runtime.
+//!
+//! Receive: `mpring::udp::Listeners` (K `SO_REUSEPORT` sockets, GRO,
+//! Initial packets shed above a ring's high-water mark, as in
+//! [`RingSocket`]) steer with [`QuicSteering`]: a packet whose destination
+//! CID names a shard goes to that shard's ring, a client's first flight by a
+//! hash of its own DCID (the same ring for every retransmit). Each shard's
+//! endpoint issues CIDs that name it ([`ShardCidGenerator`]), so every
+//! packet of a connection after the handshake reaches the endpoint that
+//! owns it, from whatever address it comes (migration, NAT rebinding).
+//! Send: every endpoint sends from the group's address.
+//!
+//! All shards share one [`quinn::ServerConfig`] (one certificate, one
+//! token key: a retry or address-validation token one shard issued is
+//! valid on every shard, which a client's next first flight may reach).
+//!
+//! # Stateless-reset keys
+//! Each shard's [`quinn::EndpointConfig`] is made by
+//! `EndpointConfig::default()`, which draws a fresh random reset key on
+//! every call: the shards' keys differ. Two layers keep a misrouted
+//! packet from drawing a reset that kills a connection:
+//! - [`ShardCidGenerator`]'s `validate` rejects other shards' CIDs, and
+//!   quinn drops a short-header packet with an invalid CID instead of
+//!   answering it with a stateless reset; so a packet that reached the
+//!   wrong shard is never answered at all.
+//! - Were one shard to answer a packet meant for another (a CID that
+//!   decodes to it by chance, or a bug), the reset token it sends is an
+//!   HMAC of the CID under its own key, not the owning shard's: it does
+//!   not match the token the owner handed the peer for that CID, and the
+//!   peer ignores it. One shared key would make such a reset valid.
+//!
+//! ```no_run
+//! # async fn run(server_config: quinn::ServerConfig) -> std::io::Result<()> {
+//! let shards = mpring_quic::Shards::bind("0.0.0.0:4433".parse().unwrap(), 4, 2, server_config)?;
+//! shards.serve(|shard, connection| async move {
+//!     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+//!         // served on shard `shard`'s thread
+//!         # let _ = (&mut send, &mut recv, shard);
+//!     }
+//! });
+//! // ... until it is time to stop:
+//! let stats = shards.shutdown();
+//! println!("{} datagrams received", stats.datagrams);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+
+use mpring::udp::steer::{QuicSteering, ShardCids};
+use mpring::udp::{Listeners, UdpStats};
+use tokio::sync::oneshot;
+
+use crate::cid::ShardCidGenerator;
+use crate::socket::{is_quic_initial, ring, RingSocket};
+
+/// Length of the CIDs the shards issue.
+pub const SHARD_CID_LEN: usize = 8;
+
+/// N quinn server endpoints behind one steering listener group; see the
+/// [module docs](self). Dropping it closes the endpoints and joins the
+/// shard threads, as [`shutdown`](Shards::shutdown) does.
+pub struct Shards {
+    endpoints: Vec<quinn::Endpoint>,
+    sockets: Vec<Arc<RingSocket>>,
+    runtimes: Vec<tokio::runtime::Handle>,
+    /// Dropping a sender ends its shard's thread (after its endpoint idles).
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    listeners: Arc<Listeners>,
+    cids: ShardCids,
+}
+
+impl Shards {
+    /// Binds `listeners` sockets to `addr` (port 0: a free port) with
+    /// listener threads steering to `shards` rings, and starts one quinn
+    /// server endpoint per ring on a thread of its own, all with
+    /// `server_config`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for 0 shards or more than the CID
+    /// encoding allows ([`ShardCids::new`]'s error inside), or 0 listeners;
+    /// any error binding the sockets or starting the threads.
+    pub fn bind(
+        addr: SocketAddr,
+        shards: usize,
+        listeners: usize,
+        server_config: quinn::ServerConfig,
+    ) -> io::Result<Shards> {
+        let invalid = |e| io::Error::new(ErrorKind::InvalidInput, e);
+        let cids = ShardCids::new(shards, SHARD_CID_LEN).map_err(invalid)?;
+        let (producers, consumers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| ring()).collect::<io::Result<_>>()?;
+        let steering = QuicSteering::new(cids);
+        let group = Arc::new(
+            Listeners::builder(addr)
+                .listeners(listeners)
+                .gro(true)
+                .shed(is_quic_initial)
+                .spawn_steered(producers, move |meta, d| steering.steer(meta, d))?,
+        );
+        let mut this = Shards {
+            endpoints: Vec::with_capacity(shards),
+            sockets: Vec::with_capacity(shards),
+            runtimes: Vec::with_capacity(shards),
+            stops: Vec::with_capacity(shards),
+            threads: Vec::with_capacity(shards),
+            listeners: group.clone(),
+            cids,
+        };
+        // On an error below, dropping `this` stops the shards started so far.
+        for (shard, consumer) in consumers.into_iter().enumerate() {
+            let socket = Arc::new(RingSocket::from_consumer(consumer, group.clone())?);
+            let mut config = quinn::EndpointConfig::default(); // a fresh reset key
+            config.cid_generator(ShardCidGenerator::factory(cids, shard).map_err(invalid)?);
+            let (stop, stopped) = oneshot::channel();
+            let (started, start) = mpsc::channel();
+            let server_config = server_config.clone();
+            let thread_socket = socket.clone();
+            let thread = thread::Builder::new()
+                .name(format!("mpring-quic-shard-{shard}"))
+                .spawn(move || run_shard(config, server_config, thread_socket, started, stopped))?;
+            this.threads.push(thread);
+            this.stops.push(stop);
+            let (endpoint, runtime) = start.recv().map_err(|_| {
+                io::Error::other(format!("shard {shard}: its thread ended while starting"))
+            })??;
+            this.endpoints.push(endpoint);
+            this.runtimes.push(runtime);
+            this.sockets.push(socket);
+        }
+        Ok(this)
+    }
+
+    /// The endpoints, one per shard, in shard order. Connections accepted
+    /// on endpoint `k` run on shard `k`'s thread.
+    pub fn endpoints(&self) -> &[quinn::Endpoint] {
+        &self.endpoints
+    }
+
+    /// Shard `k`'s ring-backed socket, for its delivery counters.
+    pub fn socket(&self, shard: usize) -> &RingSocket {
+        &self.sockets[shard]
+    }
+
+    /// The address every shard answers on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listeners.local_addr()
+    }
+
+    /// The CID encoding the shards issue and the listeners steer by.
+    pub fn cids(&self) -> ShardCids {
+        self.cids
+    }
+
+    /// The listener group's counters; `rings[k]` is shard `k`'s ring.
+    pub fn stats(&self) -> UdpStats {
+        self.listeners.stats()
+    }
+
+    /// Accepts connections on every shard, on that shard's runtime, and
+    /// runs `handler(shard, connection)` for each one that completes its
+    /// handshake, as a task of that runtime. The accept loops end when the
+    /// endpoints close. Call it once (a second call splits the incoming
+    /// connections between the two handlers).
+    pub fn serve<H, F>(&self, handler: H)
+    where
+        H: Fn(usize, quinn::Connection) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        for (shard, (endpoint, runtime)) in self.endpoints.iter().zip(&self.runtimes).enumerate() {
+            let (endpoint, handler) = (endpoint.clone(), handler.clone());
+            runtime.spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        if let Ok(connection) = incoming.await {
+                            handler(shard, connection).await;
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    /// Closes every endpoint with `code` and `reason` (their connections
+    /// too), as [`quinn::Endpoint::close`].
+    pub fn close(&self, code: quinn::VarInt, reason: &[u8]) {
+        for endpoint in &self.endpoints {
+            endpoint.close(code, reason);
+        }
+    }
+
+    /// Closes every endpoint (code 0), waits on each shard's thread until
+    /// its endpoint is idle ([`quinn::Endpoint::wait_idle`]), joins the
+    /// threads and returns the listener group's counters. The listener
+    /// threads stop once the last clone of an endpoint is gone.
+    pub fn shutdown(mut self) -> UdpStats {
+        self.stop();
+        self.listeners.stats()
+    }
+
+    fn stop(&mut self) {
+        self.close(0u32.into(), b"shutdown");
+        self.stops.clear();
+        for thread in self.threads.drain(..) {
+            // A shard thread only panics if its runtime could not be built,
+            // which `bind` already reported.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a shard thread hands back once its endpoint exists.
+type Started = io::Result<(quinn::Endpoint, tokio::runtime::Handle)>;
+
+/// A shard thread: a current-thread runtime that drives the shard's
+/// endpoint (and its connections' tasks) until `stopped`, then until the
+/// endpoint is idle.
+fn run_shard(
+    config: quinn::EndpointConfig,
+    server_config: quinn::ServerConfig,
+    socket: Arc<RingSocket>,
+    started: mpsc::Sender<Started>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    // The endpoint's driver is spawned on the runtime it is made in.
+    let endpoint = {
+        let _enter = runtime.enter();
+        quinn::Endpoint::new_with_abstract_socket(
+            config,
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+    };
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    if started
+        .send(Ok((endpoint.clone(), runtime.handle().clone())))
+        .is_err()
+    {
+        return;
+    }
+    runtime.block_on(async move {
+        let _ = stopped.await; // a send or a dropped sender: stop
+        endpoint.wait_idle().await;
+    });
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl fmt::Debug for Shards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shards")
+            .field("local", &self.local_addr())
+            .field("shards", &self.endpoints.len())
+            .field("cids", &self.cids)
+            .finish_non_exhaustive()
+    }
+}

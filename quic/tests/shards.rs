@@ -1,0 +1,116 @@
+//! The sharded server: 4 quinn endpoints behind one listener group that
+//! steers by connection ID, 64 client connections (8 client endpoints of 8
+//! connections each), each echoing streams of a few KiB, every byte
+//! checked. Every shard serves some of them, and every datagram reaches the
+//! ring of the shard whose endpoint owns its connection (a misrouted one
+//! would be dropped by the endpoint's CID validation and its connection
+//! would stall). Ends by itself (60 s limit).
+#![cfg(not(miri))] // sockets, TLS and runtimes: not for Miri
+
+use mpring_quic as quic;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SHARDS: usize = 4;
+const CLIENTS: usize = 8;
+const PER_CLIENT: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_connections_across_four_shards() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = quic::configs();
+        let shards = quic::Shards::bind((Ipv4Addr::LOCALHOST, 0).into(), SHARDS, 2, server_config)
+            .expect("bind the shards");
+        assert_eq!(shards.endpoints().len(), SHARDS);
+        let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..SHARDS).map(|_| 0.into()).collect());
+        {
+            let accepted = accepted.clone();
+            shards.serve(move |shard, connection| {
+                accepted[shard].fetch_add(1, Ordering::Relaxed);
+                echo(connection)
+            });
+        }
+        let server = shards.local_addr();
+
+        let mut tasks = Vec::new();
+        let mut clients = Vec::new();
+        for c in 0..CLIENTS {
+            let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            client.set_default_client_config(client_config.clone());
+            for i in 0..PER_CLIENT {
+                let n = c * PER_CLIENT + i;
+                let client = client.clone();
+                tasks.push(tokio::spawn(async move {
+                    let connection = connect(&client, server).await;
+                    // Two streams of 4 KiB + n bytes each, every byte compared.
+                    let echoed = quic::echo_streams(&connection, 2, 4096 + n).await;
+                    connection.close(0u32.into(), b"done");
+                    echoed
+                }));
+            }
+            clients.push(client);
+        }
+        for (n, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.expect("client task"), 2 * (4096 + n as u64));
+        }
+        for client in &clients {
+            client.wait_idle().await;
+        }
+
+        let accepted: Vec<u64> = accepted.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        assert_eq!(accepted.iter().sum::<u64>(), (CLIENTS * PER_CLIENT) as u64);
+        assert!(
+            accepted.iter().all(|&a| a > 0),
+            "every shard serves a connection: {accepted:?}"
+        );
+        let delivered: Vec<u64> = (0..SHARDS).map(|k| shards.socket(k).delivered()).collect();
+        let stats = tokio::task::spawn_blocking(move || shards.shutdown())
+            .await
+            .unwrap();
+        for (k, ring) in stats.rings.iter().enumerate() {
+            assert!(ring.datagrams > 0, "shard {k}'s ring: {stats:?}");
+            assert_eq!(ring.full_drops, 0, "shard {k}'s ring: {stats:?}");
+        }
+        assert!(delivered.iter().all(|&d| d > 0), "delivered: {delivered:?}");
+        assert_eq!(stats.truncated, 0);
+        eprintln!("accepted per shard {accepted:?}, delivered {delivered:?}");
+    })
+    .await
+    .expect("the sharded echo finished in time");
+}
+
+#[test]
+fn a_bad_shard_count_is_invalid_input() {
+    for shards in [0, 1 << 20] {
+        let (server_config, _) = quic::configs();
+        let e = quic::Shards::bind((Ipv4Addr::LOCALHOST, 0).into(), shards, 1, server_config)
+            .expect_err("no such shard count");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{shards}: {e}");
+    }
+}
+
+async fn connect(client: &quinn::Endpoint, server: SocketAddr) -> quinn::Connection {
+    client
+        .connect(server, "localhost")
+        .unwrap()
+        .await
+        .expect("handshake")
+}
+
+/// Echoes every bidirectional stream of `connection` until it closes.
+async fn echo(connection: quinn::Connection) {
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(Some(n)) = recv.read(&mut buf).await {
+                if send.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
+    }
+}
