@@ -126,6 +126,7 @@ impl ClaimStarts {
         for flag in flags {
             flag.store(0, Ordering::Relaxed);
         }
+        #[cfg(not(mpring_loom))]
         // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans the
         // consumer consumed and has not released: the producers that set
         // them published a header after it, which we acquired; the next
@@ -134,7 +135,6 @@ impl ClaimStarts {
         // race-free (and vectorises, unlike one atomic store per flag).
         // The pointer comes from the whole slice, whose bytes are
         // `UnsafeCell`s (an atomic's), so writing through it is allowed.
-        #[cfg(not(mpring_loom))]
         unsafe {
             std::ptr::write_bytes(flags.as_ptr().cast::<u8>().cast_mut(), 0, flags.len())
         };
@@ -390,9 +390,6 @@ impl<M> Shared<M> {
     /// read-around mode, where there are none).
     #[inline]
     fn start_flag(&self, offset: u64) -> Option<&AtomicU8> {
-        if !self.around {
-            return None;
-        }
         // A shift, not a division: the alignment is a power of two.
         let unit = self.position(offset) >> self.align.trailing_zeros();
         self.starts.flags.get(unit)
