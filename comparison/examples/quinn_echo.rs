@@ -11,7 +11,8 @@
 //!
 //! Exits with status 2 on a bad argument, before anything runs.
 
-use mpring_quic as quic;
+#[path = "../../quic/tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,9 @@ async fn streams_round(
     streams: u64,
     kib: usize,
 ) -> Duration {
-    let (client, connection) = quic::connect(server, client_config).await;
+    let (client, connection) = support::connect(server, client_config).await;
     let start = Instant::now();
-    let echoed = quic::echo_streams(&connection, streams, kib * 1024).await;
+    let echoed = support::echo_streams(&connection, streams, kib * 1024).await;
     let elapsed = start.elapsed();
     assert_eq!(echoed, streams * kib as u64 * 1024);
     connection.close(0u32.into(), b"done");
@@ -43,7 +44,7 @@ async fn datagrams_round(
     server: &quinn::Endpoint,
     client_config: quinn::ClientConfig,
 ) -> (Duration, u32) {
-    let (client, connection) = quic::connect(server, client_config).await;
+    let (client, connection) = support::connect(server, client_config).await;
     let start = Instant::now();
     let mut lost = 0;
     let mut seq = 0u32;
@@ -51,7 +52,7 @@ async fn datagrams_round(
         let window = WINDOW.min(DATAGRAMS - seq);
         for i in seq..seq + window {
             let len = 40 + (i as usize * 37) % 161;
-            let mut payload = quic::stream_bytes(u64::from(i), len);
+            let mut payload = support::stream_bytes(u64::from(i), len);
             payload[..4].copy_from_slice(&i.to_le_bytes());
             connection
                 .send_datagram(payload.into())
@@ -64,7 +65,7 @@ async fn datagrams_round(
                 Ok(echo) => {
                     let echo = echo.expect("read a datagram");
                     let i = u32::from_le_bytes(echo[..4].try_into().unwrap());
-                    let mut want = quic::stream_bytes(u64::from(i), echo.len());
+                    let mut want = support::stream_bytes(u64::from(i), echo.len());
                     want[..4].copy_from_slice(&i.to_le_bytes());
                     assert!(echo[..] == want[..], "datagram {i} corrupted");
                     got += 1;
@@ -166,13 +167,13 @@ async fn compare(streams: u64, kib: usize, rounds: u64, listeners: usize, worker
     let mut default = Rounds::default();
     let mut through_ring = 0;
     for _ in 0..rounds {
-        let (server_config, client_config) = quic::configs();
+        let (server_config, client_config) = support::configs();
         let (server, socket) =
-            quic::ring_server(server_config, listeners).expect("bind the ring server");
+            support::ring_server(server_config, listeners).expect("bind the ring server");
         ring.run(&server, client_config, streams, kib).await;
         through_ring += socket.delivered();
-        let (server_config, client_config) = quic::configs();
-        let server = quic::default_server(server_config).expect("bind the default server");
+        let (server_config, client_config) = support::configs();
+        let server = support::default_server(server_config).expect("bind the default server");
         default.run(&server, client_config, streams, kib).await;
     }
     let (ring_streams, default_streams) =
@@ -244,7 +245,7 @@ impl Rounds {
         streams: u64,
         kib: usize,
     ) {
-        let echo = tokio::spawn(quic::echo(server.clone()));
+        let echo = tokio::spawn(support::echo(server.clone()));
         self.streams
             .push(streams_round(server, client_config.clone(), streams, kib).await);
         let (time, lost) = datagrams_round(server, client_config).await;

@@ -5,15 +5,19 @@
 //! [`Shards`] runs N quinn endpoints, one per core, behind one listener
 //! group that steers each datagram by its connection ID ([`shards`]).
 //!
-//! A crate of its own so that the library keeps its MSRV (quinn needs
-//! 1.85) and its dependencies. Not published yet: it also holds the
-//! helpers of mpring's quinn comparison and tests.
+//! A crate of its own so that the library keeps its MSRV (1.75; this crate
+//! needs 1.85, as quinn's dependencies do) and its dependencies.
 
 pub mod cid;
 pub mod shards;
 pub mod socket;
-pub mod udp;
+mod udp;
 
 pub use cid::ShardCidGenerator;
-pub use shards::*;
-pub use socket::*;
+pub use shards::{Shards, ShardsBuilder, SHARD_CID_LEN};
+pub use socket::{is_quic_initial, RingSocket, RingSocketBuilder, DEFAULT_RING_BYTES};
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

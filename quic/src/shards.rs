@@ -60,7 +60,7 @@ use mpring::udp::{Listeners, UdpStats};
 use tokio::sync::oneshot;
 
 use crate::cid::ShardCidGenerator;
-use crate::socket::{is_quic_initial, ring, RingSocket};
+use crate::socket::{recv_options, RecvOptions, RingSocket};
 
 /// Length of the CIDs the shards issue.
 pub const SHARD_CID_LEN: usize = 8;
@@ -79,32 +79,95 @@ pub struct Shards {
     cids: ShardCids,
 }
 
+/// Builds [`Shards`]: see [`Shards::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `bind`"]
+pub struct ShardsBuilder {
+    options: RecvOptions,
+    shards: usize,
+    server_config: quinn::ServerConfig,
+}
+
+impl ShardsBuilder {
+    /// Shards: rings, quinn endpoints and their threads, one each. Default
+    /// 1; at most [`MAX_SHARDS`](mpring::udp::steer::MAX_SHARDS).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    recv_options!();
+
+    /// Makes the rings, binds the listener sockets, starts their threads
+    /// and one thread per shard, each driving its endpoint.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for 0 shards or more than the CID
+    /// encoding allows ([`ShardCids::new`]'s error inside), 0 listeners, a
+    /// ring size that is not a power of two or a high-water mark above it;
+    /// any error binding the sockets or starting the threads.
+    pub fn bind(self) -> io::Result<Shards> {
+        Shards::start(self)
+    }
+}
+
 impl Shards {
     /// Binds `listeners` sockets to `addr` (port 0: a free port) with
     /// listener threads steering to `shards` rings, and starts one quinn
     /// server endpoint per ring on a thread of its own, all with
-    /// `server_config`.
+    /// `server_config`. The receive path has the defaults of
+    /// [`builder`](Shards::builder).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for 0 shards or more than the CID
-    /// encoding allows ([`ShardCids::new`]'s error inside), or 0 listeners;
-    /// any error binding the sockets or starting the threads.
+    /// As [`ShardsBuilder::bind`].
     pub fn bind(
         addr: SocketAddr,
         shards: usize,
         listeners: usize,
         server_config: quinn::ServerConfig,
     ) -> io::Result<Shards> {
+        Shards::builder(addr, server_config)
+            .shards(shards)
+            .listeners(listeners)
+            .bind()
+    }
+
+    /// A builder for shards on `addr` (port 0: a free port) serving with
+    /// `server_config`, to set the shard count and each shard's ring.
+    ///
+    /// ```no_run
+    /// # fn run(server_config: quinn::ServerConfig) -> std::io::Result<()> {
+    /// let shards = mpring_quic::Shards::builder("0.0.0.0:4433".parse().unwrap(), server_config)
+    ///     .shards(8)
+    ///     .listeners(4)
+    ///     .ring_bytes(8 << 20)
+    ///     .bind()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(addr: SocketAddr, server_config: quinn::ServerConfig) -> ShardsBuilder {
+        ShardsBuilder {
+            options: RecvOptions::new(addr),
+            shards: 1,
+            server_config,
+        }
+    }
+
+    fn start(builder: ShardsBuilder) -> io::Result<Shards> {
+        let ShardsBuilder {
+            options,
+            shards,
+            server_config,
+        } = builder;
         let invalid = |e| io::Error::new(ErrorKind::InvalidInput, e);
         let cids = ShardCids::new(shards, SHARD_CID_LEN).map_err(invalid)?;
-        let (producers, consumers): (Vec<_>, Vec<_>) =
-            (0..shards).map(|_| ring()).collect::<io::Result<_>>()?;
+        let (producers, consumers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| options.ring())
+            .collect::<io::Result<_>>()?;
         let steering = QuicSteering::new(cids);
         let group = Arc::new(
-            Listeners::builder(addr)
-                .listeners(listeners)
-                .gro(true)
-                .shed(is_quic_initial)
+            options
+                .listeners()
                 .spawn_steered(producers, move |meta, d| steering.steer(meta, d))?,
         );
         let mut this = Shards {

@@ -31,7 +31,7 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,11 +43,8 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 
 use crate::udp::is_writable;
 
-/// The ring's size: 64 entries of 64 KiB GRO batches.
-const RING_BYTES: usize = 4 << 20;
-/// Above this much of the ring in use, new connections' Initial packets
-/// are shed: the last quarter stays for established connections.
-const HIGH_WATER: usize = RING_BYTES / 4 * 3;
+/// The default ring size: 64 entries of 64 KiB GRO batches.
+pub const DEFAULT_RING_BYTES: usize = 4 << 20;
 
 /// Whether a datagram starts with a QUIC v1 Initial packet (long header,
 /// type 0): a new connection, or the handshake of one, which a loaded
@@ -64,13 +61,128 @@ const HIGH_WATER: usize = RING_BYTES / 4 * 3;
 pub fn is_quic_initial(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|&b| b & 0xF0 == 0xC0)
 }
-/// A ring for one socket: [`RING_BYTES`], shedding above [`HIGH_WATER`].
-pub(crate) fn ring() -> io::Result<(mpring::Producer<UdpMeta>, mpring::Consumer<UdpMeta>)> {
-    mpring::Ring::builder(RING_BYTES)
-        .metadata::<UdpMeta>()
-        .high_water_mark(HIGH_WATER)
-        .build()
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))
+
+/// How the receive path is built: listener sockets, ring size, GRO and
+/// shedding. Shared by [`RingSocketBuilder`] and
+/// [`ShardsBuilder`](crate::ShardsBuilder), which set it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecvOptions {
+    pub(crate) addr: SocketAddr,
+    pub(crate) listeners: usize,
+    pub(crate) ring_bytes: usize,
+    pub(crate) gro: bool,
+    /// `None`: three quarters of the ring.
+    pub(crate) high_water_mark: Option<usize>,
+    pub(crate) shed_initial: bool,
+}
+
+impl RecvOptions {
+    pub(crate) fn new(addr: SocketAddr) -> RecvOptions {
+        RecvOptions {
+            addr,
+            listeners: 1,
+            ring_bytes: DEFAULT_RING_BYTES,
+            gro: true,
+            high_water_mark: None,
+            shed_initial: true,
+        }
+    }
+
+    /// One ring as the options say.
+    pub(crate) fn ring(
+        &self,
+    ) -> io::Result<(mpring::Producer<UdpMeta>, mpring::Consumer<UdpMeta>)> {
+        let mark = self.high_water_mark.unwrap_or(self.ring_bytes / 4 * 3);
+        mpring::Ring::builder(self.ring_bytes)
+            .metadata::<UdpMeta>()
+            .high_water_mark(mark)
+            .build()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))
+    }
+
+    /// The listener group's builder as the options say.
+    pub(crate) fn listeners(&self) -> mpring::udp::ListenersBuilder {
+        let builder = Listeners::builder(self.addr)
+            .listeners(self.listeners)
+            .gro(self.gro);
+        if self.shed_initial {
+            builder.shed(is_quic_initial)
+        } else {
+            builder
+        }
+    }
+}
+
+/// Sets the receive options of a [`RingSocketBuilder`] or a
+/// [`ShardsBuilder`](crate::ShardsBuilder): one set of doc comments for both.
+macro_rules! recv_options {
+    () => {
+        /// Listener sockets (`SO_REUSEPORT`) and threads. Default 1.
+        pub fn listeners(mut self, listeners: usize) -> Self {
+            self.options.listeners = listeners;
+            self
+        }
+
+        /// Bytes of each ring (a power of two). Default
+        /// [`DEFAULT_RING_BYTES`](crate::DEFAULT_RING_BYTES), 4 MiB: 64
+        /// entries of 64 KiB GRO batches.
+        pub fn ring_bytes(mut self, bytes: usize) -> Self {
+            self.options.ring_bytes = bytes;
+            self
+        }
+
+        /// Whether listeners ask the kernel for GRO (coalesced datagrams of
+        /// one flow, split again by quinn). Default `true`; a kernel
+        /// without it is not an error.
+        pub fn gro(mut self, gro: bool) -> Self {
+            self.options.gro = gro;
+            self
+        }
+
+        /// Whether listeners drop datagrams that start with a QUIC Initial
+        /// packet ([`is_quic_initial`](crate::is_quic_initial)) while the
+        /// ring holds more than the high-water mark, counted as
+        /// `UdpStats::shed`: a flood of new connections then leaves room
+        /// for established ones. Default `true`.
+        pub fn shed_initial(mut self, shed: bool) -> Self {
+            self.options.shed_initial = shed;
+            self
+        }
+
+        /// Bytes in use above which Initial packets are shed. Default:
+        /// three quarters of the ring. More than the ring is an error at
+        /// bind.
+        pub fn high_water_mark(mut self, bytes: usize) -> Self {
+            self.options.high_water_mark = Some(bytes);
+            self
+        }
+    };
+}
+pub(crate) use recv_options;
+
+/// Builds a [`RingSocket`]: see [`RingSocket::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `bind`"]
+pub struct RingSocketBuilder {
+    options: RecvOptions,
+}
+
+impl RingSocketBuilder {
+    recv_options!();
+
+    /// Makes the ring, binds the listener sockets and starts their
+    /// threads.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a ring size that is not a power of
+    /// two, a high-water mark above the ring, or 0 listeners (the typed
+    /// error is inside); any error binding the sockets or starting the
+    /// threads.
+    pub fn bind(self) -> io::Result<RingSocket> {
+        let (producer, consumer) = self.options.ring()?;
+        let listeners = self.options.listeners().spawn(producer)?;
+        RingSocket::from_consumer(consumer, Arc::new(listeners))
+    }
 }
 
 /// GRO segments quinn may find in one receive buffer (each buffer is then
@@ -97,18 +209,28 @@ pub struct RingSocket {
 
 impl RingSocket {
     /// Binds `listeners` sockets to `addr` (port 0: a free port) and starts
-    /// a listener thread for each, with GRO when the kernel has it. Once
-    /// three quarters of the ring are in use, Initial packets are shed
-    /// ([`is_quic_initial`]; counted in `stats().shed`), so that a flood
-    /// of new connections leaves room for established ones.
+    /// a listener thread for each, with the defaults of
+    /// [`builder`](RingSocket::builder): a 4 MiB ring, GRO, Initial packets
+    /// shed above three quarters of the ring.
     pub fn bind(addr: SocketAddr, listeners: usize) -> io::Result<RingSocket> {
-        let (producer, consumer) = ring()?;
-        let listeners = Listeners::builder(addr)
-            .listeners(listeners)
-            .gro(true)
-            .shed(is_quic_initial)
-            .spawn(producer)?;
-        RingSocket::from_consumer(consumer, Arc::new(listeners))
+        RingSocket::builder(addr).listeners(listeners).bind()
+    }
+
+    /// A builder for a socket on `addr` (port 0: a free port), to set the
+    /// ring size, GRO and shedding.
+    ///
+    /// ```no_run
+    /// let socket = mpring_quic::RingSocket::builder("0.0.0.0:4433".parse().unwrap())
+    ///     .listeners(4)
+    ///     .ring_bytes(16 << 20)
+    ///     .high_water_mark(12 << 20)
+    ///     .bind()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder(addr: SocketAddr) -> RingSocketBuilder {
+        RingSocketBuilder {
+            options: RecvOptions::new(addr),
+        }
     }
 
     /// A socket that receives from `consumer`, one of the rings that
@@ -258,132 +380,4 @@ impl UdpPoller for WritablePoller {
             Poll::Pending
         }
     }
-}
-
-// ---- endpoints -------------------------------------------------------------------
-
-/// A self-signed certificate for "localhost" and the server and client
-/// configurations that use it.
-pub fn configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_der = cert.cert.der().clone();
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
-    let mut server =
-        quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key.into()).unwrap();
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(256u32.into());
-    server.transport_config(Arc::new(transport));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der).unwrap();
-    let client = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
-    (server, client)
-}
-
-/// A quinn server endpoint on a ring-backed socket on a loopback port, and
-/// the socket (for its counters).
-pub fn ring_server(
-    config: quinn::ServerConfig,
-    listeners: usize,
-) -> io::Result<(quinn::Endpoint, Arc<RingSocket>)> {
-    let socket = Arc::new(RingSocket::bind(
-        (Ipv4Addr::LOCALHOST, 0).into(),
-        listeners,
-    )?);
-    let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket.clone(),
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    Ok((endpoint, socket))
-}
-
-/// A quinn server endpoint on quinn's own socket, for comparison.
-pub fn default_server(config: quinn::ServerConfig) -> io::Result<quinn::Endpoint> {
-    quinn::Endpoint::server(config, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
-}
-
-/// A stock quinn client endpoint connected to `server`.
-pub async fn connect(
-    server: &quinn::Endpoint,
-    config: quinn::ClientConfig,
-) -> (quinn::Endpoint, quinn::Connection) {
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(config);
-    let addr = server.local_addr().unwrap();
-    let connection = client
-        .connect(addr, "localhost")
-        .unwrap()
-        .await
-        .expect("handshake");
-    (client, connection)
-}
-
-/// Echoes every bidirectional stream and every datagram of every
-/// connection until the endpoint closes.
-pub async fn echo(endpoint: quinn::Endpoint) {
-    while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(async move {
-            let Ok(connection) = incoming.await else {
-                return;
-            };
-            let datagrams = {
-                let connection = connection.clone();
-                tokio::spawn(async move {
-                    while let Ok(d) = connection.read_datagram().await {
-                        let _ = connection.send_datagram(d);
-                    }
-                })
-            };
-            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(Some(n)) = recv.read(&mut buf).await {
-                        if send.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = send.finish();
-                });
-            }
-            datagrams.abort();
-        });
-    }
-}
-
-/// The bytes of stream `stream`: a pattern no two streams share.
-pub fn stream_bytes(stream: u64, len: usize) -> Vec<u8> {
-    (0..len as u64)
-        .map(|i| (i.wrapping_mul(31) ^ stream.wrapping_mul(0x9E37)) as u8)
-        .collect()
-}
-
-/// Opens `streams` bidirectional streams of `bytes` bytes each, all at
-/// once, and checks every echoed byte. Returns the bytes echoed.
-pub async fn echo_streams(connection: &quinn::Connection, streams: u64, bytes: usize) -> u64 {
-    let mut tasks = Vec::new();
-    for stream in 0..streams {
-        let connection = connection.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut send, mut recv) = connection.open_bi().await.expect("open a stream");
-            let data = stream_bytes(stream, bytes);
-            let writer = {
-                let data = data.clone();
-                tokio::spawn(async move {
-                    send.write_all(&data).await.expect("write");
-                    send.finish().expect("finish");
-                })
-            };
-            let echoed = recv.read_to_end(bytes + 1).await.expect("read the echo");
-            writer.await.unwrap();
-            assert_eq!(echoed.len(), data.len(), "stream {stream}: length");
-            assert!(echoed == data, "stream {stream}: bytes differ");
-            echoed.len() as u64
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("stream task");
-    }
-    total
 }

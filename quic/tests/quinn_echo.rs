@@ -4,27 +4,28 @@
 //! QUIC datagrams echoed, every byte checked. Ends by itself (60 s limit).
 #![cfg(not(miri))] // sockets, TLS and a runtime: not for Miri
 
-use mpring_quic as quic;
+mod support;
 
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (server_config, client_config) = quic::configs();
-        let (server, socket) = quic::ring_server(server_config, 2).expect("bind the ring server");
-        let echo = tokio::spawn(quic::echo(server.clone()));
-        let (client, connection) = quic::connect(&server, client_config).await;
+        let (server_config, client_config) = support::configs();
+        let (server, socket) =
+            support::ring_server(server_config, 2).expect("bind the ring server");
+        let echo = tokio::spawn(support::echo(server.clone()));
+        let (client, connection) = support::connect(&server, client_config).await;
 
         // Streams: 64 at once, 32 KiB each, every echoed byte compared.
-        let echoed = quic::echo_streams(&connection, 64, 32 * 1024).await;
+        let echoed = support::echo_streams(&connection, 64, 32 * 1024).await;
         assert_eq!(echoed, 64 * 32 * 1024);
 
         // Datagrams: ping-pong, each echo compared with what was sent.
         let mut lost = 0;
         for seq in 0..50u32 {
             let len = 16 + (seq as usize * 37) % 900;
-            let mut payload = quic::stream_bytes(u64::from(seq) + 1000, len);
+            let mut payload = support::stream_bytes(u64::from(seq) + 1000, len);
             payload[..4].copy_from_slice(&seq.to_le_bytes());
             connection
                 .send_datagram(payload.clone().into())
@@ -59,16 +60,17 @@ async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_clients_at_once() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (server_config, client_config) = quic::configs();
-        let (server, socket) = quic::ring_server(server_config, 2).expect("bind the ring server");
-        let echo = tokio::spawn(quic::echo(server.clone()));
+        let (server_config, client_config) = support::configs();
+        let (server, socket) =
+            support::ring_server(server_config, 2).expect("bind the ring server");
+        let echo = tokio::spawn(support::echo(server.clone()));
         let clients: Vec<_> = (0..32u64)
             .map(|i| {
                 let (server, client_config) = (server.clone(), client_config.clone());
                 tokio::spawn(async move {
-                    let (client, connection) = quic::connect(&server, client_config).await;
+                    let (client, connection) = support::connect(&server, client_config).await;
                     // Four streams of 8 KiB each, every byte compared.
-                    let echoed = quic::echo_streams(&connection, 4, 8 * 1024 + i as usize).await;
+                    let echoed = support::echo_streams(&connection, 4, 8 * 1024 + i as usize).await;
                     connection.close(0u32.into(), b"done");
                     client.wait_idle().await;
                     echoed

@@ -7,6 +7,8 @@
 //! would stall). Ends by itself (60 s limit).
 #![cfg(not(miri))] // sockets, TLS and runtimes: not for Miri
 
+mod support;
+
 use mpring_quic as quic;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,7 +23,7 @@ const PER_CLIENT: usize = 8;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_connections_across_four_shards() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (server_config, client_config) = quic::configs();
+        let (server_config, client_config) = support::configs();
         let shards = quic::Shards::bind((Ipv4Addr::LOCALHOST, 0).into(), SHARDS, 2, server_config)
             .expect("bind the shards");
         assert_eq!(shards.endpoints().len(), SHARDS);
@@ -46,7 +48,7 @@ async fn sixty_four_connections_across_four_shards() {
                 tasks.push(tokio::spawn(async move {
                     let connection = connect(&client, server).await;
                     // Two streams of 4 KiB + n bytes each, every byte compared.
-                    let echoed = quic::echo_streams(&connection, 2, 4096 + n).await;
+                    let echoed = support::echo_streams(&connection, 2, 4096 + n).await;
                     connection.close(0u32.into(), b"done");
                     echoed
                 }));
@@ -85,7 +87,7 @@ async fn sixty_four_connections_across_four_shards() {
 #[test]
 fn a_bad_shard_count_is_invalid_input() {
     for shards in [0, 1 << 20] {
-        let (server_config, _) = quic::configs();
+        let (server_config, _) = support::configs();
         let e = quic::Shards::bind((Ipv4Addr::LOCALHOST, 0).into(), shards, 1, server_config)
             .expect_err("no such shard count");
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{shards}: {e}");
@@ -113,4 +115,27 @@ async fn echo(connection: quinn::Connection) {
             let _ = send.finish();
         });
     }
+}
+
+#[test]
+fn the_builder_refuses_a_bad_ring() {
+    let (server_config, _) = support::configs();
+    let addr: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+    let e = quic::Shards::builder(addr, server_config.clone())
+        .shards(2)
+        .ring_bytes(3000)
+        .bind()
+        .expect_err("a ring size that is not a power of two");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    let e = quic::Shards::builder(addr, server_config)
+        .ring_bytes(1 << 16)
+        .high_water_mark(1 << 17)
+        .bind()
+        .expect_err("a high-water mark above the ring");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    let e = quic::RingSocket::builder(addr)
+        .listeners(0)
+        .bind()
+        .expect_err("no listeners");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
 }

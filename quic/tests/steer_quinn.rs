@@ -8,6 +8,8 @@
 //! bit greased or not, before and after the client moves to a new port.
 #![cfg(not(miri))] // sockets, TLS and a runtime: not for Miri
 
+mod support;
+
 use mpring_quic as quic;
 
 use std::net::SocketAddr;
@@ -77,7 +79,7 @@ fn hex(bytes: &[u8]) -> String {
 async fn quinn_client_datagrams_steer_by_their_cids() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let cids = ShardCids::new(SHARDS, CID_LEN).unwrap();
-        let (server_config, client_config) = quic::configs();
+        let (server_config, client_config) = support::configs();
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config.cid_generator(ShardCidGenerator::factory(cids, SHARD).unwrap());
         let server = quinn::Endpoint::new(
@@ -87,7 +89,7 @@ async fn quinn_client_datagrams_steer_by_their_cids() {
             Arc::new(quinn::TokioRuntime),
         )
         .unwrap();
-        let echo = tokio::spawn(quic::echo(server.clone()));
+        let echo = tokio::spawn(support::echo(server.clone()));
         let (relay_addr, recording, relay) = relay(server.local_addr().unwrap()).await;
 
         let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -98,7 +100,7 @@ async fn quinn_client_datagrams_steer_by_their_cids() {
             .await
             .expect("handshake through the relay");
         assert_eq!(
-            quic::echo_streams(&connection, 4, 16 * 1024).await,
+            support::echo_streams(&connection, 4, 16 * 1024).await,
             64 * 1024
         );
         let first_source = recording.lock().unwrap()[0].0;
@@ -108,7 +110,7 @@ async fn quinn_client_datagrams_steer_by_their_cids() {
             .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
             .unwrap();
         assert_eq!(
-            quic::echo_streams(&connection, 4, 16 * 1024).await,
+            support::echo_streams(&connection, 4, 16 * 1024).await,
             64 * 1024
         );
         connection.close(0u32.into(), b"done");
