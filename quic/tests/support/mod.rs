@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use mpring_quic::RingSocket;
 
+pub mod reuseport;
+
 /// A self-signed certificate for "localhost" and the server and client
 /// configurations that use it.
 pub fn configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
