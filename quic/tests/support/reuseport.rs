@@ -126,3 +126,25 @@ pub fn reuseport_endpoints(
         })
         .collect()
 }
+
+/// One quinn server endpoint on each of `sockets` (say, a group from
+/// [`reuseport_sockets`] that the caller has probed first), on quinn's own
+/// I/O, with quinn's default CIDs and no steering: the naive group of
+/// [`reuseport_endpoints`], on sockets the caller made. Made in the current
+/// tokio runtime.
+pub fn endpoints_on(
+    sockets: Vec<UdpSocket>,
+    server_config: quinn::ServerConfig,
+) -> io::Result<Vec<quinn::Endpoint>> {
+    sockets
+        .into_iter()
+        .map(|socket| {
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+        })
+        .collect()
+}
