@@ -74,31 +74,36 @@ pub async fn connect(
 pub async fn echo(endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
-            let Ok(connection) = incoming.await else {
-                return;
-            };
-            let datagrams = {
-                let connection = connection.clone();
-                tokio::spawn(async move {
-                    while let Ok(d) = connection.read_datagram().await {
-                        let _ = connection.send_datagram(d);
-                    }
-                })
-            };
-            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(Some(n)) = recv.read(&mut buf).await {
-                        if send.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = send.finish();
-                });
+            if let Ok(connection) = incoming.await {
+                echo_connection(connection).await;
             }
-            datagrams.abort();
         });
     }
+}
+
+/// Echoes every bidirectional stream and every datagram of `connection`
+/// until it closes.
+pub async fn echo_connection(connection: quinn::Connection) {
+    let datagrams = {
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = connection.read_datagram().await {
+                let _ = connection.send_datagram(d);
+            }
+        })
+    };
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(Some(n)) = recv.read(&mut buf).await {
+                if send.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
+    }
+    datagrams.abort();
 }
 
 /// The bytes of stream `stream`: a pattern no two streams share.
