@@ -13,63 +13,21 @@ mod support;
 use mpring_quic as quic;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mpring::udp::steer::{
     parse_dcid, HeaderForm, QuicSteering, Route, RouteBy, ShardCids, QUIC_V1,
 };
 use quic::ShardCidGenerator;
-use tokio::net::UdpSocket;
+use support::relay::relay;
 
 const SHARDS: usize = 4;
 const SHARD: usize = 3;
 const CID_LEN: usize = 8;
 
-/// What the relay saw from the client: (source, datagram), in order.
-type Recording = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
-
 /// Picks a recorded datagram to print.
 type Pick = fn(&[u8]) -> bool;
-
-/// A UDP relay: datagrams to `front` are recorded and sent on to `server`
-/// from a socket of its own; the server's answers go back to the client's
-/// latest address.
-async fn relay(server: SocketAddr) -> (SocketAddr, Recording, tokio::task::JoinHandle<()>) {
-    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    back.connect(server).await.unwrap();
-    let addr = front.local_addr().unwrap();
-    let recording: Recording = Arc::default();
-    let client = Arc::new(Mutex::new(None::<SocketAddr>));
-    let upstream = {
-        let (front, back, recording, client) = (
-            front.clone(),
-            back.clone(),
-            recording.clone(),
-            client.clone(),
-        );
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                recording.lock().unwrap().push((from, buf[..n].to_vec()));
-                *client.lock().unwrap() = Some(from);
-                let _ = back.send(&buf[..n]).await;
-            }
-        })
-    };
-    let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = back.recv(&mut buf).await {
-            let to = *client.lock().unwrap();
-            if let Some(to) = to {
-                let _ = front.send_to(&buf[..n], to).await;
-            }
-        }
-        upstream.abort();
-    });
-    (addr, recording, task)
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

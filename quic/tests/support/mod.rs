@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use mpring_quic::RingSocket;
 
+pub mod relay;
 pub mod reuseport;
 
 /// A self-signed certificate for "localhost" and the server and client

@@ -1,0 +1,275 @@
+//! What steering by connection ID costs, on real packets.
+//!
+//! First a stock quinn client talks to a quinn server (shard CIDs, shard 1
+//! of 4) through a recording relay on loopback: a handshake, 16 echoed
+//! streams of 16 KiB and 200 QUIC datagrams. What the client sent is the
+//! recording: Initial, Handshake and short-header packets, fixed bit
+//! greased on about half.
+//!
+//! 1. `QuicSteering::steer` over the recording, many passes, 11 samples:
+//!    nanoseconds per datagram (median, min, max).
+//! 2. The listener's whole step, end to end: a sender replays the recording
+//!    at a listener group, once with one ring (no steering) and once with 4
+//!    rings steered by CID (each batch steered, grouped by ring and handed
+//!    over with one claim per ring; the CIDs' shard bytes rotated so that
+//!    every batch touches every ring), rounds alternated. The listener
+//!    thread's CPU time (`/proc/self/task/*/sched`) per datagram received,
+//!    medians and their ratio.
+//!
+//! ```text
+//! cargo bench -p mpring-comparison --bench steering
+//! ```
+
+#[path = "../../quic/tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpring::udp::steer::{QuicSteering, ShardCids};
+use mpring::udp::{Listeners, UdpMeta};
+use mpring_quic::ShardCidGenerator;
+
+const SHARDS: usize = 4;
+const CID_LEN: usize = mpring_quic::SHARD_CID_LEN;
+
+fn record() -> Vec<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cids = ShardCids::new(SHARDS, CID_LEN).unwrap();
+        let (server_config, client_config) = support::configs();
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config.cid_generator(ShardCidGenerator::factory(cids, 1).unwrap());
+        let server = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server_config),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        let echo = tokio::spawn(support::echo(server.clone()));
+        let (relay_addr, recording, relay) =
+            support::relay::relay(server.local_addr().unwrap()).await;
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client.set_default_client_config(client_config);
+        let connection = client
+            .connect(relay_addr, "localhost")
+            .unwrap()
+            .await
+            .expect("handshake");
+        assert_eq!(
+            support::echo_streams(&connection, 16, 16 * 1024).await,
+            16 * 16 * 1024
+        );
+        for i in 0..200u32 {
+            let mut d = support::stream_bytes(u64::from(i), 100 + (i as usize * 53) % 1000);
+            d[..4].copy_from_slice(&i.to_le_bytes());
+            connection.send_datagram(d.into()).unwrap();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100), connection.read_datagram()).await;
+        }
+        connection.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        server.close(0u32.into(), b"done");
+        echo.abort();
+        relay.abort();
+        let recorded = recording.lock().unwrap().clone();
+        recorded.into_iter().map(|(_, d)| d).collect()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// ns per datagram of `steer` over the recording: median, min, max of 11.
+fn steer_cost(recording: &[Vec<u8>]) -> (f64, f64, f64) {
+    let steering = QuicSteering::with_key(ShardCids::new(SHARDS, CID_LEN).unwrap(), 7);
+    let meta = UdpMeta {
+        source: "127.0.0.1:40000".parse().unwrap(),
+        destination: None,
+        ecn: 0,
+        segment_size: 0,
+        received: Instant::now(),
+        listener: 0,
+    };
+    let passes = (2_000_000 / recording.len()).max(1);
+    let mut samples = Vec::new();
+    for _ in 0..11 {
+        let start = Instant::now();
+        let mut sum = 0usize;
+        for _ in 0..passes {
+            for d in recording {
+                sum += steering.steer(black_box(&meta), black_box(d));
+            }
+        }
+        black_box(sum);
+        samples.push(start.elapsed().as_nanos() as f64 / (passes * recording.len()) as f64);
+    }
+    let (min, max) = samples
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    (median(samples), min, max)
+}
+
+/// CPU seconds of the threads whose name starts with `prefix`.
+fn cpu_of(prefix: &str) -> f64 {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let (Ok(comm), Ok(sched)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("sched")),
+        ) else {
+            continue;
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        total += sched
+            .lines()
+            .find(|l| l.starts_with("se.sum_exec_runtime"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 1e-3;
+    }
+    total
+}
+
+/// One listener, `rings` rings (steered by CID when more than one),
+/// `datagrams` of the recording replayed at it; listener CPU ns per
+/// datagram received, and datagrams received.
+fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> (f64, u64) {
+    let mut producers = Vec::new();
+    let mut consumers = Vec::new();
+    for _ in 0..rings {
+        let (p, c) = mpring::Ring::builder(4 << 20)
+            .metadata::<UdpMeta>()
+            .build()
+            .unwrap();
+        producers.push(p);
+        consumers.push(c);
+    }
+    let builder = Listeners::builder("127.0.0.1:0".parse().unwrap()).listeners(1);
+    let listeners = if rings == 1 {
+        builder.spawn(producers.pop().unwrap()).unwrap()
+    } else {
+        let steering = QuicSteering::with_key(ShardCids::new(rings, CID_LEN).unwrap(), 7);
+        builder
+            .spawn_steered(producers, move |m, d| steering.steer(m, d))
+            .unwrap()
+    };
+    let addr: SocketAddr = listeners.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let drains: Vec<_> = consumers
+        .into_iter()
+        .map(|mut c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = c.read_batch_timeout(64, Duration::from_millis(10), |e| {
+                        black_box(e.len());
+                    });
+                }
+            })
+        })
+        .collect();
+    let before = cpu_of("mpring-udp");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in recording.iter().cycle().take(datagrams) {
+        let _ = sender.send_to(d, addr);
+    }
+    // Let the listener take what is still queued.
+    let mut last = u64::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = listeners.stats().datagrams;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let spent = cpu_of("mpring-udp") - before;
+    stop.store(true, Ordering::Relaxed);
+    let received = listeners.stats().datagrams;
+    drop(listeners);
+    for d in drains {
+        d.join().unwrap();
+    }
+    (spent * 1e9 / received.max(1) as f64, received)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and the like: nothing to list
+    }
+    let recording = record();
+    let short = recording.iter().filter(|d| d[0] & 0x80 == 0).count();
+    println!(
+        "recorded {} datagrams from a quinn client ({} short headers, {} long), {:.0} B on average",
+        recording.len(),
+        short,
+        recording.len() - short,
+        recording.iter().map(Vec::len).sum::<usize>() as f64 / recording.len() as f64
+    );
+    let (med, min, max) = steer_cost(&recording);
+    println!(
+        "QuicSteering::steer: {med:.1} ns per datagram (median of 11; min {min:.1}, max {max:.1})"
+    );
+
+    // The recording is one connection, all of it on shard 1. For the
+    // listener rounds, short-header packets get the shard byte of their CID
+    // (datagram byte 2) rotated over the 4 shards, as the packets of 4
+    // connections on 4 shards would be: every batch then touches every ring.
+    let spread: Vec<Vec<u8>> = recording
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut d = d.clone();
+            if d[0] & 0x80 == 0 && d.len() > 2 {
+                d[2] = (i % SHARDS) as u8;
+            }
+            d
+        })
+        .collect();
+    let rounds = 5;
+    let datagrams = 200_000;
+    let (mut one, mut four) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        one.push(listener_round(&spread, 1, datagrams));
+        four.push(listener_round(&spread, SHARDS, datagrams));
+    }
+    let (m1, m4) = (
+        median(one.iter().map(|r| r.0).collect()),
+        median(four.iter().map(|r| r.0).collect()),
+    );
+    let spread_of = |v: &[(f64, u64)]| {
+        let ns: Vec<String> = v.iter().map(|r| format!("{:.0}", r.0)).collect();
+        ns.join(", ")
+    };
+    println!(
+        "listener CPU ns per datagram, rounds in order: 1 ring [{}], {SHARDS} rings [{}]",
+        spread_of(&one),
+        spread_of(&four)
+    );
+    println!(
+        "listener CPU per datagram received, medians of {rounds} alternated rounds of {datagrams} \
+         sent: 1 ring {m1:.0} ns, {SHARDS} rings steered by CID {m4:.0} ns: {:.3}x \
+         (received per round: 1 ring {:?}, {SHARDS} rings {:?})",
+        m4 / m1,
+        one.iter().map(|r| r.1).collect::<Vec<_>>(),
+        four.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+}
