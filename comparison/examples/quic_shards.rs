@@ -131,6 +131,23 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         if flag == "--help" || flag == "-h" {
             return Ok(None);
         }
+        const FLAGS: [&str; 12] = [
+            "--connections",
+            "--per-socket",
+            "--shards",
+            "--listeners",
+            "--configs",
+            "--rounds",
+            "--seconds",
+            "--stream-kib",
+            "--datagram",
+            "--window",
+            "--burst",
+            "--client-threads",
+        ];
+        if !FLAGS.contains(&flag.as_str()) {
+            return Err(format!("unknown option {flag} (see --help)"));
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag}: needs a value (see --help)"))?;

@@ -54,3 +54,26 @@ fn quinn_echo_refuses_bad_arguments_with_status_2() {
         assert_refused("quinn_echo", args, says);
     }
 }
+
+#[test]
+fn quic_shards_help_exits_0_without_running() {
+    assert_help("quic_shards");
+}
+
+#[test]
+fn quic_shards_refuses_bad_flags_with_status_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--fast"], "unknown option --fast"),
+        (&["--connections"], "needs a value"),
+        (&["--connections", "0"], "--connections"),
+        (&["--connections", "64", "--per-socket", "5"], "must divide"),
+        (&["--shards", "2,0"], "--shards"),
+        (&["--configs", "quinn,nope"], "unknown nope"),
+        (&["--seconds", "soon"], "--seconds"),
+        (&["--datagram", "4000"], "--datagram"),
+        (&["--rounds", "x"], "not a whole number"),
+    ];
+    for (args, says) in cases {
+        assert_refused("quic_shards", args, says);
+    }
+}
