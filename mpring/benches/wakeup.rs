@@ -1,9 +1,12 @@
 //! What waiting costs: throughput of a consumer that sleeps when the ring is
-//! empty against one that polls, and the latency from a commit to a sleeping
-//! consumer running.
+//! empty against one that polls, and the latency from a commit to a waiting
+//! consumer running: with a producer that pauses 50 us before each commit
+//! (every wait ends in a sleep), and with irregular arrivals (gaps uniform
+//! in 0-100 us, the same seeded sequence for every consumer: some entries
+//! find the consumer still polling, some asleep).
 //!
 //! ```text
-//! cargo bench --bench wakeup [-- throughput | latency]
+//! cargo bench --bench wakeup [-- throughput | latency | irregular]
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 use mpring::{Ring, WaitError};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 const RING_BYTES: usize = 1 << 20;
 
@@ -126,12 +131,54 @@ impl Waiter {
     }
 }
 
+/// What the producer does before each commit of a latency run.
+#[derive(Clone, Copy)]
+enum Gaps {
+    /// `thread::sleep` this long: the consumer is surely asleep.
+    Sleep(Duration),
+    /// A gap drawn uniformly in 0..max from a seeded generator (every
+    /// consumer sees the same gaps), slept with a timer slack of 1 ns (the
+    /// default slack, 50 us, would stretch every gap to at least that); a
+    /// gap under 2 us is spun instead. The producer blocks in its gaps, as
+    /// a thread waiting on a socket does: a producer that spun through them
+    /// would hold its core, and a consumer woken onto that core would wait
+    /// for the scheduler's tick.
+    Uniform(Duration),
+}
+
+impl Gaps {
+    /// The producer's pause before each commit, as a closure, to be made
+    /// on the producer's thread (the timer slack is per thread).
+    fn pauser(self) -> impl FnMut() {
+        if let Gaps::Uniform(_) = self {
+            // SAFETY: prctl(PR_SET_TIMERSLACK) takes a plain integer and
+            // touches no memory of ours.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        }
+        let mut rng = SmallRng::seed_from_u64(0x5eed);
+        move || match self {
+            Gaps::Sleep(d) => thread::sleep(d),
+            Gaps::Uniform(max) => {
+                let gap = Duration::from_nanos(rng.gen_range(0..max.as_nanos() as u64));
+                if gap >= Duration::from_micros(2) {
+                    thread::sleep(gap);
+                } else {
+                    let until = Instant::now() + gap;
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Commit-to-running latency of a sleeping consumer: the producer pauses
 /// (longer than any spin) so that the consumer is surely asleep, stamps
 /// the time and hands the stamp over; the consumer takes the time as soon
 /// as it runs. Returns the latencies (ns) and how many times the consumer
 /// really slept.
-fn wakeup_latency(waiter: Waiter, samples: usize, pause: Duration) -> (Vec<f64>, u64) {
+fn wakeup_latency(waiter: Waiter, samples: usize, gaps: Gaps) -> (Vec<f64>, u64) {
     let base = Instant::now();
     let mut latencies = Vec::with_capacity(samples);
     let mut record = |stamp: u64| {
@@ -149,8 +196,9 @@ fn wakeup_latency(waiter: Waiter, samples: usize, pause: Duration) -> (Vec<f64>,
             let writer = {
                 let slot = slot.clone();
                 thread::spawn(move || {
+                    let mut pause = gaps.pauser();
                     for _ in 0..samples {
-                        thread::sleep(pause);
+                        pause();
                         // A slow wake-up may not have taken the last stamp.
                         while slot.load(Ordering::Acquire) != 0 {
                             thread::yield_now();
@@ -189,8 +237,9 @@ fn wakeup_latency(waiter: Waiter, samples: usize, pause: Duration) -> (Vec<f64>,
                 consumer.set_spin(spin);
             }
             let writer = thread::spawn(move || {
+                let mut pause = gaps.pauser();
                 for _ in 0..samples {
-                    thread::sleep(pause);
+                    pause();
                     let stamp = base.elapsed().as_nanos() as u64;
                     producer.push(&stamp.to_le_bytes()).unwrap();
                 }
@@ -240,7 +289,10 @@ fn main() {
         throughput_table();
     }
     if wants("latency") {
-        latency_table();
+        latency_table(Gaps::Sleep(Duration::from_micros(50)));
+    }
+    if wants("irregular") {
+        latency_table(Gaps::Uniform(Duration::from_micros(100)));
     }
 }
 
@@ -291,10 +343,9 @@ fn throughput_table() {
 }
 
 /// The wake-up table: every waiter in each round, rounds interleaved.
-fn latency_table() {
+fn latency_table(gaps: Gaps) {
     let rounds = 5;
     let samples = 2_000;
-    let pause = Duration::from_micros(50);
     let mut waiters = vec![
         Waiter::Handoff,
         Waiter::Wait(None),
@@ -312,14 +363,20 @@ fn latency_table() {
     let mut all: Vec<(Vec<f64>, u64)> = vec![(Vec::new(), 0); waiters.len()];
     for _ in 0..rounds {
         for (i, &w) in waiters.iter().enumerate() {
-            let (lat, sleeps) = wakeup_latency(w, samples, pause);
+            let (lat, sleeps) = wakeup_latency(w, samples, gaps);
             all[i].0.extend(lat);
             all[i].1 += sleeps;
         }
     }
+    let producer = match gaps {
+        Gaps::Sleep(d) => format!("producer sleeps {} us before each", d.as_micros()),
+        Gaps::Uniform(max) => format!(
+            "irregular arrivals: gaps uniform in 0-{} us, one seeded sequence for all",
+            max.as_micros()
+        ),
+    };
     println!(
-        "wake-up latency, commit to a sleeping consumer running ({rounds} interleaved rounds of {samples} samples, producer pauses {} us before each)",
-        pause.as_micros()
+        "wake-up latency, commit to the consumer running ({rounds} interleaved rounds of {samples} samples, {producer})"
     );
     println!("| consumer | p50 us | p99 us | max us | p50 / hand-off | p99 / hand-off | sleeps per sample |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
