@@ -691,6 +691,120 @@ fn run_nexus(
     )
 }
 
+/// Bytes a hand-off slot holds: the largest message of any size mix.
+const SLOT_BYTES: usize = 1504;
+
+/// One slot of the hand-off floor: a flag (0: empty, else the message's
+/// length + 1) and the bytes, a cache line apart from the next slot.
+#[repr(C, align(64))]
+struct Slot {
+    flag: AtomicU64,
+    bytes: std::cell::UnsafeCell<[u8; SLOT_BYTES]>,
+}
+
+/// Per producer, its own array of slots: what the hand-off shares.
+struct Slots(Vec<Vec<Slot>>);
+
+// SAFETY: a slot's bytes are written only by its producer while its flag
+// is 0 and read only by the consumer while it is set; the flag's
+// Release/Acquire pairs order the two.
+unsafe impl Sync for Slots {}
+
+/// The floor two threads pay for a hand-off with no protocol: each
+/// producer owns an array of fixed slots (a flag and 1,504 bytes, the
+/// ring's bytes split between the producers), waits for its next slot to
+/// be empty, copies the message in and sets the flag; the consumer visits
+/// the producers in turn, checks each message the same way and clears the
+/// flag. No claim, no header, no zeroing, no variable length: what any ring
+/// of variable-length entries pays at least between threads.
+fn run_slots(
+    regime: Regime,
+    producers: usize,
+    lengths: &[Vec<usize>],
+    fulls: &AtomicU64,
+) -> Duration {
+    let per = RING_BYTES / std::mem::size_of::<Slot>() / producers;
+    let slots = Arc::new(Slots(
+        (0..producers)
+            .map(|_| {
+                (0..per)
+                    .map(|_| Slot {
+                        flag: AtomicU64::new(0),
+                        bytes: std::cell::UnsafeCell::new([0; SLOT_BYTES]),
+                    })
+                    .collect()
+            })
+            .collect(),
+    ));
+    let consumer_slots = slots.clone();
+    harness(
+        regime,
+        producers,
+        lengths,
+        fulls,
+        |id| {
+            let slots = slots.clone();
+            Box::new(move |lens: &[usize]| {
+                let mine = &slots.0[id];
+                let mut fulls = 0;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let slot = &mine[seq % mine.len()];
+                    let backoff = Backoff::new();
+                    // Acquire: the consumer's reads of the last message
+                    // here happen before we overwrite it.
+                    while slot.flag.load(Ordering::Acquire) != 0 {
+                        fulls += 1;
+                        backoff.snooze();
+                    }
+                    // SAFETY: the flag is 0: the consumer is done with this
+                    // slot and only we write it until we set the flag.
+                    let bytes = unsafe { &mut *slot.bytes.get() };
+                    write_message(&mut bytes[..len], id, seq as u64);
+                    // Release: the bytes are written before the flag says so.
+                    slot.flag.store(len as u64 + 1, Ordering::Release);
+                }
+                fulls
+            })
+        },
+        |checker, total| {
+            let slots = &consumer_slots.0;
+            let mut next = vec![0usize; slots.len()];
+            let mut seen = 0;
+            let mut idle = Idle::new(regime);
+            while seen < total {
+                let mut n = 0;
+                let mut found = true;
+                while found && n < regime.batch {
+                    found = false;
+                    for (p, mine) in slots.iter().enumerate() {
+                        let slot = &mine[next[p] % mine.len()];
+                        // Acquire: pairs with the producer's Release.
+                        let flag = slot.flag.load(Ordering::Acquire);
+                        if flag == 0 {
+                            continue;
+                        }
+                        // SAFETY: the flag is set: the producer wrote the
+                        // message and leaves the slot alone until we clear it.
+                        let bytes = unsafe { &*slot.bytes.get() };
+                        checker.check(&bytes[..flag as usize - 1]);
+                        // Release: our reads happen before the producer's
+                        // next write.
+                        slot.flag.store(0, Ordering::Release);
+                        next[p] += 1;
+                        n += 1;
+                        found = true;
+                        if n == regime.batch {
+                            break;
+                        }
+                    }
+                }
+                seen += n;
+                idle.got(n);
+            }
+        },
+    )
+}
+
 #[cfg(aeron_rb)]
 #[path = "aeron/ffi.rs"]
 mod aeron_ffi;
@@ -1238,6 +1352,7 @@ const QUEUES: &[(&str, Runner, bool)] = &[
     ("thingbuf", run_thingbuf, true),
     ("rtrb (SPSC)", run_rtrb, false),
     ("memcpy floor", run_memcpy, false),
+    ("slot hand-off floor", run_slots, true),
 ];
 
 #[derive(Default)]
