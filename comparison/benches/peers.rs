@@ -11,6 +11,7 @@
 //! PEERS_REGIMES=all cargo bench --bench peers   # every consumer regime
 //! PEERS_REGIMES=light-paced-b64,light-eager-b64 cargo bench --bench peers
 //! PEERS_PRODUCERS=1,2,4,8,16 cargo bench --bench peers   # producer counts
+//! PEERS_SCALE=10 cargo bench --bench peers   # 10 times the messages per iteration
 //! AERON_RB_DIR=/tmp/aeron-rb cargo bench --bench peers -- /mpring/ /aeron
 //! ```
 //!
@@ -86,14 +87,17 @@ impl Sizes {
     }
 
     /// Messages per producer per iteration, so that an iteration moves a
-    /// similar number of bytes whatever the size.
+    /// similar number of bytes whatever the size: about 135 MB, times
+    /// `PEERS_SCALE` (default 1). At 25 M msgs/s an iteration of 1,350 B
+    /// messages lasts 4 ms, the length of a scheduler tick: a VM's hiccups
+    /// then move whole rounds; `PEERS_SCALE=10` smooths them.
     fn messages(self, producers: usize) -> usize {
         let total = match self {
             Sizes::Small => 400_000,
             Sizes::Datagram => 100_000,
             Sizes::Mixed => 150_000,
         };
-        total / producers
+        total * scale() / producers
     }
 
     /// Precomputed from a fixed seed, before timing.
@@ -1359,6 +1363,9 @@ const QUEUES: &[(&str, Runner, bool)] = &[
 struct Cell {
     /// Seconds per iteration, one per sample.
     samples: Vec<f64>,
+    /// CPU seconds of the whole process (every thread, user and system)
+    /// per iteration, one per sample.
+    cpu: Vec<f64>,
     msgs: u64,
     bytes: u64,
     fulls: u64,
@@ -1468,9 +1475,9 @@ fn print_table(round_trip: f64, rounds: usize) {
             println!("regime {}", regime.name());
             println!();
             println!(
-                "| sizes | P | queue | M msgs/s | spread | GB/s | mpring / queue | full retries per msg |"
+                "| sizes | P | queue | M msgs/s | spread | GB/s | mpring / queue | full retries per msg | CPU ns per msg |"
             );
-            println!("|---|---|---|---:|---:|---:|---:|---:|");
+            println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
         }
         let mpring = results
             .get(&(regime, sizes, producers, 0))
@@ -1491,7 +1498,7 @@ fn print_table(round_trip: f64, rounds: usize) {
                 _ => "-".into(),
             };
             println!(
-                "| {} | {} | {} | {:.2} | {:.1}-{:.1} | {:.2} | {} | {:.3} |",
+                "| {} | {} | {} | {:.2} | {:.1}-{:.1} | {:.2} | {} | {:.3} | {:.0} |",
                 sizes.name(),
                 producers,
                 name,
@@ -1501,6 +1508,7 @@ fn print_table(round_trip: f64, rounds: usize) {
                 cell.bytes as f64 / secs / 1e9,
                 ratio,
                 cell.fulls as f64 / (cell.msgs * cell.iterations) as f64,
+                median(&cell.cpu) * 1e9 / cell.msgs as f64,
             );
         }
     }
@@ -1543,10 +1551,13 @@ fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
                 for _ in 0..rounds {
                     for &q in &queues {
                         let fulls = AtomicU64::new(0);
+                        let cpu_before = process_cpu();
                         let secs = QUEUES[q].1(regime, producers, &lengths, &fulls).as_secs_f64();
+                        let cpu = process_cpu() - cpu_before;
                         let mut results = RESULTS.lock().unwrap();
                         let cell = results.entry((regime, sizes, producers, q)).or_default();
                         cell.samples.push(secs);
+                        cell.cpu.push(cpu);
                         cell.msgs = msgs;
                         cell.bytes = bytes;
                         cell.fulls += fulls.load(Ordering::Relaxed);
@@ -1559,6 +1570,27 @@ fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
 }
 
 criterion_group!(benches, peers);
+
+/// `PEERS_SCALE`: how many times the default messages an iteration moves.
+fn scale() -> usize {
+    std::env::var("PEERS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s| s >= 1)
+        .unwrap_or(1)
+}
+
+/// CPU seconds this process has used, every thread, user and system.
+fn process_cpu() -> f64 {
+    // SAFETY: getrusage writes one rusage, which we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
 
 fn main() {
     let round_trip = round_trip_ns();
