@@ -8,14 +8,19 @@
 //! - `cbpf`: the same, steered in the kernel by a classic-BPF program that
 //!   reads the shard from the destination CID (no listener threads at all);
 //! - `sharded`: `mpring_quic::Shards`, listener threads steering each
-//!   datagram by its CID to one of N rings, one endpoint per ring.
+//!   datagram by its CID to one of N rings, one endpoint per ring, each on
+//!   a thread of its own;
+//! - `sharded-rt`: the same listeners, rings and endpoints, all endpoints
+//!   on one multi-thread runtime of N workers (not a configuration
+//!   `Shards` offers: how much its thread per shard buys).
 //!
 //! Every connection has a client UDP socket of its own (or shares one with
 //! `--per-socket` others), and echoes streams and QUIC datagrams for a
 //! fixed time; every echoed byte is checked. A burst round then has every
 //! connection send a window of datagrams at once. The server's CPU time
 //! (all its threads, from `/proc/self/task/*/sched`) is divided by the UDP
-//! datagrams that crossed the wire and by the bytes echoed.
+//! datagrams its connections received and sent (their own counters) and
+//! by the bytes echoed.
 //!
 //! ```text
 //! cargo run --release -p mpring-comparison --example quic_shards -- --help
@@ -44,7 +49,8 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --per-socket L    list of connections per client socket, one row each (default 1,8)
   --shards N        list of shard counts for sharded, naive and cbpf (default 2)
   --listeners K     listener threads of ring and sharded (default 1)
-  --configs LIST    of quinn,ring,naive,cbpf,sharded (default all)
+  --configs LIST    of quinn,ring,naive,cbpf,sharded,sharded-rt
+                    (default all but sharded-rt)
   --rounds R        rounds per row, interleaved across rows (default 5)
   --seconds S       length of a steady round in seconds (default 2)
   --stream-kib B    KiB per echoed stream (default 16)
@@ -64,6 +70,7 @@ enum Kind {
     Naive,
     Cbpf,
     Sharded,
+    ShardedOneRuntime,
 }
 
 impl Kind {
@@ -74,6 +81,7 @@ impl Kind {
             "naive" => Kind::Naive,
             "cbpf" => Kind::Cbpf,
             "sharded" => Kind::Sharded,
+            "sharded-rt" => Kind::ShardedOneRuntime,
             _ => return None,
         })
     }
@@ -273,10 +281,29 @@ fn kernel_udp_drops() -> u64 {
 
 // ---- servers ----------------------------------------------------------------------
 
+/// The server side of every connection a server accepted, for its UDP
+/// counters.
+type Served = Arc<std::sync::Mutex<Vec<quinn::Connection>>>;
+
+/// Accepts on `endpoint` until it closes, echoing every connection and
+/// keeping its server side in `served`.
+async fn serve(endpoint: quinn::Endpoint, served: Served) {
+    while let Some(incoming) = endpoint.accept().await {
+        let served = served.clone();
+        tokio::spawn(async move {
+            if let Ok(connection) = incoming.await {
+                served.lock().unwrap().push(connection.clone());
+                support::echo_connection(connection).await;
+            }
+        });
+    }
+}
+
 /// A running server: its address, how to read its ring counters, and how
 /// to stop it.
 struct Server {
     addr: SocketAddr,
+    served: Served,
     stop: Box<dyn FnOnce() + Send>,
     ring_stats: Option<Box<dyn Fn() -> UdpStats + Send + Sync>>,
 }
@@ -286,6 +313,7 @@ struct Server {
 fn endpoint_threads(
     n: usize,
     make: Arc<dyn Fn(usize) -> quinn::Endpoint + Send + Sync>,
+    served: &Served,
 ) -> (
     Vec<quinn::Endpoint>,
     Vec<oneshot::Sender<()>>,
@@ -296,6 +324,7 @@ fn endpoint_threads(
         let (stop, stopped) = oneshot::channel::<()>();
         let (tx, rx) = std::sync::mpsc::channel();
         let make = make.clone();
+        let served = served.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("server-{k}"))
@@ -310,7 +339,7 @@ fn endpoint_threads(
                     };
                     tx.send(endpoint.clone()).unwrap();
                     rt.block_on(async move {
-                        tokio::spawn(support::echo(endpoint.clone()));
+                        tokio::spawn(serve(endpoint.clone(), served));
                         let _ = stopped.await;
                         endpoint.close(0u32.into(), b"done");
                         endpoint.wait_idle().await;
@@ -326,6 +355,7 @@ fn endpoint_threads(
 
 fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerConfig) -> Server {
     let local: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+    let served = Served::default();
     match kind {
         Kind::Quinn | Kind::Ring => {
             let workers = if kind == Kind::Quinn {
@@ -359,9 +389,10 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 .expect("an endpoint");
                 (endpoint, Some(socket))
             };
-            rt.spawn(support::echo(endpoint.clone()));
+            rt.spawn(serve(endpoint.clone(), served.clone()));
             let addr = endpoint.local_addr().unwrap();
             Server {
+                served: served.clone(),
                 addr,
                 ring_stats: socket.map(|s| {
                     Box::new(move || s.stats()) as Box<dyn Fn() -> UdpStats + Send + Sync>
@@ -399,8 +430,9 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 )
                 .expect("an endpoint")
             });
-            let (_endpoints, stops, threads) = endpoint_threads(n, make);
+            let (_endpoints, stops, threads) = endpoint_threads(n, make, &served);
             Server {
+                served: served.clone(),
                 addr,
                 ring_stats: None,
                 stop: Box::new(move || {
@@ -411,17 +443,94 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 }),
             }
         }
+        Kind::ShardedOneRuntime => {
+            use mpring::udp::steer::{QuicSteering, ShardCids};
+            use mpring::udp::{Listeners, UdpMeta};
+            let cids = ShardCids::new(n, mpring_quic::SHARD_CID_LEN).expect("a CID encoding");
+            let bytes = mpring_quic::DEFAULT_RING_BYTES;
+            let (producers, consumers): (Vec<_>, Vec<_>) = (0..n)
+                .map(|_| {
+                    mpring::Ring::builder(bytes)
+                        .metadata::<UdpMeta>()
+                        .high_water_mark(bytes / 4 * 3)
+                        .build()
+                        .expect("a ring")
+                })
+                .unzip();
+            let steering = QuicSteering::new(cids);
+            let group = Arc::new(
+                Listeners::builder(local)
+                    .listeners(listeners)
+                    .gro(true)
+                    .shed(mpring_quic::is_quic_initial)
+                    .spawn_steered(producers, move |m, d| steering.steer(m, d))
+                    .expect("bind"),
+            );
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .thread_name("server")
+                .enable_all()
+                .build()
+                .expect("a server runtime");
+            let endpoints: Vec<quinn::Endpoint> = consumers
+                .into_iter()
+                .enumerate()
+                .map(|(k, consumer)| {
+                    let socket = Arc::new(
+                        mpring_quic::RingSocket::from_consumer(consumer, group.clone())
+                            .expect("a socket"),
+                    );
+                    let mut config = quinn::EndpointConfig::default();
+                    config.cid_generator(
+                        mpring_quic::ShardCidGenerator::factory(cids, k).expect("a shard"),
+                    );
+                    let _enter = rt.enter();
+                    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+                        config,
+                        Some(server_config.clone()),
+                        socket,
+                        Arc::new(quinn::TokioRuntime),
+                    )
+                    .expect("an endpoint");
+                    rt.spawn(serve(endpoint.clone(), served.clone()));
+                    endpoint
+                })
+                .collect();
+            let stats = group.clone();
+            Server {
+                served: served.clone(),
+                addr: group.local_addr(),
+                ring_stats: Some(Box::new(move || stats.stats())),
+                stop: Box::new(move || {
+                    for e in &endpoints {
+                        e.close(0u32.into(), b"done");
+                    }
+                    for e in &endpoints {
+                        rt.block_on(e.wait_idle());
+                    }
+                    drop(endpoints);
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                }),
+            }
+        }
         Kind::Sharded => {
             let shards = mpring_quic::Shards::builder(local, server_config)
                 .shards(n)
                 .listeners(listeners)
                 .bind()
                 .expect("bind the shards");
-            shards.serve(|_, connection| support::echo_connection(connection));
+            {
+                let served = served.clone();
+                shards.serve(move |_, connection| {
+                    served.lock().unwrap().push(connection.clone());
+                    support::echo_connection(connection)
+                });
+            }
             let shards = Arc::new(std::sync::Mutex::new(Some(shards)));
             let addr = shards.lock().unwrap().as_ref().unwrap().local_addr();
             let stats = shards.clone();
             Server {
+                served: served.clone(),
                 addr,
                 ring_stats: Some(Box::new(move || {
                     stats
@@ -527,8 +636,12 @@ async fn datagram_window(
     (bytes, 0)
 }
 
-fn udp_datagrams(connections: &[quinn::Connection]) -> u64 {
-    connections
+/// UDP datagrams the server's connections received and sent (their own
+/// counters: datagrams dropped before reaching the endpoint are not in).
+fn udp_datagrams(served: &Served) -> u64 {
+    served
+        .lock()
+        .unwrap()
         .iter()
         .map(|c| {
             let s = c.stats();
@@ -584,7 +697,7 @@ async fn round(
             seconds: before.4.elapsed().as_secs_f64(),
             connections: connections.len(),
             bytes,
-            udp_datagrams: udp_datagrams(connections) - before.1,
+            udp_datagrams: udp_datagrams(&server.served) - before.1,
             quic_datagrams_lost: lost,
             kernel_drops: kernel_udp_drops() - before.2,
             ring_drops: ring_drops(&server) - before.3,
@@ -593,10 +706,10 @@ async fn round(
             client_cpu,
         }
     };
-    let snapshot = |connections: &[quinn::Connection]| {
+    let snapshot = || {
         (
             thread_times(),
-            udp_datagrams(connections),
+            udp_datagrams(&server.served),
             kernel_udp_drops(),
             ring_drops(&server),
             Instant::now(),
@@ -605,7 +718,7 @@ async fn round(
 
     // Steady: every connection echoes until the deadline.
     let stop = Arc::new(AtomicBool::new(false));
-    let before = snapshot(&connections);
+    let before = snapshot();
     let tasks: Vec<_> = connections
         .iter()
         .enumerate()
@@ -623,7 +736,7 @@ async fn round(
 
     // Burst: every connection sends its window at the same moment.
     let burst = if o.burst > 0 {
-        let before = snapshot(&connections);
+        let before = snapshot();
         let go = Arc::new(tokio::sync::Barrier::new(connections.len()));
         let tasks: Vec<_> = connections
             .iter()
@@ -677,6 +790,10 @@ impl Row {
             Kind::Naive => format!("(c) naive SO_REUSEPORT, N = {}", self.n),
             Kind::Cbpf => format!("(d) CBPF-steered SO_REUSEPORT, N = {}", self.n),
             Kind::Sharded => format!("(e) sharded, N = {} + {} listeners", self.n, o.listeners),
+            Kind::ShardedOneRuntime => format!(
+                "(e') sharded on one runtime, {} workers + {} listeners",
+                self.n, o.listeners
+            ),
         }
     }
 }
@@ -845,6 +962,6 @@ fn report(
     println!(
         "CPU is every server thread's run time from /proc/self/task/*/sched (client \
          threads: the client runtime's and the main thread); datagrams are UDP datagrams both \
-         ways, from the clients' connection stats; echoed bytes are stream and datagram payload."
+         ways, from the server's connection stats (what it handled); echoed bytes are stream and datagram payload."
     );
 }
