@@ -514,9 +514,11 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
             }
         }
         Kind::Sharded => {
+            // The echo handlers do no tokio I/O: no I/O driver in the shards.
             let shards = mpring_quic::Shards::builder(local, server_config)
                 .shards(n)
                 .listeners(listeners)
+                .io_driver(false)
                 .bind()
                 .expect("bind the shards");
             {

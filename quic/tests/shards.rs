@@ -139,3 +139,45 @@ fn the_builder_refuses_a_bad_ring() {
         .expect_err("no listeners");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
 }
+
+/// Shards without tokio's I/O driver (`io_driver(false)`) serve as the
+/// default ones do: their sockets are rings, and sending polls the socket
+/// itself. 8 connections on 2 shards, every byte checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_without_an_io_driver_serve() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = support::configs();
+        let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
+            .shards(2)
+            .io_driver(false)
+            .bind()
+            .expect("bind the shards");
+        shards.serve(|_, connection| echo(connection));
+        let server = shards.local_addr();
+        let mut tasks = Vec::new();
+        let mut clients = Vec::new();
+        for n in 0..8 {
+            let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            client.set_default_client_config(client_config.clone());
+            clients.push(client.clone());
+            tasks.push(tokio::spawn(async move {
+                let connection = connect(&client, server).await;
+                let echoed = support::echo_streams(&connection, 2, 4096 + n).await;
+                connection.close(0u32.into(), b"done");
+                echoed
+            }));
+        }
+        for (n, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.expect("client task"), 2 * (4096 + n as u64));
+        }
+        for client in &clients {
+            client.wait_idle().await;
+        }
+        let stats = tokio::task::spawn_blocking(move || shards.shutdown())
+            .await
+            .unwrap();
+        assert!(stats.datagrams > 0);
+    })
+    .await
+    .expect("the echo finished in time");
+}
