@@ -60,21 +60,6 @@ fn localhost() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 0).into()
 }
 
-/// Echoes every bidirectional stream of `connection` until it closes.
-async fn echo(connection: quinn::Connection) {
-    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(Some(n)) = recv.read(&mut buf).await {
-                if send.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            let _ = send.finish();
-        });
-    }
-}
-
 /// One echoed stream, every byte compared; an error instead of a panic
 /// when the connection fails.
 async fn try_echo(connection: &quinn::Connection, stream: u64, len: usize) -> Result<(), String> {
@@ -183,7 +168,7 @@ async fn naive_reuseport_endpoints_lose_a_migrating_connection() {
                     tokio::spawn(async move {
                         if let Ok(connection) = incoming.await {
                             accepted[k].fetch_add(1, Ordering::Relaxed);
-                            echo(connection).await;
+                            support::echo_connection(connection).await;
                         }
                     });
                 }
@@ -288,7 +273,7 @@ async fn sharded_server_keeps_a_migrating_connection() {
             let served = served.clone();
             shards.serve(move |shard, connection| {
                 served.lock().unwrap().push((shard, connection.clone()));
-                echo(connection)
+                support::echo_connection(connection)
             });
         }
         let server = shards.local_addr();

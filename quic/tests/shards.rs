@@ -32,7 +32,7 @@ async fn sixty_four_connections_across_four_shards() {
             let accepted = accepted.clone();
             shards.serve(move |shard, connection| {
                 accepted[shard].fetch_add(1, Ordering::Relaxed);
-                echo(connection)
+                support::echo_connection(connection)
             });
         }
         let server = shards.local_addr();
@@ -102,21 +102,6 @@ async fn connect(client: &quinn::Endpoint, server: SocketAddr) -> quinn::Connect
         .expect("handshake")
 }
 
-/// Echoes every bidirectional stream of `connection` until it closes.
-async fn echo(connection: quinn::Connection) {
-    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(Some(n)) = recv.read(&mut buf).await {
-                if send.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            let _ = send.finish();
-        });
-    }
-}
-
 #[test]
 fn the_builder_refuses_a_bad_ring() {
     let (server_config, _) = support::configs();
@@ -152,7 +137,7 @@ async fn shards_without_an_io_driver_serve() {
             .io_driver(false)
             .bind()
             .expect("bind the shards");
-        shards.serve(|_, connection| echo(connection));
+        shards.serve(|_, connection| support::echo_connection(connection));
         let server = shards.local_addr();
         let mut tasks = Vec::new();
         let mut clients = Vec::new();
