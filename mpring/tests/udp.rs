@@ -813,6 +813,42 @@ fn an_out_of_range_steering_index_goes_modulo_n_and_is_counted() {
     );
 }
 
+/// A steering function that panics (a caller's bug) does not end the
+/// listener: the datagram goes where an index of `usize::MAX` goes (ring 0
+/// of 3) and is counted; every later datagram is steered as before.
+#[test]
+fn a_panicking_steering_function_does_not_stop_the_listener() {
+    let (producers, mut consumers) = rings(3, 1 << 20);
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .spawn_steered(producers, |_, d| match d[0] {
+            7 => panic!("a steering bug (this panic is expected by the test)"),
+            who => usize::from(who),
+        })
+        .unwrap();
+    let s = sender(LOCAL4);
+    let whos = [1u8, 7, 2, 7, 0];
+    for seq in 0..50u32 {
+        let who = whos[seq as usize % whos.len()];
+        s.send_to(&datagram(who, seq, 100), listeners.local_addr())
+            .unwrap();
+    }
+    // Ring 0: the 10 datagrams of 0 and the 20 that panicked; rings 1 and
+    // 2: 10 each, also those sent after the panics.
+    let want: [&[u8]; 3] = [&[0, 7], &[1], &[2]];
+    let counts = [30, 10, 10];
+    for (ring, consumer) in consumers.iter_mut().enumerate() {
+        let got = collect(consumer, counts[ring]);
+        assert_eq!(got.len(), counts[ring], "ring {ring}");
+        for (_, p) in &got {
+            assert!(want[ring].contains(&check(p).0), "ring {ring}");
+        }
+    }
+    let stats = listeners.shutdown();
+    assert_eq!(stats.steer_panics, 20, "{stats:?}");
+    assert_eq!(stats.out_of_range, 20, "{stats:?}");
+    assert_eq!((stats.datagrams, stats.entries), (50, 50));
+}
+
 /// End to end with QUIC steering: 4 rings, short-header-looking datagrams
 /// (fixed bit set and cleared) carrying CIDs generated for shard k land
 /// in ring k; a client's Initial (its own 20-byte DCID) goes to one ring

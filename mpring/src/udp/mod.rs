@@ -177,6 +177,10 @@ pub struct UdpStats {
     /// (`>= N`); each was taken to ring `index % N` and counted there
     /// ([`ListenersBuilder::spawn_steered`]). Always 0 with one ring.
     pub out_of_range: u64,
+    /// Datagrams whose steering function panicked. The listener caught the
+    /// panic, took the datagram to ring `usize::MAX % N` (counted in
+    /// `out_of_range` too) and went on ([`ListenersBuilder::spawn_steered`]).
+    pub steer_panics: u64,
     /// Per ring, in the order of the producers given to
     /// [`spawn_steered`](ListenersBuilder::spawn_steered) (one ring for
     /// [`spawn`](ListenersBuilder::spawn)).
@@ -213,6 +217,7 @@ struct Counters {
     receive_calls: AtomicU64,
     polls: AtomicU64,
     out_of_range: AtomicU64,
+    steer_panics: AtomicU64,
     /// Per ring, each on a cache line of its own.
     rings: Box<[CachePadded<RingCounters>]>,
 }
@@ -394,6 +399,11 @@ impl ListenersBuilder {
     /// - **Out of range**: an index `>= N` never panics and never loses
     ///   the datagram: it goes to ring `index % N` and is counted in
     ///   [`UdpStats::out_of_range`].
+    /// - **A panic** in `steer` is a bug of the caller's; the listener
+    ///   catches it (after the panic hook has printed it), takes the
+    ///   datagram to ring `usize::MAX % N` as an out-of-range index, counts
+    ///   it in [`UdpStats::steer_panics`] and goes on receiving. (Built with
+    ///   `panic = "abort"`, the process aborts instead.)
     /// - **GRO**: an entry of coalesced segments is one flow, but its
     ///   segments may carry different QUIC connection IDs: `steer` is
     ///   called on each segment (with `meta.segment_size` 0: it sees one
@@ -786,6 +796,7 @@ impl Listeners {
             s.receive_calls += load(&c.receive_calls);
             s.polls += load(&c.polls);
             s.out_of_range += load(&c.out_of_range);
+            s.steer_panics += load(&c.steer_panics);
             for (total, r) in s.rings.iter_mut().zip(c.rings.iter()) {
                 total.datagrams += load(&r.datagrams);
                 total.entries += load(&r.entries);
@@ -986,6 +997,8 @@ struct BatchState {
     next: Vec<usize>,
     /// This batch's steering results of no ring.
     out_of_range: u64,
+    /// This batch's panics of the steering function.
+    steer_panics: u64,
 }
 
 impl BatchState {
@@ -999,6 +1012,7 @@ impl BatchState {
             starts: vec![0; rings + 1],
             next: vec![0; rings],
             out_of_range: 0,
+            steer_panics: 0,
         }
     }
 
@@ -1007,6 +1021,7 @@ impl BatchState {
         self.above.fill(None);
         self.tags.clear();
         self.out_of_range = 0;
+        self.steer_panics = 0;
     }
 
     /// A steering result as a ring: one of no ring goes to `index % N`.
@@ -1017,6 +1032,24 @@ impl BatchState {
             self.out_of_range += 1;
             index % rings
         }
+    }
+
+    /// The ring of one datagram: `steer`'s answer, or, when it panics
+    /// (a bug of the caller's), the ring an index of `usize::MAX` goes to:
+    /// the listener must go on receiving, or every flow the kernel hashes
+    /// to its socket would be lost without a word. The panic hook has
+    /// printed the panic by then.
+    fn ring_of(&mut self, steer: &SteerFn, meta: &UdpMeta, datagram: &[u8], rings: usize) -> usize {
+        // AssertUnwindSafe: after a panic the listener only calls `steer`
+        // again; whatever state of its own it left half-updated is the
+        // caller's, as with any callback that panics.
+        let index =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steer(meta, datagram)))
+                .unwrap_or_else(|_| {
+                    self.steer_panics += 1;
+                    usize::MAX
+                });
+        self.ring(index, rings)
     }
 
     /// Steers one received entry: a datagram, or with GRO coalesced
@@ -1034,7 +1067,7 @@ impl BatchState {
         let rings = producers.len();
         let size = usize::from(meta.segment_size);
         if size == 0 || payload.len() <= size {
-            let ring = self.ring(steer(&meta, payload), rings);
+            let ring = self.ring_of(steer, &meta, payload, rings);
             self.admit(producers, shed, ring, payload, meta, parts);
             return;
         }
@@ -1049,11 +1082,11 @@ impl BatchState {
             segment_size: if len > size { meta.segment_size } else { 0 },
             ..meta
         };
-        let mut current = self.ring(steer(&one, &payload[..size]), rings);
+        let mut current = self.ring_of(steer, &one, &payload[..size], rings);
         let (mut start, mut at) = (0, size);
         while at < payload.len() {
             let end = payload.len().min(at + size);
-            let ring = self.ring(steer(&one, &payload[at..end]), rings);
+            let ring = self.ring_of(steer, &one, &payload[at..end], rings);
             if ring != current {
                 self.admit(
                     producers,
@@ -1199,6 +1232,7 @@ impl BatchState {
     /// Adds the batch's counts to the listener's shared counters.
     fn flush(&self, counters: &Counters) {
         Counters::add(&counters.out_of_range, self.out_of_range);
+        Counters::add(&counters.steer_panics, self.steer_panics);
         for (c, t) in counters.rings.iter().zip(&self.tally) {
             Counters::add(&c.datagrams, t.datagrams);
             Counters::add(&c.entries, t.entries);
