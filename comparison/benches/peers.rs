@@ -709,9 +709,11 @@ struct Slot {
 /// Per producer, its own array of slots: what the hand-off shares.
 struct Slots(Vec<Vec<Slot>>);
 
-// SAFETY: a slot's bytes are written only by its producer while its flag
-// is 0 and read only by the consumer while it is set; the flag's
-// Release/Acquire pairs order the two.
+// SAFETY: each producer array is used by exactly one producer thread and
+// every slot by the one consumer (as `run_slots` and `harness` do); a
+// slot's bytes are written only by its producer while its flag is 0 and
+// read only by the consumer while it is set; the flag's Release/Acquire
+// pairs order the two.
 unsafe impl Sync for Slots {}
 
 /// The floor two threads pay for a hand-off with no protocol: each

@@ -239,7 +239,7 @@ fn send_batch(socket: &UdpSocket, batch: &[&Vec<u8>]) -> usize {
     let mut headers: Vec<libc::mmsghdr> = iovecs
         .iter_mut()
         .map(|iov| {
-            // SAFETY: an all-zero msghdr is valid (no address, no control).
+            // SAFETY: an all-zero mmsghdr is valid (no address, no control).
             let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;

@@ -1040,16 +1040,19 @@ impl BatchState {
     /// to its socket would be lost without a word. The panic hook has
     /// printed the panic by then.
     fn ring_of(&mut self, steer: &SteerFn, meta: &UdpMeta, datagram: &[u8], rings: usize) -> usize {
-        // AssertUnwindSafe: after a panic the listener only calls `steer`
-        // again; whatever state of its own it left half-updated is the
-        // caller's, as with any callback that panics.
-        let index =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steer(meta, datagram)))
-                .unwrap_or_else(|_| {
-                    self.steer_panics += 1;
-                    usize::MAX
-                });
-        self.ring(index, rings)
+        // AssertUnwindSafe: the closure borrows none of the listener's
+        // state, and the panic is caught between whole `admit`s, so the
+        // listener's own parts and tags stay in step.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steer(meta, datagram))) {
+            Ok(index) => self.ring(index, rings),
+            Err(payload) => {
+                // Not dropped: a payload whose `Drop` panics would end the
+                // listener after all (a small leak, on a caller's bug).
+                std::mem::forget(payload);
+                self.steer_panics += 1;
+                self.ring(usize::MAX, rings)
+            }
+        }
     }
 
     /// Steers one received entry: a datagram, or with GRO coalesced

@@ -45,7 +45,7 @@ pub fn reuseport_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket
 /// A result at or past the group's size (a CID of no shard) makes the
 /// kernel fall back to its 4-tuple hash. The program sees the UDP payload
 /// from offset 0 (the kernel pulls the UDP header first); a load past the
-/// end ends it with 0.
+/// end (a datagram too short for its header) ends it with 0: socket 0.
 pub fn attach_cid_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
     use libc::{sock_filter, sock_fprog};
     const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
