@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use mpring::udp::steer::{QuicSteering, ShardCids};
 use mpring::udp::{Listeners, UdpMeta};
-use mpring_quic::ShardCidGenerator;
 
 const SHARDS: usize = 4;
 const CID_LEN: usize = mpring_quic::SHARD_CID_LEN;
@@ -45,26 +44,8 @@ fn record() -> Vec<Vec<u8>> {
         .unwrap();
     rt.block_on(async {
         let cids = ShardCids::new(SHARDS, CID_LEN).unwrap();
-        let (server_config, client_config) = support::configs();
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config.cid_generator(ShardCidGenerator::factory(cids, 1).unwrap());
-        let server = quinn::Endpoint::new(
-            endpoint_config,
-            Some(server_config),
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-            Arc::new(quinn::TokioRuntime),
-        )
-        .unwrap();
-        let echo = tokio::spawn(support::echo(server.clone()));
-        let (relay_addr, recording, relay) =
-            support::relay::relay(server.local_addr().unwrap()).await;
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(client_config);
-        let connection = client
-            .connect(relay_addr, "localhost")
-            .unwrap()
-            .await
-            .expect("handshake");
+        let relayed = support::relay::Relayed::connect(cids, 1).await;
+        let connection = relayed.connection.clone();
         assert_eq!(
             support::echo_streams(&connection, 16, 16 * 1024).await,
             16 * 16 * 1024
@@ -76,12 +57,7 @@ fn record() -> Vec<Vec<u8>> {
             let _ =
                 tokio::time::timeout(Duration::from_millis(100), connection.read_datagram()).await;
         }
-        connection.close(0u32.into(), b"done");
-        client.wait_idle().await;
-        server.close(0u32.into(), b"done");
-        echo.abort();
-        relay.abort();
-        let recorded = recording.lock().unwrap().clone();
+        let recorded = relayed.finish().await;
         recorded.into_iter().map(|(_, d)| d).collect()
     })
 }

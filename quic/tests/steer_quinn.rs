@@ -10,17 +10,12 @@
 
 mod support;
 
-use mpring_quic as quic;
-
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mpring::udp::steer::{
     parse_dcid, HeaderForm, QuicSteering, Route, RouteBy, ShardCids, QUIC_V1,
 };
-use quic::ShardCidGenerator;
-use support::relay::relay;
 
 const SHARDS: usize = 4;
 const SHARD: usize = 3;
@@ -37,47 +32,24 @@ fn hex(bytes: &[u8]) -> String {
 async fn quinn_client_datagrams_steer_by_their_cids() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let cids = ShardCids::new(SHARDS, CID_LEN).unwrap();
-        let (server_config, client_config) = support::configs();
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config.cid_generator(ShardCidGenerator::factory(cids, SHARD).unwrap());
-        let server = quinn::Endpoint::new(
-            endpoint_config,
-            Some(server_config),
-            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
-            Arc::new(quinn::TokioRuntime),
-        )
-        .unwrap();
-        let echo = tokio::spawn(support::echo(server.clone()));
-        let (relay_addr, recording, relay) = relay(server.local_addr().unwrap()).await;
-
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(client_config);
-        let connection = client
-            .connect(relay_addr, "localhost")
-            .unwrap()
-            .await
-            .expect("handshake through the relay");
+        let relayed = support::relay::Relayed::connect(cids, SHARD).await;
+        let connection = relayed.connection.clone();
         assert_eq!(
             support::echo_streams(&connection, 4, 16 * 1024).await,
             64 * 1024
         );
-        let first_source = recording.lock().unwrap()[0].0;
+        let first_source = relayed.recording.lock().unwrap()[0].0;
 
         // The client moves to a new port: a new path, a fresh server CID.
-        client
+        relayed
+            .client
             .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
             .unwrap();
         assert_eq!(
             support::echo_streams(&connection, 4, 16 * 1024).await,
             64 * 1024
         );
-        connection.close(0u32.into(), b"done");
-        client.wait_idle().await;
-        server.close(0u32.into(), b"done");
-        echo.abort();
-        relay.abort();
-
-        let recorded = recording.lock().unwrap().clone();
+        let recorded = relayed.finish().await;
         check(cids, first_source, &recorded);
     })
     .await

@@ -126,15 +126,14 @@ impl ClaimStarts {
         for flag in flags {
             flag.store(0, Ordering::Relaxed);
         }
+        // One plain write vectorises, unlike one atomic store per flag; the
+        // pointer comes from the whole slice, whose bytes are `UnsafeCell`s
+        // (an atomic's), so writing through it is allowed.
         #[cfg(not(mpring_loom))]
-        // SAFETY: [StartsExact, OwnedSpans] these flags belong to spans the
-        // consumer consumed and has not released: the producers that set
-        // them published a header after it, which we acquired; the next
-        // lap's producers wait for our head store. Nobody else writes them
-        // now, and the consumer is the only reader, so a plain write is
-        // race-free (and vectorises, unlike one atomic store per flag).
-        // The pointer comes from the whole slice, whose bytes are
-        // `UnsafeCell`s (an atomic's), so writing through it is allowed.
+        // SAFETY: [StartsExact, OwnedSpans] flags of spans consumed, not yet
+        // released: their producers published later headers, which we
+        // acquired, and the next lap's producers wait for our head store;
+        // the consumer alone reads them, so a plain write is race-free.
         unsafe {
             std::ptr::write_bytes(flags.as_ptr().cast::<u8>().cast_mut(), 0, flags.len())
         };
