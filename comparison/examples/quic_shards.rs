@@ -1,4 +1,4 @@
-//! Many QUIC connections against one server address, served five ways:
+//! Many QUIC connections against one server address, served eight ways:
 //!
 //! - `quinn`: quinn's own socket, one endpoint, on a multi-thread runtime
 //!   with as many workers as the sharded server has threads;
@@ -10,6 +10,12 @@
 //! - `sharded`: `mpring_quic::Shards`, listener threads steering each
 //!   datagram by its CID to one of N rings, one endpoint per ring, each on
 //!   a thread of its own;
+//! - `in-shards`: `mpring_quic::Shards` whose shards receive on sockets of
+//!   their own (`receive_in_shards`): N `SO_REUSEPORT` sockets, no listener
+//!   thread, and only datagrams whose CID names another shard forwarded
+//!   through the rings;
+//! - `quinn-n`: quinn's own socket on N workers, the thread count of
+//!   `naive`, `cbpf` and `in-shards` (`quinn` has N + K);
 //! - `sharded-rt`: the same listeners, rings and endpoints, all endpoints
 //!   on one multi-thread runtime of N workers (not a configuration
 //!   `Shards` offers: how much its thread per shard buys).
@@ -49,8 +55,8 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --per-socket L    list of connections per client socket, one row each (default 1,8)
   --shards N        list of shard counts for sharded, naive and cbpf (default 2)
   --listeners K     listener threads of ring and sharded (default 1)
-  --configs LIST    of quinn,ring,naive,cbpf,sharded,sharded-rt
-                    (default all but sharded-rt)
+  --configs LIST    of quinn,quinn-n,ring,naive,cbpf,sharded,in-shards,sharded-rt
+                    (default quinn,ring,naive,cbpf,sharded,in-shards)
   --rounds R        rounds per row, interleaved across rows (default 5)
   --seconds S       length of a steady round in seconds (default 2)
   --stream-kib B    KiB per echoed stream (default 16)
@@ -60,8 +66,8 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --client-threads T  tokio workers of the client runtime (default 2)
 
 quinn runs on a runtime of N + K workers (the sharded server's thread count
-at the largest N), ring on N workers and K listeners, naive and cbpf on N
-threads. Exits with status 2 on a bad argument.";
+at the largest N), quinn-n on N workers, ring on N workers and K listeners,
+naive, cbpf and in-shards on N threads. Exits with status 2 on a bad argument.";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 enum Kind {
@@ -70,6 +76,8 @@ enum Kind {
     Naive,
     Cbpf,
     Sharded,
+    InShards,
+    QuinnN,
     ShardedOneRuntime,
 }
 
@@ -82,6 +90,8 @@ impl Kind {
             "cbpf" => Kind::Cbpf,
             "sharded" => Kind::Sharded,
             "sharded-rt" => Kind::ShardedOneRuntime,
+            "in-shards" => Kind::InShards,
+            "quinn-n" => Kind::QuinnN,
             _ => return None,
         })
     }
@@ -115,6 +125,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             Kind::Naive,
             Kind::Cbpf,
             Kind::Sharded,
+            Kind::InShards,
         ],
         rounds: 5,
         seconds: 2.0,
@@ -357,7 +368,7 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
     let local: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
     let served = Served::default();
     match kind {
-        Kind::Quinn | Kind::Ring => {
+        Kind::Quinn | Kind::QuinnN | Kind::Ring => {
             let workers = if kind == Kind::Quinn {
                 n + listeners
             } else {
@@ -369,7 +380,7 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 .enable_all()
                 .build()
                 .expect("a server runtime");
-            let (endpoint, socket) = if kind == Kind::Quinn {
+            let (endpoint, socket) = if kind != Kind::Ring {
                 let _enter = rt.enter();
                 (support::default_server(server_config).expect("bind"), None)
             } else {
@@ -513,14 +524,16 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 }),
             }
         }
-        Kind::Sharded => {
-            // The echo handlers do no tokio I/O: no I/O driver in the shards.
-            let shards = mpring_quic::Shards::builder(local, server_config)
-                .shards(n)
-                .listeners(listeners)
-                .io_driver(false)
-                .bind()
-                .expect("bind the shards");
+        Kind::Sharded | Kind::InShards => {
+            let builder = mpring_quic::Shards::builder(local, server_config).shards(n);
+            let builder = if kind == Kind::Sharded {
+                // The echo handlers do no tokio I/O: no I/O driver in the
+                // shards.
+                builder.listeners(listeners).io_driver(false)
+            } else {
+                builder.receive_in_shards(true)
+            };
+            let shards = builder.bind().expect("bind the shards");
             {
                 let served = served.clone();
                 shards.serve(move |_, connection| {
@@ -792,6 +805,8 @@ impl Row {
             Kind::Naive => format!("(c) naive SO_REUSEPORT, N = {}", self.n),
             Kind::Cbpf => format!("(d) CBPF-steered SO_REUSEPORT, N = {}", self.n),
             Kind::Sharded => format!("(e) sharded, N = {} + {} listeners", self.n, o.listeners),
+            Kind::InShards => format!("(f) sharded, N = {}, receiving in the shards", self.n),
+            Kind::QuinnN => format!("(a') quinn's socket, {} workers", self.n),
             Kind::ShardedOneRuntime => format!(
                 "(e') sharded on one runtime, {} workers + {} listeners",
                 self.n, o.listeners
@@ -908,15 +923,28 @@ fn report(
         let vs = anchor.map_or("-".to_string(), |(adg, aby)| {
             format!("{:.2}x, {:.2}x", dg / adg, by / aby)
         });
-        if let (Some((adg, aby)), Kind::Sharded) = (anchor, row.kind) {
-            verdicts.push(format!(
-                "{} with {} connections per client socket: CPU per datagram {:.2}x and per echoed byte {:.2}x of quinn's own socket ({})",
-                row.name(o),
-                row.per_socket,
-                dg / adg,
-                by / aby,
-                if dg <= adg && by <= aby { "the sharded server spends less" } else { "quinn's socket spends less" }
-            ));
+        if matches!(row.kind, Kind::Sharded | Kind::InShards) {
+            // Against quinn's socket with the sharded server's threads, and
+            // with N workers when that row ran.
+            for anchor_kind in [Kind::Quinn, Kind::QuinnN] {
+                let Some(a) = rows.iter().find(|r| {
+                    r.kind == anchor_kind && r.per_socket == row.per_socket && (anchor_kind == Kind::Quinn || r.n == row.n)
+                }) else {
+                    continue;
+                };
+                let a_steady = &steady[a];
+                let adg = median(a_steady.iter().map(per_datagram).collect());
+                let aby = median(a_steady.iter().map(per_byte).collect());
+                verdicts.push(format!(
+                    "{} with {} connections per client socket: CPU per datagram {:.2}x and per echoed byte {:.2}x of {} ({})",
+                    row.name(o),
+                    row.per_socket,
+                    dg / adg,
+                    by / aby,
+                    a.name(o),
+                    if dg <= adg && by <= aby { "the sharded server spends less" } else { "quinn's socket spends less" }
+                ));
+            }
         }
         println!(
             "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} |",

@@ -9,6 +9,7 @@
 //! needs 1.85, as quinn's dependencies do) and its dependencies.
 
 pub mod cid;
+mod own_socket;
 pub mod shards;
 pub mod socket;
 mod udp;

@@ -52,14 +52,17 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
 use mpring::udp::steer::{QuicSteering, ShardCids};
 use mpring::udp::{Listeners, UdpStats};
+use quinn::AsyncUdpSocket;
 use tokio::sync::oneshot;
 
 use crate::cid::ShardCidGenerator;
+use crate::own_socket::{reuseport_group, OwnCounters, OwnSocket};
 use crate::socket::{recv_options, RecvOptions, RingSocket};
 
 /// Length of the CIDs the shards issue.
@@ -70,13 +73,24 @@ pub const SHARD_CID_LEN: usize = 8;
 /// shard threads, as [`shutdown`](Shards::shutdown) does.
 pub struct Shards {
     endpoints: Vec<quinn::Endpoint>,
-    sockets: Vec<Arc<RingSocket>>,
     runtimes: Vec<tokio::runtime::Handle>,
     /// Dropping a sender ends its shard's thread (after its endpoint idles).
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
-    listeners: Arc<Listeners>,
+    receive: Receive,
+    local: SocketAddr,
     cids: ShardCids,
+}
+
+/// Where the shards' datagrams come from.
+enum Receive {
+    /// Listener threads steer to the rings.
+    Listeners {
+        group: Arc<Listeners>,
+        sockets: Vec<Arc<RingSocket>>,
+    },
+    /// Each shard receives on its own socket and forwards through the rings.
+    InShards { counters: Vec<Arc<OwnCounters>> },
 }
 
 /// Builds [`Shards`]: see [`Shards::builder`].
@@ -87,6 +101,7 @@ pub struct ShardsBuilder {
     shards: usize,
     server_config: quinn::ServerConfig,
     io_driver: bool,
+    in_shards: bool,
 }
 
 impl ShardsBuilder {
@@ -112,14 +127,58 @@ impl ShardsBuilder {
         self
     }
 
+    /// Whether each shard receives on a socket of its own instead of
+    /// through listener threads. Default `false`.
+    ///
+    /// With `true`, the group is N `SO_REUSEPORT` sockets, one per shard,
+    /// and no listener thread: the kernel picks a datagram's socket by its
+    /// 4-tuple, and the shard's endpoint receives from it with quinn-udp
+    /// (`recvmmsg`, GRO) straight into quinn's buffers. Each segment is
+    /// steered: one whose CID names another shard (a client that migrated,
+    /// or a NAT that rebound it) is pushed into that shard's ring, which
+    /// each shard drains besides its socket; everything else stays, a
+    /// client's first flight included, so that the shard that answers it
+    /// owns the connection and its datagrams need no hop while the client
+    /// keeps its address. Replies leave from the shard's own socket.
+    ///
+    /// What it trades: no listener thread and no hand-over per datagram
+    /// (on 2 cores, less CPU per datagram than quinn's own socket: see
+    /// BENCHMARKS.md), against no thread that drains the sockets while a
+    /// shard is busy (a burst the shard cannot take in time waits in, or
+    /// overflows, its socket's receive buffer), the kernel's hash instead
+    /// of the CID for spreading connections, and no shedding
+    /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
+    /// `shed_initial` and [`high_water_mark`](Self::high_water_mark) are
+    /// then unused; [`ring_bytes`](Self::ring_bytes) sizes the rings of
+    /// forwarded datagrams.
+    ///
+    /// Needs the [`io_driver`](Self::io_driver) (each socket waits in its
+    /// shard's reactor): `bind` refuses `false` for both.
+    ///
+    /// ```no_run
+    /// # fn run(server_config: quinn::ServerConfig) -> std::io::Result<()> {
+    /// let shards = mpring_quic::Shards::builder("0.0.0.0:4433".parse().unwrap(), server_config)
+    ///     .shards(4)
+    ///     .receive_in_shards(true)
+    ///     .bind()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn receive_in_shards(mut self, on: bool) -> Self {
+        self.in_shards = on;
+        self
+    }
+
     /// Makes the rings, binds the listener sockets, starts their threads
     /// and one thread per shard, each driving its endpoint.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for 0 shards or more than the CID
     /// encoding allows ([`ShardCids::new`]'s error inside), 0 listeners, a
-    /// ring size that is not a power of two or a high-water mark above it;
-    /// any error binding the sockets or starting the threads.
+    /// ring size that is not a power of two or a high-water mark above it,
+    /// [`receive_in_shards`](Self::receive_in_shards) without the
+    /// [`io_driver`](Self::io_driver); any error binding the sockets or
+    /// starting the threads.
     pub fn bind(self) -> io::Result<Shards> {
         Shards::start(self)
     }
@@ -165,6 +224,7 @@ impl Shards {
             shards: 1,
             server_config,
             io_driver: true,
+            in_shards: false,
         }
     }
 
@@ -174,43 +234,79 @@ impl Shards {
             shards,
             server_config,
             io_driver,
+            in_shards,
         } = builder;
         let invalid = |e| io::Error::new(ErrorKind::InvalidInput, e);
         let cids = ShardCids::new(shards, SHARD_CID_LEN).map_err(invalid)?;
+        if in_shards && !io_driver {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "receive_in_shards needs the I/O driver: each socket waits in its shard's reactor",
+            ));
+        }
         let (producers, consumers): (Vec<_>, Vec<_>) = (0..shards)
             .map(|_| options.ring())
             .collect::<io::Result<_>>()?;
         let steering = QuicSteering::new(cids);
-        let group = Arc::new(
-            options
-                .listeners()
-                .spawn_steered(producers, move |meta, d| steering.steer(meta, d))?,
-        );
+        // What each shard thread makes its socket from.
+        let mut makers: Vec<MakeSocket> = Vec::with_capacity(shards);
+        let (receive, local) = if in_shards {
+            let sockets = reuseport_group(options.addr, shards, LISTENER_RECV_BUFFER)?;
+            let local = sockets[0].local_addr()?;
+            let counters: Vec<_> = (0..shards)
+                .map(|_| Arc::new(OwnCounters::new(shards)))
+                .collect();
+            for (shard, (socket, consumer)) in sockets.into_iter().zip(consumers).enumerate() {
+                let (producers, counters) = (producers.clone(), counters[shard].clone());
+                let gro = options.gro;
+                makers.push(Box::new(move || {
+                    let socket = OwnSocket::new(
+                        shard, socket, gro, steering, producers, consumer, counters,
+                    )?;
+                    Ok(Arc::new(socket) as Arc<dyn AsyncUdpSocket>)
+                }));
+            }
+            (Receive::InShards { counters }, local)
+        } else {
+            let group = Arc::new(
+                options
+                    .listeners()
+                    .spawn_steered(producers, move |meta, d| steering.steer(meta, d))?,
+            );
+            let sockets = consumers
+                .into_iter()
+                .map(|consumer| Ok(Arc::new(RingSocket::from_consumer(consumer, group.clone())?)))
+                .collect::<io::Result<Vec<_>>>()?;
+            for socket in &sockets {
+                let socket = socket.clone();
+                makers.push(Box::new(move || Ok(socket as Arc<dyn AsyncUdpSocket>)));
+            }
+            let local = group.local_addr();
+            (Receive::Listeners { group, sockets }, local)
+        };
         let mut this = Shards {
             endpoints: Vec::with_capacity(shards),
-            sockets: Vec::with_capacity(shards),
             runtimes: Vec::with_capacity(shards),
             stops: Vec::with_capacity(shards),
             threads: Vec::with_capacity(shards),
-            listeners: group.clone(),
+            receive,
+            local,
             cids,
         };
         // On an error below, dropping `this` stops the shards started so far.
-        for (shard, consumer) in consumers.into_iter().enumerate() {
-            let socket = Arc::new(RingSocket::from_consumer(consumer, group.clone())?);
+        for (shard, make_socket) in makers.into_iter().enumerate() {
             let mut config = quinn::EndpointConfig::default(); // a fresh reset key
             config.cid_generator(ShardCidGenerator::factory(cids, shard).map_err(invalid)?);
             let (stop, stopped) = oneshot::channel();
             let (started, start) = mpsc::channel();
             let server_config = server_config.clone();
-            let thread_socket = socket.clone();
             let thread = thread::Builder::new()
                 .name(format!("mpring-quic-shard-{shard}"))
                 .spawn(move || {
                     run_shard(
                         config,
                         server_config,
-                        thread_socket,
+                        make_socket,
                         io_driver,
                         started,
                         stopped,
@@ -223,7 +319,6 @@ impl Shards {
             })??;
             this.endpoints.push(endpoint);
             this.runtimes.push(runtime);
-            this.sockets.push(socket);
         }
         Ok(this)
     }
@@ -234,14 +329,21 @@ impl Shards {
         &self.endpoints
     }
 
-    /// Shard `k`'s ring-backed socket, for its delivery counters.
-    pub fn socket(&self, shard: usize) -> &RingSocket {
-        &self.sockets[shard]
+    /// Datagrams handed to shard `k`'s endpoint so far (each GRO segment
+    /// counts).
+    ///
+    /// # Panics
+    /// If `shard` is not below the shard count.
+    pub fn delivered(&self, shard: usize) -> u64 {
+        match &self.receive {
+            Receive::Listeners { sockets, .. } => sockets[shard].delivered(),
+            Receive::InShards { counters } => counters[shard].delivered.load(Ordering::Relaxed),
+        }
     }
 
     /// The address every shard answers on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listeners.local_addr()
+        self.local
     }
 
     /// The CID encoding the shards issue and the listeners steer by.
@@ -249,9 +351,19 @@ impl Shards {
         self.cids
     }
 
-    /// The listener group's counters; `rings[k]` is shard `k`'s ring.
+    /// The receive path's counters; `rings[k]` is shard `k`'s ring.
+    ///
+    /// With listener threads, the group's. With
+    /// [`receive_in_shards`](ShardsBuilder::receive_in_shards), the
+    /// shards' sockets' as if they were listeners: `datagrams` received,
+    /// `rings[k].datagrams` steered to shard `k` (kept by it or forwarded
+    /// to it), `rings[k].entries` and `full_drops` pushed into ring `k` or
+    /// dropped because it was full; kernel drops are not counted.
     pub fn stats(&self) -> UdpStats {
-        self.listeners.stats()
+        match &self.receive {
+            Receive::Listeners { group, .. } => group.stats(),
+            Receive::InShards { counters } => OwnCounters::stats(counters),
+        }
     }
 
     /// Accepts connections on every shard, on that shard's runtime, and
@@ -294,7 +406,7 @@ impl Shards {
     /// threads stop once the last clone of an endpoint is gone.
     pub fn shutdown(mut self) -> UdpStats {
         self.stop();
-        self.listeners.stats()
+        self.stats()
     }
 
     fn stop(&mut self) {
@@ -311,13 +423,20 @@ impl Shards {
 /// What a shard thread hands back once its endpoint exists.
 type Started = io::Result<(quinn::Endpoint, tokio::runtime::Handle)>;
 
+/// Makes a shard's socket on the shard's thread, inside its runtime.
+type MakeSocket = Box<dyn FnOnce() -> io::Result<Arc<dyn AsyncUdpSocket>> + Send>;
+
+/// Receive buffer of each socket of a group that receives in the shards,
+/// as the listener threads' default.
+const LISTENER_RECV_BUFFER: usize = 4 << 20;
+
 /// A shard thread: a current-thread runtime that drives the shard's
 /// endpoint (and its connections' tasks) until `stopped`, then until the
 /// endpoint is idle.
 fn run_shard(
     config: quinn::EndpointConfig,
     server_config: quinn::ServerConfig,
-    socket: Arc<RingSocket>,
+    make_socket: MakeSocket,
     io_driver: bool,
     started: mpsc::Sender<Started>,
     stopped: oneshot::Receiver<()>,
@@ -337,12 +456,14 @@ fn run_shard(
     // The endpoint's driver is spawned on the runtime it is made in.
     let endpoint = {
         let _enter = runtime.enter();
-        quinn::Endpoint::new_with_abstract_socket(
-            config,
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
+        make_socket().and_then(|socket| {
+            quinn::Endpoint::new_with_abstract_socket(
+                config,
+                Some(server_config),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+        })
     };
     let endpoint = match endpoint {
         Ok(endpoint) => endpoint,

@@ -313,37 +313,13 @@ impl AsyncUdpSocket for RingSocket {
             match consumer.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {
-                    let mut n = 0;
-                    let max = bufs.len().min(meta.len());
-                    let (mut delivered, mut oversized) = (0, 0);
-                    consumer.read_batch_meta(max, |record, payload| {
-                        let datagrams = record.datagrams(payload.len()) as u64;
-                        let buf = &mut bufs[n];
-                        if payload.len() > buf.len() {
-                            oversized += datagrams;
-                            return;
-                        }
-                        // quinn reads from its own buffers: one copy here.
-                        buf[..payload.len()].copy_from_slice(payload);
-                        meta[n] = RecvMeta {
-                            addr: record.source,
-                            len: payload.len(),
-                            stride: match record.segment_size {
-                                0 => payload.len(),
-                                size => usize::from(size),
-                            },
-                            ecn: EcnCodepoint::from_bits(record.ecn),
-                            dst_ip: record.destination,
-                        };
-                        delivered += datagrams;
-                        n += 1;
-                    });
-                    self.delivered.fetch_add(delivered, Ordering::Relaxed);
-                    self.oversized.fetch_add(oversized, Ordering::Relaxed);
-                    if n == 0 {
+                    let read = read_ring(&mut consumer, bufs, meta);
+                    self.delivered.fetch_add(read.delivered, Ordering::Relaxed);
+                    self.oversized.fetch_add(read.oversized, Ordering::Relaxed);
+                    if read.entries == 0 {
                         continue; // only oversized entries, or a wake-up: wait again
                     }
-                    return Poll::Ready(Ok(n));
+                    return Poll::Ready(Ok(read.entries));
                 }
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Err(io::Error::new(ErrorKind::BrokenPipe, e)))
@@ -355,6 +331,54 @@ impl AsyncUdpSocket for RingSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
     }
+}
+
+/// What [`read_ring`] handed to quinn.
+pub(crate) struct RingRead {
+    /// Receive buffers filled (quinn's return value).
+    pub(crate) entries: usize,
+    /// Datagrams in them (each GRO segment counts).
+    pub(crate) delivered: u64,
+    /// Datagrams dropped because an entry did not fit its buffer.
+    pub(crate) oversized: u64,
+}
+
+/// Copies a batch of ring entries into quinn's receive buffers, one entry
+/// per buffer, with their sources, destinations, ECN bits and GRO strides.
+pub(crate) fn read_ring(
+    consumer: &mut mpring::Consumer<UdpMeta>,
+    bufs: &mut [IoSliceMut<'_>],
+    meta: &mut [RecvMeta],
+) -> RingRead {
+    let mut read = RingRead {
+        entries: 0,
+        delivered: 0,
+        oversized: 0,
+    };
+    let max = bufs.len().min(meta.len());
+    consumer.read_batch_meta(max, |record, payload| {
+        let datagrams = record.datagrams(payload.len()) as u64;
+        let buf = &mut bufs[read.entries];
+        if payload.len() > buf.len() {
+            read.oversized += datagrams;
+            return;
+        }
+        // quinn reads from its own buffers: one copy here.
+        buf[..payload.len()].copy_from_slice(payload);
+        meta[read.entries] = RecvMeta {
+            addr: record.source,
+            len: payload.len(),
+            stride: match record.segment_size {
+                0 => payload.len(),
+                size => usize::from(size),
+            },
+            ecn: EcnCodepoint::from_bits(record.ecn),
+            dst_ip: record.destination,
+        };
+        read.delivered += datagrams;
+        read.entries += 1;
+    });
+    read
 }
 
 impl fmt::Debug for RingSocket {

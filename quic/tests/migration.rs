@@ -16,7 +16,14 @@
 //!   by the destination CID, which names the shard, whatever the source
 //!   address.
 //!
-//! N = 4 in both: one socket (or shard) per core of a small server, as in
+//! - Shards that receive on sockets of their own (one `SO_REUSEPORT` group,
+//!   no listener threads) keep it too: after a rebind whose new port
+//!   reaches another shard's socket, that shard forwards every datagram of
+//!   the connection to the owner's ring. The test rebinds until that has
+//!   happened (3 times at least, 12 at most: a new port reaches the
+//!   owner's own socket 1 time in 4), every byte checked after each.
+//!
+//! N = 4 in all: one socket (or shard) per core of a small server, as in
 //! `shards.rs`; with 4, a migrating client reaches another socket of the
 //! naive group 3 times in 4, and the sharded test's check that one ring
 //! alone saw the connection covers three rings that must stay empty.
@@ -350,4 +357,87 @@ async fn sharded_server_keeps_a_migrating_connection() {
     })
     .await
     .expect("the sharded migration test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_that_receive_themselves_keep_a_migrating_connection() {
+    const MIN_REBINDS: u64 = 3;
+    const MAX_REBINDS: u64 = 12;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = configs();
+        let shards = quic::Shards::builder(localhost(), server_config)
+            .shards(N)
+            .receive_in_shards(true)
+            .bind()
+            .expect("bind the shards");
+        let served: Arc<Mutex<Vec<(usize, quinn::Connection)>>> = Arc::default();
+        {
+            let served = served.clone();
+            shards.serve(move |shard, connection| {
+                served.lock().unwrap().push((shard, connection.clone()));
+                support::echo_connection(connection)
+            });
+        }
+        let server = shards.local_addr();
+        let mut client = quinn::Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(client_config);
+        let connection = client
+            .connect(server, "localhost")
+            .unwrap()
+            .await
+            .expect("handshake");
+        assert_eq!(support::echo_streams(&connection, 4, 8192).await, 4 * 8192);
+        let (shard, server_side) = {
+            let served = served.lock().unwrap();
+            assert_eq!(served.len(), 1, "one connection served");
+            served[0].clone()
+        };
+        assert_eq!(shards.stats().entries, 0, "nothing forwarded before a rebind");
+
+        let mut rebinds = 0;
+        while rebinds < MIN_REBINDS || (shards.stats().entries == 0 && rebinds < MAX_REBINDS) {
+            rebinds += 1;
+            let socket = UdpSocket::bind(localhost()).unwrap();
+            let new_addr = socket.local_addr().unwrap();
+            client.rebind(socket).expect("rebind");
+            let bytes = 8192 + rebinds as usize;
+            let echoed = tokio::time::timeout(
+                IDLE_TIMEOUT,
+                support::echo_streams(&connection, 4, bytes),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("rebind {rebinds}: the echo did not finish"));
+            assert_eq!(echoed, 4 * bytes as u64, "rebind {rebinds}");
+            assert_eq!(server_side.remote_address(), new_addr, "rebind {rebinds}");
+            assert!(connection.close_reason().is_none(), "rebind {rebinds}");
+        }
+        let stats = shards.stats();
+        assert!(
+            stats.entries > 0,
+            "{rebinds} rebinds and no port reached another shard's socket: {stats:?}"
+        );
+        eprintln!("shard {shard} kept the connection across {rebinds} rebinds");
+
+        connection.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        drop(server_side);
+        served.lock().unwrap().clear();
+        let stats = tokio::task::spawn_blocking(move || shards.shutdown())
+            .await
+            .unwrap();
+        // Every datagram went to the owner: kept by its socket or forwarded
+        // by another into its ring; nothing into any other ring.
+        for (k, ring) in stats.rings.iter().enumerate() {
+            if k == shard {
+                assert!(ring.entries > 0 && ring.datagrams > 0, "ring {k}: {stats:?}");
+            } else {
+                assert_eq!(ring.entries, 0, "ring {k}: {stats:?}");
+                assert_eq!(ring.datagrams, 0, "ring {k}: {stats:?}");
+            }
+            assert_eq!(ring.full_drops, 0, "ring {k}: {stats:?}");
+        }
+        eprintln!("rings: {:?}", stats.rings);
+    })
+    .await
+    .expect("the migration test finished in time");
 }

@@ -1,5 +1,6 @@
 //! The sharded server: 4 quinn endpoints behind one listener group that
-//! steers by connection ID, 64 client connections (8 client endpoints of 8
+//! steers by connection ID (or receiving on sockets of their own), 64 client
+//! connections (8 client endpoints of 8
 //! connections each), each echoing streams of a few KiB, every byte
 //! checked. Every shard serves some of them, and every datagram reaches the
 //! ring of the shard whose endpoint owns its connection (a misrouted one
@@ -22,10 +23,43 @@ const PER_CLIENT: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_connections_across_four_shards() {
+    let (server_config, client_config) = support::configs();
+    let shards = quic::Shards::bind((Ipv4Addr::LOCALHOST, 0).into(), SHARDS, 2, server_config)
+        .expect("bind the shards");
+    let stats = sixty_four_connections(shards, client_config, CLIENTS, PER_CLIENT).await;
+    for (k, ring) in stats.rings.iter().enumerate() {
+        assert!(ring.entries > 0, "shard {k}'s ring: {stats:?}");
+    }
+}
+
+/// The same 64 connections on shards that receive on sockets of their own,
+/// each connection on a client socket of its own (the kernel spreads
+/// 4-tuples over the shards' sockets; with 8 it could leave a shard
+/// without one). With no client changing its address, no datagram is
+/// forwarded: every connection is owned by the shard whose socket its
+/// 4-tuple reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_connections_on_shards_that_receive_themselves() {
+    let (server_config, client_config) = support::configs();
+    let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
+        .shards(SHARDS)
+        .receive_in_shards(true)
+        .bind()
+        .expect("bind the shards");
+    let stats = sixty_four_connections(shards, client_config, CLIENTS * PER_CLIENT, 1).await;
+    assert_eq!(stats.entries, 0, "nothing forwarded: {stats:?}");
+}
+
+/// Echoes two streams on each of `clients * per_client` connections,
+/// every byte checked; every shard must serve some and receive datagrams
+/// for them, and no ring may drop any. Returns the final counters.
+async fn sixty_four_connections(
+    shards: quic::Shards,
+    client_config: quinn::ClientConfig,
+    clients_n: usize,
+    per_client: usize,
+) -> mpring::udp::UdpStats {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (server_config, client_config) = support::configs();
-        let shards = quic::Shards::bind((Ipv4Addr::LOCALHOST, 0).into(), SHARDS, 2, server_config)
-            .expect("bind the shards");
         assert_eq!(shards.endpoints().len(), SHARDS);
         let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..SHARDS).map(|_| 0.into()).collect());
         {
@@ -39,11 +73,11 @@ async fn sixty_four_connections_across_four_shards() {
 
         let mut tasks = Vec::new();
         let mut clients = Vec::new();
-        for c in 0..CLIENTS {
+        for c in 0..clients_n {
             let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
             client.set_default_client_config(client_config.clone());
-            for i in 0..PER_CLIENT {
-                let n = c * PER_CLIENT + i;
+            for i in 0..per_client {
+                let n = c * per_client + i;
                 let client = client.clone();
                 tasks.push(tokio::spawn(async move {
                     let connection = connect(&client, server).await;
@@ -63,12 +97,12 @@ async fn sixty_four_connections_across_four_shards() {
         }
 
         let accepted: Vec<u64> = accepted.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-        assert_eq!(accepted.iter().sum::<u64>(), (CLIENTS * PER_CLIENT) as u64);
+        assert_eq!(accepted.iter().sum::<u64>(), (clients_n * per_client) as u64);
         assert!(
             accepted.iter().all(|&a| a > 0),
             "every shard serves a connection: {accepted:?}"
         );
-        let delivered: Vec<u64> = (0..SHARDS).map(|k| shards.socket(k).delivered()).collect();
+        let delivered: Vec<u64> = (0..SHARDS).map(|k| shards.delivered(k)).collect();
         let stats = tokio::task::spawn_blocking(move || shards.shutdown())
             .await
             .unwrap();
@@ -79,9 +113,10 @@ async fn sixty_four_connections_across_four_shards() {
         assert!(delivered.iter().all(|&d| d > 0), "delivered: {delivered:?}");
         assert_eq!(stats.truncated, 0);
         eprintln!("accepted per shard {accepted:?}, delivered {delivered:?}");
+        stats
     })
     .await
-    .expect("the sharded echo finished in time");
+    .expect("the sharded echo finished in time")
 }
 
 #[test]
@@ -112,11 +147,17 @@ fn the_builder_refuses_a_bad_ring() {
         .bind()
         .expect_err("a ring size that is not a power of two");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
-    let e = quic::Shards::builder(addr, server_config)
+    let e = quic::Shards::builder(addr, server_config.clone())
         .ring_bytes(1 << 16)
         .high_water_mark(1 << 17)
         .bind()
         .expect_err("a high-water mark above the ring");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    let e = quic::Shards::builder(addr, server_config.clone())
+        .receive_in_shards(true)
+        .io_driver(false)
+        .bind()
+        .expect_err("sockets in the shards wait in their reactors");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
     let e = quic::RingSocket::builder(addr)
         .listeners(0)

@@ -1,0 +1,360 @@
+//! A shard that receives on a socket of its own: [`Shards`] built with
+//! [`receive_in_shards`](crate::ShardsBuilder::receive_in_shards).
+//!
+//! Each shard's endpoint receives with quinn-udp (`recvmmsg`, GRO) straight
+//! into quinn's buffers from one socket of an `SO_REUSEPORT` group, which the
+//! kernel picks by the datagram's 4-tuple, and sends from the same socket.
+//! Every segment is steered: one whose destination CID names another shard
+//! (a connection that migrated, or a NAT that rebound, so that its 4-tuple
+//! now hashes to another socket) is pushed into that shard's ring and leaves
+//! this shard's batch; every other datagram (this shard's CIDs, a client's
+//! first flight, anything unparsable) stays. Each shard also drains its
+//! own ring, which carries only what the others forwarded to it.
+//!
+//! A client's first flight stays where the kernel put it, not where a hash of
+//! its DCID would go: its retransmits come from the same 4-tuple and reach
+//! the same socket, and the shard that answers issues CIDs that name
+//! itself, so that every later datagram of the connection reaches it
+//! without a hop while the client keeps its address.
+//!
+//! [`Shards`]: crate::Shards
+
+use std::fmt;
+use std::io::{self, ErrorKind, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use mpring::udp::steer::{QuicSteering, RouteBy};
+use mpring::udp::{RingStats, UdpMeta, UdpStats};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::Interest;
+
+use crate::socket::read_ring;
+
+/// `n` sockets bound to `addr` with `SO_REUSEPORT` (port 0: a free port,
+/// which the others then share), non-blocking, with `recv_buffer` bytes of
+/// receive buffer each.
+pub(crate) fn reuseport_group(
+    addr: SocketAddr,
+    n: usize,
+    recv_buffer: usize,
+) -> io::Result<Vec<UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut sockets = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_recv_buffer_size(recv_buffer)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket: UdpSocket = socket.into();
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// One shard's counters, shared with [`Shards`](crate::Shards).
+#[derive(Debug)]
+pub(crate) struct OwnCounters {
+    /// Datagrams received on this shard's socket (each GRO segment counts).
+    pub(crate) received: AtomicU64,
+    /// `recvmmsg` calls that returned datagrams.
+    pub(crate) receive_calls: AtomicU64,
+    /// Datagrams handed to this shard's endpoint, from its socket or its
+    /// ring.
+    pub(crate) delivered: AtomicU64,
+    /// Per destination shard: datagrams this shard received and steered
+    /// there (its own index: those it kept).
+    pub(crate) steered: Vec<AtomicU64>,
+    /// Per destination shard: entries pushed into its ring.
+    pub(crate) forwarded: Vec<AtomicU64>,
+    /// Per destination shard: datagrams dropped because its ring was full.
+    pub(crate) full_drops: Vec<AtomicU64>,
+}
+
+impl OwnCounters {
+    pub(crate) fn new(shards: usize) -> OwnCounters {
+        let zeros = || (0..shards).map(|_| AtomicU64::new(0)).collect();
+        OwnCounters {
+            received: AtomicU64::new(0),
+            receive_calls: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            steered: zeros(),
+            forwarded: zeros(),
+            full_drops: zeros(),
+        }
+    }
+
+    /// Every shard's counters as a listener group's: `datagrams` were
+    /// received on the shards' sockets, `rings[k].datagrams` steered to
+    /// shard `k` (kept or forwarded), `rings[k].entries` and `full_drops`
+    /// what was pushed into (or did not fit) ring `k`.
+    pub(crate) fn stats(all: &[Arc<OwnCounters>]) -> UdpStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut stats = UdpStats::default();
+        stats.rings = vec![RingStats::default(); all.len()];
+        for c in all {
+            stats.datagrams += load(&c.received);
+            stats.receive_calls += load(&c.receive_calls);
+            for (k, ring) in stats.rings.iter_mut().enumerate() {
+                ring.datagrams += load(&c.steered[k]);
+                ring.entries += load(&c.forwarded[k]);
+                ring.full_drops += load(&c.full_drops[k]);
+            }
+        }
+        stats.entries = stats.rings.iter().map(|r| r.entries).sum();
+        stats.full_drops = stats.rings.iter().map(|r| r.full_drops).sum();
+        stats
+    }
+}
+
+/// A shard's socket: its own `SO_REUSEPORT` socket, and its ring of
+/// datagrams forwarded by the other shards. Made on the shard's thread (its
+/// socket registers with that thread's tokio reactor).
+pub(crate) struct OwnSocket {
+    shard: usize,
+    io: tokio::net::UdpSocket,
+    /// quinn-udp's state: GRO on receive, GSO on send.
+    state: UdpSocketState,
+    steering: QuicSteering,
+    /// One per shard, this one's included (never pushed to).
+    producers: Vec<mpring::Producer<UdpMeta>>,
+    /// Only quinn's endpoint driver reads; the lock is never contended.
+    consumer: Mutex<mpring::Consumer<UdpMeta>>,
+    counters: Arc<OwnCounters>,
+    local: SocketAddr,
+}
+
+impl OwnSocket {
+    /// Wraps `socket` (non-blocking, of the group) for shard `shard`; must
+    /// be called inside a tokio runtime with an I/O driver.
+    pub(crate) fn new(
+        shard: usize,
+        socket: UdpSocket,
+        gro: bool,
+        steering: QuicSteering,
+        producers: Vec<mpring::Producer<UdpMeta>>,
+        consumer: mpring::Consumer<UdpMeta>,
+        counters: Arc<OwnCounters>,
+    ) -> io::Result<OwnSocket> {
+        let state = UdpSocketState::new((&socket).into())?;
+        if !gro {
+            set_gro(&socket, false)?;
+        }
+        let local = socket.local_addr()?;
+        Ok(OwnSocket {
+            shard,
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            state,
+            steering,
+            producers,
+            consumer: Mutex::new(consumer),
+            counters,
+            local,
+        })
+    }
+
+    /// Where one datagram goes: the shard its CID names, or this one.
+    fn shard_of(&self, source: SocketAddr, datagram: &[u8]) -> usize {
+        let route = self.steering.route(source, datagram);
+        match route.by {
+            RouteBy::ShardCid => route.ring,
+            RouteBy::DcidHash | RouteBy::Source => self.shard,
+        }
+    }
+
+    /// Steers the `n` entries quinn-udp received: forwards every segment
+    /// that belongs to another shard, keeps the rest in place (compacted,
+    /// in order) and returns how many entries are left.
+    fn steer(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
+        let c = &self.counters;
+        let mut kept = 0;
+        let mut datagrams = 0;
+        for i in 0..n {
+            let m = meta[i];
+            let stride = m.stride.max(1);
+            datagrams += m.len.div_ceil(stride) as u64;
+            let len = self.keep_own(&mut bufs[i][..m.len], m);
+            if len == 0 {
+                continue;
+            }
+            if kept != i {
+                let (to, from) = bufs.split_at_mut(i);
+                to[kept][..len].copy_from_slice(&from[0][..len]);
+            }
+            meta[kept] = RecvMeta { len, ..m };
+            kept += 1;
+        }
+        c.received.fetch_add(datagrams, Ordering::Relaxed);
+        c.receive_calls.fetch_add(1, Ordering::Relaxed);
+        kept
+    }
+
+    /// Forwards the segments of one entry that belong to other shards and
+    /// moves the rest to its front; returns their length. The common case,
+    /// every segment this shard's, touches nothing.
+    fn keep_own(&self, entry: &mut [u8], m: RecvMeta) -> usize {
+        let c = &self.counters;
+        let stride = m.stride.max(1);
+        let mine = entry
+            .chunks(stride)
+            .all(|segment| self.shard_of(m.addr, segment) == self.shard);
+        if mine {
+            let segments = entry.len().div_ceil(stride) as u64;
+            c.steered[self.shard].fetch_add(segments, Ordering::Relaxed);
+            return entry.len();
+        }
+        // Rare (a migrated connection): one segment at a time.
+        let (mut len, mut at) = (0, 0);
+        while at < entry.len() {
+            let end = entry.len().min(at + stride);
+            let shard = self.shard_of(m.addr, &entry[at..end]);
+            c.steered[shard].fetch_add(1, Ordering::Relaxed);
+            if shard == self.shard {
+                entry.copy_within(at..end, len);
+                len += end - at;
+            } else {
+                let record = UdpMeta {
+                    source: m.addr,
+                    destination: m.dst_ip,
+                    ecn: m.ecn.map_or(0, |e| e as u8),
+                    segment_size: 0,
+                    received: Instant::now(),
+                    listener: self.shard as u16,
+                };
+                match self.producers[shard].push_with(&entry[at..end], record) {
+                    Ok(()) => c.forwarded[shard].fetch_add(1, Ordering::Relaxed),
+                    Err(_) => c.full_drops[shard].fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            at = end;
+        }
+        len
+    }
+}
+
+impl AsyncUdpSocket for OwnSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(SendPoller(self))
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        // try_io: a WouldBlock clears the reactor's readiness.
+        self.io.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.io).into(), transmit)
+        })
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            // What other shards forwarded first: it is older.
+            {
+                let mut consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+                // This socket holds a producer of its own ring, so the ring
+                // never disconnects; an error would only mean no entries.
+                if let Poll::Ready(Ok(())) = consumer.poll_ready(cx) {
+                    let read = read_ring(&mut consumer, bufs, meta);
+                    let c = &self.counters;
+                    c.delivered.fetch_add(read.delivered, Ordering::Relaxed);
+                    if read.entries > 0 {
+                        return Poll::Ready(Ok(read.entries));
+                    }
+                }
+            }
+            // Then the socket; Pending here keeps both wakers registered.
+            match self.io.poll_recv_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let received = self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), bufs, meta)
+            });
+            match received {
+                Ok(n) => {
+                    let kept = self.steer(bufs, meta, n);
+                    if kept > 0 {
+                        let delivered: usize = meta[..kept]
+                            .iter()
+                            .map(|m| m.len.div_ceil(m.stride.max(1)))
+                            .sum();
+                        let c = &self.counters;
+                        c.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+                        return Poll::Ready(Ok(kept));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+impl fmt::Debug for OwnSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnSocket")
+            .field("shard", &self.shard)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for send room through the shard's reactor.
+#[derive(Debug)]
+struct SendPoller(Arc<OwnSocket>);
+
+impl UdpPoller for SendPoller {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.0.io.poll_send_ready(cx)
+    }
+}
+
+/// Turns the kernel's UDP GRO on or off on `socket`.
+fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::from(on);
+    // SAFETY: a valid socket, and a c_int option value that lives for the
+    // call, with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
