@@ -161,6 +161,18 @@ impl OwnSocket {
         })
     }
 
+    /// Reads what other shards forwarded, without waiting: `None` when the
+    /// ring holds nothing quinn can take.
+    fn read_forwarded(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Option<usize> {
+        let mut consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+        let read = read_ring(&mut consumer, bufs, meta);
+        if read.delivered > 0 {
+            let c = &self.counters;
+            c.delivered.fetch_add(read.delivered, Ordering::Relaxed);
+        }
+        (read.entries > 0).then_some(read.entries)
+    }
+
     /// Where one datagram goes: the shard its CID names, or this one.
     fn shard_of(&self, source: SocketAddr, datagram: &[u8]) -> usize {
         let route = self.steering.route(source, datagram);
@@ -271,25 +283,25 @@ impl AsyncUdpSocket for OwnSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            // What other shards forwarded first: it is older.
-            {
-                let mut consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
-                // This socket holds a producer of its own ring, so the ring
-                // never disconnects; an error would only mean no entries.
-                if let Poll::Ready(Ok(())) = consumer.poll_ready(cx) {
-                    let read = read_ring(&mut consumer, bufs, meta);
-                    let c = &self.counters;
-                    c.delivered.fetch_add(read.delivered, Ordering::Relaxed);
-                    if read.entries > 0 {
-                        return Poll::Ready(Ok(read.entries));
+            // What other shards forwarded first: it is older. An empty ring
+            // costs one load of the header at its head.
+            if let Some(n) = self.read_forwarded(bufs, meta) {
+                return Poll::Ready(Ok(n));
+            }
+            match self.io.poll_recv_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Before sleeping, ask the ring to wake us too (not on
+                    // every call: its announcement costs a barrier).
+                    let mut consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+                    match consumer.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        // The ring never disconnects: this socket holds a
+                        // producer of it.
+                        Poll::Ready(Err(_)) | Poll::Pending => return Poll::Pending,
                     }
                 }
-            }
-            // Then the socket; Pending here keeps both wakers registered.
-            match self.io.poll_recv_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
             }
             let received = self.io.try_io(Interest::READABLE, || {
                 self.state.recv((&self.io).into(), bufs, meta)
