@@ -3,7 +3,9 @@
 //! ring, and quinn's endpoint driver drains it. [`RingSocket`] implements
 //! `quinn::AsyncUdpSocket`; the module docs of [`socket`] show a server.
 //! [`Shards`] runs N quinn endpoints, one per core, behind one listener
-//! group that steers each datagram by its connection ID ([`shards`]).
+//! group that steers each datagram by its connection ID ([`shards`]), or
+//! with each shard receiving on a socket of its own and forwarding to the
+//! others only what their connection IDs name.
 //!
 //! A crate of its own so that the library keeps its MSRV (1.75; this crate
 //! needs 1.85, as quinn's dependencies do) and its dependencies.

@@ -13,6 +13,10 @@
 //! owns it, from whatever address it comes (migration, NAT rebinding).
 //! Send: every endpoint sends from the group's address.
 //!
+//! Or, with [`ShardsBuilder::receive_in_shards`], no listener threads:
+//! each shard receives on one socket of an `SO_REUSEPORT` group and
+//! forwards through the rings only what belongs to another shard.
+//!
 //! All shards share one [`quinn::ServerConfig`] (one certificate, one
 //! token key: a retry or address-validation token one shard issued is
 //! valid on every shard, which a client's next first flight may reach).
