@@ -210,46 +210,65 @@ impl OwnSocket {
     }
 
     /// Forwards the segments of one entry that belong to other shards and
-    /// moves the rest to its front; returns their length. The common case,
-    /// every segment this shard's, touches nothing.
+    /// moves the rest to its front; returns their length.
     fn keep_own(&self, entry: &mut [u8], m: RecvMeta) -> usize {
         let c = &self.counters;
         let stride = m.stride.max(1);
-        let mine = entry
-            .chunks(stride)
-            .all(|segment| self.shard_of(m.addr, segment) == self.shard);
-        if mine {
-            let segments = entry.len().div_ceil(stride) as u64;
-            c.steered[self.shard].fetch_add(segments, Ordering::Relaxed);
-            return entry.len();
-        }
-        // Rare (a migrated connection): one segment at a time.
-        let (mut len, mut at) = (0, 0);
-        while at < entry.len() {
-            let end = entry.len().min(at + stride);
-            let shard = self.shard_of(m.addr, &entry[at..end]);
-            c.steered[shard].fetch_add(1, Ordering::Relaxed);
-            if shard == self.shard {
-                entry.copy_within(at..end, len);
-                len += end - at;
-            } else {
-                let record = UdpMeta {
-                    source: m.addr,
-                    destination: m.dst_ip,
-                    ecn: m.ecn.map_or(0, |e| e as u8),
-                    segment_size: 0,
-                    received: Instant::now(),
-                    listener: self.shard as u16,
-                };
-                match self.producers[shard].push_with(&entry[at..end], record) {
-                    Ok(()) => c.forwarded[shard].fetch_add(1, Ordering::Relaxed),
-                    Err(_) => c.full_drops[shard].fetch_add(1, Ordering::Relaxed),
-                };
-            }
-            at = end;
-        }
-        len
+        let shard_of = |segment: &[u8]| self.shard_of(m.addr, segment);
+        let forward = |shard: usize, segment: &[u8]| {
+            let record = UdpMeta {
+                source: m.addr,
+                destination: m.dst_ip,
+                ecn: m.ecn.map_or(0, |e| e as u8),
+                segment_size: 0,
+                received: Instant::now(),
+                listener: self.shard as u16,
+            };
+            match self.producers[shard].push_with(segment, record) {
+                Ok(()) => c.forwarded[shard].fetch_add(1, Ordering::Relaxed),
+                Err(_) => c.full_drops[shard].fetch_add(1, Ordering::Relaxed),
+            };
+        };
+        keep_own(entry, stride, self.shard, shard_of, forward, |shard, n| {
+            c.steered[shard].fetch_add(n, Ordering::Relaxed);
+        })
     }
+}
+
+/// Splits one received entry of `stride`-byte segments (the last may be
+/// shorter) between shard `own` and the others: hands every segment that
+/// `shard_of` puts elsewhere to `forward`, moves the rest to the front of
+/// `entry`, in order, and returns their length (a valid entry of the same
+/// stride: only its last segment can be short). `steered(shard, n)` counts
+/// `n` segments for `shard`. The common case, every segment `own`'s,
+/// moves nothing.
+fn keep_own(
+    entry: &mut [u8],
+    stride: usize,
+    own: usize,
+    shard_of: impl Fn(&[u8]) -> usize,
+    mut forward: impl FnMut(usize, &[u8]),
+    mut steered: impl FnMut(usize, u64),
+) -> usize {
+    if entry.chunks(stride).all(|segment| shard_of(segment) == own) {
+        steered(own, entry.len().div_ceil(stride) as u64);
+        return entry.len();
+    }
+    // Rare (a migrated connection): one segment at a time.
+    let (mut len, mut at) = (0, 0);
+    while at < entry.len() {
+        let end = entry.len().min(at + stride);
+        let shard = shard_of(&entry[at..end]);
+        steered(shard, 1);
+        if shard == own {
+            entry.copy_within(at..end, len);
+            len += end - at;
+        } else {
+            forward(shard, &entry[at..end]);
+        }
+        at = end;
+    }
+    len
 }
 
 impl AsyncUdpSocket for OwnSocket {
@@ -368,5 +387,65 @@ fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_own;
+
+    /// Six segments of 4 bytes (the last one 2), each naming its shard in
+    /// its first byte.
+    fn entry(shards: &[u8]) -> Vec<u8> {
+        let mut e = Vec::new();
+        for (i, &shard) in shards.iter().enumerate() {
+            let len = if i + 1 == shards.len() { 2 } else { 4 };
+            e.extend([shard, i as u8, 0xa0 + i as u8, 0xb0 + i as u8][..len].iter());
+        }
+        e
+    }
+
+    fn split(shards: &[u8], own: usize) -> (Vec<u8>, Vec<(usize, Vec<u8>)>, Vec<u64>) {
+        let mut e = entry(shards);
+        let mut forwarded = Vec::new();
+        let mut steered = vec![0; 3];
+        let len = keep_own(
+            &mut e,
+            4,
+            own,
+            |segment| usize::from(segment[0]),
+            |shard, segment| forwarded.push((shard, segment.to_vec())),
+            |shard, n| steered[shard] += n,
+        );
+        e.truncate(len);
+        (e, forwarded, steered)
+    }
+
+    #[test]
+    fn an_entry_of_this_shard_stays_whole() {
+        let (kept, forwarded, steered) = split(&[1, 1, 1, 1, 1, 1], 1);
+        assert_eq!(kept, entry(&[1, 1, 1, 1, 1, 1]));
+        assert!(forwarded.is_empty());
+        assert_eq!(steered, [0, 6, 0]);
+    }
+
+    #[test]
+    fn other_shards_segments_are_forwarded_and_the_rest_closes_up() {
+        let (kept, forwarded, steered) = split(&[0, 2, 0, 0, 1, 0], 0);
+        let whole = entry(&[0, 2, 0, 0, 1, 0]);
+        let segment = |i: usize| whole[i * 4..whole.len().min(i * 4 + 4)].to_vec();
+        // Segments 0, 2, 3 and the short last one, in order.
+        assert_eq!(kept, [segment(0), segment(2), segment(3), segment(5)].concat());
+        assert_eq!(forwarded, [(2, segment(1)), (1, segment(4))]);
+        assert_eq!(steered, [4, 1, 1]);
+    }
+
+    #[test]
+    fn an_entry_of_other_shards_leaves_nothing() {
+        let (kept, forwarded, steered) = split(&[2, 1, 2, 2, 1, 2], 0);
+        assert!(kept.is_empty());
+        assert_eq!(forwarded.len(), 6);
+        assert_eq!(forwarded[5], (2, entry(&[2, 1, 2, 2, 1, 2])[20..].to_vec()));
+        assert_eq!(steered, [0, 2, 4]);
     }
 }
