@@ -207,3 +207,72 @@ async fn shards_without_an_io_driver_serve() {
     .await
     .expect("the echo finished in time");
 }
+
+/// Shards that receive on sockets of their own split a GSO batch (GRO on)
+/// whose segments carry CIDs of different shards: the shard whose socket
+/// the kernel picked keeps its own segments and forwards each of the
+/// others to the owner's ring. Six short-header packets with CIDs of
+/// shards 0, 0, 1, 0, 1, 1 (the last one short) in one `sendmsg`; without
+/// GSO or GRO in the kernel, one datagram each, and the counts are the
+/// same. The endpoints drop the packets (no such connection); what is
+/// checked is where each went.
+#[test]
+fn shards_that_receive_themselves_split_a_gso_batch() {
+    let (server_config, _) = support::configs();
+    let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
+        .shards(2)
+        .receive_in_shards(true)
+        .bind()
+        .expect("bind the shards");
+    let cids = shards.cids();
+    let plan = [(0, 1000), (0, 1000), (1, 1000), (0, 1000), (1, 1000), (1, 500)];
+    let mut contents = Vec::new();
+    for (i, &(shard, len)) in plan.iter().enumerate() {
+        let mut packet = vec![0x40 | i as u8];
+        packet.extend_from_slice(&cids.generate(shard, &[i as u8 + 1; 20]));
+        packet.resize(len, 0xc0 + i as u8);
+        contents.extend(packet);
+    }
+    let sender = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let state = quinn::udp::UdpSocketState::new((&sender).into()).unwrap();
+    let destination = shards.local_addr();
+    let send = |contents: &[u8], segment_size| {
+        let transmit = quinn::udp::Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        state.send((&sender).into(), &transmit).expect("send");
+    };
+    if state.max_gso_segments() >= plan.len() {
+        send(&contents, Some(1000));
+    } else {
+        eprintln!("no UDP GSO here: one datagram per segment");
+        for chunk in contents.chunks(1000) {
+            send(chunk, None);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (shards.delivered(0) + shards.delivered(1) < 6 || shards.stats().datagrams < 6)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let delivered = [shards.delivered(0), shards.delivered(1)];
+    let stats = shards.shutdown();
+    eprintln!("{} receive calls for 6 datagrams", stats.receive_calls);
+    assert_eq!(stats.datagrams, 6, "{stats:?}");
+    assert_eq!(delivered.iter().sum::<u64>(), 6, "delivered {delivered:?}");
+    assert_eq!(delivered, [3, 3], "each endpoint got its own three");
+    // The receiving shard kept its three and forwarded the other three,
+    // one entry each, into the other's ring.
+    let receiver = usize::from(stats.rings[0].entries > 0);
+    assert_eq!(stats.rings[receiver].entries, 0, "{stats:?}");
+    assert_eq!(stats.rings[1 - receiver].entries, 3, "{stats:?}");
+    for ring in &stats.rings {
+        assert_eq!(ring.datagrams, 3, "{stats:?}");
+        assert_eq!(ring.full_drops, 0, "{stats:?}");
+    }
+}
