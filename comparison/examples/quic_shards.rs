@@ -928,7 +928,9 @@ fn report(
             // with N workers when that row ran.
             for anchor_kind in [Kind::Quinn, Kind::QuinnN] {
                 let Some(a) = rows.iter().find(|r| {
-                    r.kind == anchor_kind && r.per_socket == row.per_socket && (anchor_kind == Kind::Quinn || r.n == row.n)
+                    r.kind == anchor_kind
+                        && r.per_socket == row.per_socket
+                        && (anchor_kind == Kind::Quinn || r.n == row.n)
                 }) else {
                     continue;
                 };

@@ -405,7 +405,11 @@ mod tests {
         e
     }
 
-    fn split(shards: &[u8], own: usize) -> (Vec<u8>, Vec<(usize, Vec<u8>)>, Vec<u64>) {
+    /// What `keep_own` did: the bytes kept, the segments forwarded (with
+    /// their shard), the segments steered to each shard.
+    type Split = (Vec<u8>, Vec<(usize, Vec<u8>)>, Vec<u64>);
+
+    fn split(shards: &[u8], own: usize) -> Split {
         let mut e = entry(shards);
         let mut forwarded = Vec::new();
         let mut steered = vec![0; 3];
@@ -435,7 +439,10 @@ mod tests {
         let whole = entry(&[0, 2, 0, 0, 1, 0]);
         let segment = |i: usize| whole[i * 4..whole.len().min(i * 4 + 4)].to_vec();
         // Segments 0, 2, 3 and the short last one, in order.
-        assert_eq!(kept, [segment(0), segment(2), segment(3), segment(5)].concat());
+        assert_eq!(
+            kept,
+            [segment(0), segment(2), segment(3), segment(5)].concat()
+        );
         assert_eq!(forwarded, [(2, segment(1)), (1, segment(4))]);
         assert_eq!(steered, [4, 1, 1]);
     }

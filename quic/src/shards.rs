@@ -279,7 +279,12 @@ impl Shards {
             );
             let sockets = consumers
                 .into_iter()
-                .map(|consumer| Ok(Arc::new(RingSocket::from_consumer(consumer, group.clone())?)))
+                .map(|consumer| {
+                    Ok(Arc::new(RingSocket::from_consumer(
+                        consumer,
+                        group.clone(),
+                    )?))
+                })
                 .collect::<io::Result<Vec<_>>>()?;
             for socket in &sockets {
                 let socket = socket.clone();

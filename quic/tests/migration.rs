@@ -392,7 +392,11 @@ async fn shards_that_receive_themselves_keep_a_migrating_connection() {
             assert_eq!(served.len(), 1, "one connection served");
             served[0].clone()
         };
-        assert_eq!(shards.stats().entries, 0, "nothing forwarded before a rebind");
+        assert_eq!(
+            shards.stats().entries,
+            0,
+            "nothing forwarded before a rebind"
+        );
 
         let mut rebinds = 0;
         while rebinds < MIN_REBINDS || (shards.stats().entries == 0 && rebinds < MAX_REBINDS) {
@@ -401,12 +405,10 @@ async fn shards_that_receive_themselves_keep_a_migrating_connection() {
             let new_addr = socket.local_addr().unwrap();
             client.rebind(socket).expect("rebind");
             let bytes = 8192 + rebinds as usize;
-            let echoed = tokio::time::timeout(
-                IDLE_TIMEOUT,
-                support::echo_streams(&connection, 4, bytes),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("rebind {rebinds}: the echo did not finish"));
+            let echoed =
+                tokio::time::timeout(IDLE_TIMEOUT, support::echo_streams(&connection, 4, bytes))
+                    .await
+                    .unwrap_or_else(|_| panic!("rebind {rebinds}: the echo did not finish"));
             assert_eq!(echoed, 4 * bytes as u64, "rebind {rebinds}");
             assert_eq!(server_side.remote_address(), new_addr, "rebind {rebinds}");
             assert!(connection.close_reason().is_none(), "rebind {rebinds}");
@@ -429,7 +431,10 @@ async fn shards_that_receive_themselves_keep_a_migrating_connection() {
         // by another into its ring; nothing into any other ring.
         for (k, ring) in stats.rings.iter().enumerate() {
             if k == shard {
-                assert!(ring.entries > 0 && ring.datagrams > 0, "ring {k}: {stats:?}");
+                assert!(
+                    ring.entries > 0 && ring.datagrams > 0,
+                    "ring {k}: {stats:?}"
+                );
             } else {
                 assert_eq!(ring.entries, 0, "ring {k}: {stats:?}");
                 assert_eq!(ring.datagrams, 0, "ring {k}: {stats:?}");

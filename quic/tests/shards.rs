@@ -97,7 +97,10 @@ async fn sixty_four_connections(
         }
 
         let accepted: Vec<u64> = accepted.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-        assert_eq!(accepted.iter().sum::<u64>(), (clients_n * per_client) as u64);
+        assert_eq!(
+            accepted.iter().sum::<u64>(),
+            (clients_n * per_client) as u64
+        );
         assert!(
             accepted.iter().all(|&a| a > 0),
             "every shard serves a connection: {accepted:?}"
@@ -225,7 +228,14 @@ fn shards_that_receive_themselves_split_a_gso_batch() {
         .bind()
         .expect("bind the shards");
     let cids = shards.cids();
-    let plan = [(0, 1000), (0, 1000), (1, 1000), (0, 1000), (1, 1000), (1, 500)];
+    let plan = [
+        (0, 1000),
+        (0, 1000),
+        (1, 1000),
+        (0, 1000),
+        (1, 1000),
+        (1, 500),
+    ];
     let mut contents = Vec::new();
     for (i, &(shard, len)) in plan.iter().enumerate() {
         let mut packet = vec![0x40 | i as u8];
