@@ -15,7 +15,11 @@
 //! its DCID would go: its retransmits come from the same 4-tuple and reach
 //! the same socket, and the shard that answers issues CIDs that name
 //! itself, so that every later datagram of the connection reaches it
-//! without a hop while the client keeps its address.
+//! without a hop while the client keeps its address. (Should a NAT rebind
+//! the client before any answer reached it, a retransmitted Initial may
+//! reach another shard, which answers too: the client goes on with the
+//! first answer it gets, whose CIDs name that shard, and the other
+//! half-open connection times out.)
 //!
 //! [`Shards`]: crate::Shards
 
