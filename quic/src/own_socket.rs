@@ -64,7 +64,9 @@ pub(crate) fn reuseport_group(
     Ok(sockets)
 }
 
-/// One shard's counters, shared with [`Shards`](crate::Shards).
+/// One shard's counters, shared with [`Shards`](crate::Shards). Every
+/// access is Relaxed: they are statistics, and nothing is published
+/// through them (each is written by its shard's thread only).
 #[derive(Debug)]
 pub(crate) struct OwnCounters {
     /// Datagrams received on this shard's socket (each GRO segment counts).
@@ -101,6 +103,7 @@ impl OwnCounters {
     /// shard `k` (kept or forwarded), `rings[k].entries` and `full_drops`
     /// what was pushed into (or did not fit) ring `k`.
     pub(crate) fn stats(all: &[Arc<OwnCounters>]) -> UdpStats {
+        // Relaxed: statistics (see the type's docs).
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut stats = UdpStats::default();
         stats.rings = vec![RingStats::default(); all.len()];
@@ -172,6 +175,7 @@ impl OwnSocket {
         let read = read_ring(&mut consumer, bufs, meta);
         if read.delivered > 0 {
             let c = &self.counters;
+            // Relaxed: statistics (`OwnCounters`).
             c.delivered.fetch_add(read.delivered, Ordering::Relaxed);
         }
         (read.entries > 0).then_some(read.entries)
@@ -208,6 +212,7 @@ impl OwnSocket {
             meta[kept] = RecvMeta { len, ..m };
             kept += 1;
         }
+        // Relaxed: statistics (`OwnCounters`).
         c.received.fetch_add(datagrams, Ordering::Relaxed);
         c.receive_calls.fetch_add(1, Ordering::Relaxed);
         kept
@@ -228,12 +233,14 @@ impl OwnSocket {
                 received: Instant::now(),
                 listener: self.shard as u16,
             };
+            // Relaxed: statistics (`OwnCounters`).
             match self.producers[shard].push_with(segment, record) {
                 Ok(()) => c.forwarded[shard].fetch_add(1, Ordering::Relaxed),
                 Err(_) => c.full_drops[shard].fetch_add(1, Ordering::Relaxed),
             };
         };
         keep_own(entry, stride, self.shard, shard_of, forward, |shard, n| {
+            // Relaxed: statistics (`OwnCounters`).
             c.steered[shard].fetch_add(n, Ordering::Relaxed);
         })
     }
@@ -338,6 +345,7 @@ impl AsyncUdpSocket for OwnSocket {
                             .map(|m| m.len.div_ceil(m.stride.max(1)))
                             .sum();
                         let c = &self.counters;
+                        // Relaxed: statistics (`OwnCounters`).
                         c.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
                         return Poll::Ready(Ok(kept));
                     }

@@ -346,6 +346,7 @@ impl Shards {
     pub fn delivered(&self, shard: usize) -> u64 {
         match &self.receive {
             Receive::Listeners { sockets, .. } => sockets[shard].delivered(),
+            // Relaxed: a statistic.
             Receive::InShards { counters } => counters[shard].delivered.load(Ordering::Relaxed),
         }
     }
