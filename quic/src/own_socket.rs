@@ -9,10 +9,15 @@
 //! now hashes to another socket) is pushed into that shard's ring and leaves
 //! this shard's batch; every other datagram (this shard's CIDs, a client's
 //! first flight, anything unparsable) stays. Each shard also drains its
-//! own ring, which carries only what the others forwarded to it.
+//! own ring, which carries only what the others forwarded to it, into at
+//! most half of quinn's buffers per call, so that neither source starves
+//! the other. Receive errors are counted and receiving goes on; send
+//! errors other than `WouldBlock` drop the transmit, as quinn's own socket
+//! does.
 //!
-//! A client's first flight stays where the kernel put it, not where a hash of
-//! its DCID would go: its retransmits come from the same 4-tuple and reach
+//! A client's first flight stays where the kernel put it (unless its DCID
+//! happens to decode as a shard's CID), not where a hash of its DCID would
+//! go: its retransmits come from the same 4-tuple and reach
 //! the same socket, and the shard that answers issues CIDs that name
 //! itself, so that every later datagram of the connection reaches it
 //! without a hop while the client keeps its address. (Should a NAT rebind
@@ -24,6 +29,7 @@
 //! [`Shards`]: crate::Shards
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, ErrorKind, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
@@ -76,6 +82,9 @@ pub(crate) struct OwnCounters {
     /// Datagrams handed to this shard's endpoint, from its socket or its
     /// ring.
     pub(crate) delivered: AtomicU64,
+    /// Receive errors (the shard goes on receiving, as quinn's own socket
+    /// does).
+    pub(crate) errors: AtomicU64,
     /// Per destination shard: datagrams this shard received and steered
     /// there (its own index: those it kept).
     pub(crate) steered: Vec<AtomicU64>,
@@ -92,6 +101,7 @@ impl OwnCounters {
             received: AtomicU64::new(0),
             receive_calls: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             steered: zeros(),
             forwarded: zeros(),
             full_drops: zeros(),
@@ -110,6 +120,7 @@ impl OwnCounters {
         for c in all {
             stats.datagrams += load(&c.received);
             stats.receive_calls += load(&c.receive_calls);
+            stats.errors += load(&c.errors);
             for (k, ring) in stats.rings.iter_mut().enumerate() {
                 ring.datagrams += load(&c.steered[k]);
                 ring.entries += load(&c.forwarded[k]);
@@ -130,6 +141,8 @@ pub(crate) struct OwnSocket {
     io: tokio::net::UdpSocket,
     /// quinn-udp's state: GRO on receive, GSO on send.
     state: UdpSocketState,
+    /// Whether GRO is on (asked for, and the kernel has it).
+    gro: bool,
     steering: QuicSteering,
     /// One per shard, this one's included (never pushed to).
     producers: Vec<mpring::Producer<UdpMeta>>,
@@ -151,8 +164,10 @@ impl OwnSocket {
         consumer: mpring::Consumer<UdpMeta>,
         counters: Arc<OwnCounters>,
     ) -> io::Result<OwnSocket> {
+        // quinn-udp turns GRO on where the kernel has it.
         let state = UdpSocketState::new((&socket).into())?;
-        if !gro {
+        let kernel_gro = state.gro_segments() > 1;
+        if kernel_gro && !gro {
             set_gro(&socket, false)?;
         }
         let local = socket.local_addr()?;
@@ -160,6 +175,7 @@ impl OwnSocket {
             shard,
             io: tokio::net::UdpSocket::from_std(socket)?,
             state,
+            gro: gro && kernel_gro,
             steering,
             producers,
             consumer: Mutex::new(consumer),
@@ -191,27 +207,11 @@ impl OwnSocket {
     }
 
     /// Steers the `n` entries quinn-udp received: forwards every segment
-    /// that belongs to another shard, keeps the rest in place (compacted,
-    /// in order) and returns how many entries are left.
+    /// that belongs to another shard, keeps the rest (compacted, in order)
+    /// and returns how many entries are left.
     fn steer(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
+        let (kept, datagrams) = compact(bufs, meta, n, |entry, m| self.keep_own(entry, m));
         let c = &self.counters;
-        let mut kept = 0;
-        let mut datagrams = 0;
-        for i in 0..n {
-            let m = meta[i];
-            let stride = m.stride.max(1);
-            datagrams += m.len.div_ceil(stride) as u64;
-            let len = self.keep_own(&mut bufs[i][..m.len], m);
-            if len == 0 {
-                continue;
-            }
-            if kept != i {
-                let (to, from) = bufs.split_at_mut(i);
-                to[kept][..len].copy_from_slice(&from[0][..len]);
-            }
-            meta[kept] = RecvMeta { len, ..m };
-            kept += 1;
-        }
         // Relaxed: statistics (`OwnCounters`).
         c.received.fetch_add(datagrams, Ordering::Relaxed);
         c.receive_calls.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +244,37 @@ impl OwnSocket {
             c.steered[shard].fetch_add(n, Ordering::Relaxed);
         })
     }
+}
+
+/// Runs `keep` on each of the `n` received entries (its bytes and its
+/// `RecvMeta`; it returns how many bytes it left at the entry's front) and
+/// closes up what is left: entry after entry in the first buffers, with
+/// their `RecvMeta`s and the new lengths. Returns the entries left and the
+/// datagrams received (GRO segments count). quinn's receive buffers are all
+/// of one size, so an entry fits any buffer before it.
+fn compact(
+    bufs: &mut [IoSliceMut<'_>],
+    meta: &mut [RecvMeta],
+    n: usize,
+    mut keep: impl FnMut(&mut [u8], RecvMeta) -> usize,
+) -> (usize, u64) {
+    let (mut kept, mut datagrams) = (0, 0);
+    for i in 0..n {
+        let m = meta[i];
+        datagrams += m.len.div_ceil(m.stride.max(1)) as u64;
+        let len = keep(&mut bufs[i][..m.len], m);
+        if len == 0 {
+            continue;
+        }
+        if kept != i {
+            let (to, from) = bufs.split_at_mut(i);
+            debug_assert!(to[kept].len() >= len);
+            to[kept][..len].copy_from_slice(&from[0][..len]);
+        }
+        meta[kept] = RecvMeta { len, ..m };
+        kept += 1;
+    }
+    (kept, datagrams)
 }
 
 /// Splits one received entry of `stride`-byte segments (the last may be
@@ -284,13 +315,20 @@ fn keep_own(
 
 impl AsyncUdpSocket for OwnSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(SendPoller(self))
+        Box::pin(SendPoller {
+            socket: self,
+            writable: None,
+        })
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        // try_io: a WouldBlock clears the reactor's readiness.
+        // try_io: a WouldBlock clears the reactor's readiness. `send`
+        // returns only WouldBlock; other errors (an MTU probe too large
+        // for the path, an unreachable network) it logs and drops the
+        // transmit, as quinn's own socket does: to quinn they would be
+        // fatal to the connection.
         self.io.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.io).into(), transmit)
+            self.state.send((&self.io).into(), transmit)
         })
     }
 
@@ -299,7 +337,11 @@ impl AsyncUdpSocket for OwnSocket {
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.state.gro_segments()
+        if self.gro {
+            self.state.gro_segments()
+        } else {
+            1
+        }
     }
 
     fn may_fragment(&self) -> bool {
@@ -312,14 +354,28 @@ impl AsyncUdpSocket for OwnSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        let room = bufs.len().min(meta.len());
+        if room == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        // Batches whose every datagram was forwarded, in this call.
+        let mut forwarded_only = 0;
         loop {
-            // What other shards forwarded first: it is older. An empty ring
-            // costs one load of the header at its head.
-            if let Some(n) = self.read_forwarded(bufs, meta) {
-                return Poll::Ready(Ok(n));
+            // What other shards forwarded, into at most half the buffers,
+            // so that neither the ring nor the socket can starve the other
+            // (a flood of datagrams naming this shard, sent to the other
+            // shards' sockets, must not stop this socket's own). An empty
+            // ring costs one load of the header at its head.
+            let ring_room = (room / 2).max(1);
+            let from_ring = self
+                .read_forwarded(&mut bufs[..ring_room], &mut meta[..ring_room])
+                .unwrap_or(0);
+            if from_ring == room {
+                return Poll::Ready(Ok(from_ring));
             }
             match self.io.poll_recv_ready(cx) {
                 Poll::Ready(Ok(())) => {}
+                _ if from_ring > 0 => return Poll::Ready(Ok(from_ring)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     // Before sleeping, ask the ring to wake us too (not on
@@ -333,25 +389,44 @@ impl AsyncUdpSocket for OwnSocket {
                     }
                 }
             }
+            let (rest, rest_meta) = (&mut bufs[from_ring..room], &mut meta[from_ring..room]);
             let received = self.io.try_io(Interest::READABLE, || {
-                self.state.recv((&self.io).into(), bufs, meta)
+                self.state.recv((&self.io).into(), rest, rest_meta)
             });
-            match received {
-                Ok(n) => {
-                    let kept = self.steer(bufs, meta, n);
-                    if kept > 0 {
-                        let delivered: usize = meta[..kept]
-                            .iter()
-                            .map(|m| m.len.div_ceil(m.stride.max(1)))
-                            .sum();
-                        let c = &self.counters;
-                        // Relaxed: statistics (`OwnCounters`).
-                        c.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
-                        return Poll::Ready(Ok(kept));
+            let received_some = received.is_ok();
+            let kept = match received {
+                Ok(n) => self.steer(rest, rest_meta, n),
+                Err(e) => {
+                    if e.kind() != ErrorKind::WouldBlock {
+                        // Relaxed: statistics (`OwnCounters`). Receive
+                        // errors (an ICMP error queued on the socket, and
+                        // the like) do not end the endpoint: quinn's own
+                        // socket goes on receiving too.
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    0
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            };
+            if kept > 0 {
+                let delivered: usize = rest_meta[..kept]
+                    .iter()
+                    .map(|m| m.len.div_ceil(m.stride.max(1)))
+                    .sum();
+                let c = &self.counters;
+                // Relaxed: statistics (`OwnCounters`).
+                c.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+            }
+            if from_ring + kept > 0 {
+                return Poll::Ready(Ok(from_ring + kept));
+            }
+            if received_some {
+                // Everything forwarded: give the shard's timers and sends
+                // a turn now and then.
+                forwarded_only += 1;
+                if forwarded_only == FORWARDED_ONLY_BATCHES {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -370,13 +445,38 @@ impl fmt::Debug for OwnSocket {
     }
 }
 
-/// Waits for send room through the shard's reactor.
-#[derive(Debug)]
-struct SendPoller(Arc<OwnSocket>);
+/// Batches of only forwarded datagrams one `poll_recv` takes before it
+/// lets the endpoint's other work run.
+const FORWARDED_ONLY_BATCHES: usize = 4;
+
+/// A send-room wait of the shard's reactor, one per poller: quinn makes a
+/// poller per connection, each its own task, and tokio's `writable()`
+/// wakes every waiting task (`poll_send_ready` would keep one waker only).
+struct SendPoller {
+    socket: Arc<OwnSocket>,
+    writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>>,
+}
 
 impl UdpPoller for SendPoller {
-    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
-        self.0.io.poll_send_ready(cx)
+    fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let writable = this.writable.get_or_insert_with(|| {
+            let socket = this.socket.clone();
+            Box::pin(async move { socket.io.writable().await })
+        });
+        let result = writable.as_mut().poll(cx);
+        if result.is_ready() {
+            this.writable = None;
+        }
+        result
+    }
+}
+
+impl fmt::Debug for SendPoller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendPoller")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -404,7 +504,69 @@ fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::keep_own;
+    use std::io::IoSliceMut;
+
+    use quinn::udp::{EcnCodepoint, RecvMeta};
+
+    use super::{compact, keep_own};
+
+    /// Four received entries in four buffers: one entirely forwarded, one
+    /// kept whole, an empty one, and one of which only the short last
+    /// segment stays. The two left close up into the first two buffers
+    /// with their own sources, ECN bits and strides.
+    #[test]
+    fn compact_closes_up_what_stays_across_buffers() {
+        let meta_of = |port: u16, len: usize, stride: usize, ecn| RecvMeta {
+            addr: ([192, 0, 2, 1], port).into(),
+            len,
+            stride,
+            ecn,
+            dst_ip: None,
+        };
+        let entries: [(Vec<u8>, RecvMeta); 4] = [
+            (vec![0xff; 8], meta_of(1, 8, 4, None)),
+            (
+                (10..16).collect(),
+                meta_of(2, 6, 6, Some(EcnCodepoint::Ect0)),
+            ),
+            (vec![], meta_of(3, 0, 0, None)),
+            (
+                (20..30).collect(),
+                meta_of(4, 10, 4, Some(EcnCodepoint::Ce)),
+            ),
+        ];
+        let mut storage = [[0u8; 16]; 4];
+        let mut meta = [meta_of(0, 0, 0, None); 4];
+        for (i, (bytes, m)) in entries.iter().enumerate() {
+            storage[i][..bytes.len()].copy_from_slice(bytes);
+            meta[i] = *m;
+        }
+        let [a, b, c, d] = &mut storage;
+        let mut bufs = [
+            IoSliceMut::new(a),
+            IoSliceMut::new(b),
+            IoSliceMut::new(c),
+            IoSliceMut::new(d),
+        ];
+        let (kept, datagrams) = compact(&mut bufs, &mut meta, 4, |entry, m| match m.addr.port() {
+            1 => 0, // every segment forwarded
+            4 => {
+                // only the short last segment stays
+                entry.copy_within(8..10, 0);
+                2
+            }
+            _ => entry.len(),
+        });
+        assert_eq!((kept, datagrams), (2, 2 + 1 + 3));
+        assert_eq!(&bufs[0][..6], &entries[1].0[..]);
+        assert_eq!(meta[0].addr.port(), 2);
+        assert_eq!((meta[0].len, meta[0].stride), (6, 6));
+        assert_eq!(meta[0].ecn, Some(EcnCodepoint::Ect0));
+        assert_eq!(&bufs[1][..2], &[28, 29]);
+        assert_eq!(meta[1].addr.port(), 4);
+        assert_eq!((meta[1].len, meta[1].stride), (2, 4));
+        assert_eq!(meta[1].ecn, Some(EcnCodepoint::Ce));
+    }
 
     /// Six segments of 4 bytes (the last one 2), each naming its shard in
     /// its first byte.
@@ -457,6 +619,38 @@ mod tests {
         );
         assert_eq!(forwarded, [(2, segment(1)), (1, segment(4))]);
         assert_eq!(steered, [4, 1, 1]);
+    }
+
+    #[test]
+    fn full_segments_and_single_datagrams_split_the_same_way() {
+        // Three full segments of 4 bytes: the middle one forwarded.
+        let mut e: Vec<u8> = (0..12).collect();
+        e[0] = 0;
+        e[4] = 1;
+        e[8] = 0;
+        let mut forwarded = Vec::new();
+        let len = keep_own(
+            &mut e,
+            4,
+            0,
+            |s| usize::from(s[0]),
+            |k, s| forwarded.push((k, s.to_vec())),
+            |_, _| {},
+        );
+        assert_eq!(&e[..len], &[0, 1, 2, 3, 0, 9, 10, 11]);
+        assert_eq!(forwarded, [(1, vec![1, 5, 6, 7])]);
+        // GRO off: one datagram, the stride its length.
+        let mut one = vec![1, 7, 7];
+        let len = keep_own(
+            &mut one,
+            3,
+            0,
+            |s| usize::from(s[0]),
+            |k, s| forwarded.push((k, s.to_vec())),
+            |_, _| {},
+        );
+        assert_eq!(len, 0);
+        assert_eq!(forwarded[1], (1, vec![1, 7, 7]));
     }
 
     #[test]

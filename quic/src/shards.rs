@@ -72,7 +72,8 @@ use crate::socket::{recv_options, RecvOptions, RingSocket};
 /// Length of the CIDs the shards issue.
 pub const SHARD_CID_LEN: usize = 8;
 
-/// N quinn server endpoints behind one steering listener group; see the
+/// N quinn server endpoints behind one steering listener group, or each on
+/// a socket of its own ([`ShardsBuilder::receive_in_shards`]); see the
 /// [module docs](self). Dropping it closes the endpoints and joins the
 /// shard threads, as [`shutdown`](Shards::shutdown) does.
 pub struct Shards {
@@ -120,12 +121,13 @@ impl ShardsBuilder {
 
     /// Whether each shard's runtime has tokio's I/O driver. Default `true`,
     /// so that connection handlers may use tokio's sockets and the like.
-    /// The shards themselves need none (their sockets are rings, and
-    /// sending polls the socket itself): with `false` a shard's thread
+    /// Shards fed by listener threads need none (their sockets are rings,
+    /// and sending polls the socket itself): with `false` a shard's thread
     /// sleeps on a futex instead of in `epoll_wait`, and a listener wakes
     /// it with one system call instead of an eventfd write and read (in
     /// `quic_shards` on 2 cores, about 4% less server CPU per datagram,
     /// within the runs' noise). A handler that uses tokio I/O then panics.
+    /// Shards that [`receive_in_shards`](Self::receive_in_shards) need it.
     pub fn io_driver(mut self, on: bool) -> Self {
         self.io_driver = on;
         self
@@ -153,8 +155,15 @@ impl ShardsBuilder {
     /// of the CID for spreading connections, and no shedding
     /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
     /// `shed_initial` and [`high_water_mark`](Self::high_water_mark) are
-    /// then unused; [`ring_bytes`](Self::ring_bytes) sizes the rings of
-    /// forwarded datagrams.
+    /// then unused (a mark above the ring is still refused);
+    /// [`ring_bytes`](Self::ring_bytes) sizes the rings of forwarded
+    /// datagrams.
+    ///
+    /// A client's first flight goes by its DCID only when that DCID happens
+    /// to decode as one of the shards' CIDs (an 8-byte DCID of a valid
+    /// encoding: quinn clients choose 20 bytes, some browsers 8); that
+    /// connection is then owned by the shard its DCID names and every
+    /// datagram of it takes a hop through that shard's ring.
     ///
     /// Needs the [`io_driver`](Self::io_driver) (each socket waits in its
     /// shard's reactor): `bind` refuses `false` for both.
@@ -173,12 +182,13 @@ impl ShardsBuilder {
         self
     }
 
-    /// Makes the rings, binds the listener sockets, starts their threads
-    /// and one thread per shard, each driving its endpoint.
+    /// Makes the rings, binds the sockets, starts the listener threads (if
+    /// any) and one thread per shard, each driving its endpoint.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for 0 shards or more than the CID
-    /// encoding allows ([`ShardCids::new`]'s error inside), 0 listeners, a
+    /// encoding allows ([`ShardCids::new`]'s error inside), 0 listeners
+    /// (with listener threads), a
     /// ring size that is not a power of two or a high-water mark above it,
     /// [`receive_in_shards`](Self::receive_in_shards) without the
     /// [`io_driver`](Self::io_driver); any error binding the sockets or
@@ -356,7 +366,7 @@ impl Shards {
         self.local
     }
 
-    /// The CID encoding the shards issue and the listeners steer by.
+    /// The CID encoding the shards issue and the datagrams are steered by.
     pub fn cids(&self) -> ShardCids {
         self.cids
     }
@@ -412,8 +422,9 @@ impl Shards {
 
     /// Closes every endpoint (code 0), waits on each shard's thread until
     /// its endpoint is idle ([`quinn::Endpoint::wait_idle`]), joins the
-    /// threads and returns the listener group's counters. The listener
-    /// threads stop once the last clone of an endpoint is gone.
+    /// threads and returns the receive path's counters
+    /// ([`stats`](Shards::stats)). Listener threads stop, and sockets
+    /// close, once the last clone of an endpoint is gone.
     pub fn shutdown(mut self) -> UdpStats {
         self.stop();
         self.stats()

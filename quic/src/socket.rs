@@ -291,7 +291,11 @@ impl AsyncUdpSocket for RingSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.send_state.try_send((&self.send).into(), transmit)
+        // `send` returns only WouldBlock; other errors (an MTU probe too
+        // large for the path, an unreachable network) it logs and drops
+        // the transmit, as quinn's own socket does: to quinn they would be
+        // fatal to the connection.
+        self.send_state.send((&self.send).into(), transmit)
     }
 
     fn max_transmit_segments(&self) -> usize {
