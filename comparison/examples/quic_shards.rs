@@ -56,7 +56,7 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --shards N        list of shard counts for sharded, naive and cbpf (default 2)
   --listeners K     listener threads of ring and sharded (default 1)
   --configs LIST    of quinn,quinn-n,ring,naive,cbpf,sharded,in-shards,sharded-rt
-                    (default quinn,ring,naive,cbpf,sharded,in-shards)
+                    (default all but sharded-rt)
   --rounds R        rounds per row, interleaved across rows (default 5)
   --seconds S       length of a steady round in seconds (default 2)
   --stream-kib B    KiB per echoed stream (default 16)
@@ -121,6 +121,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         listeners: 1,
         configs: vec![
             Kind::Quinn,
+            Kind::QuinnN,
             Kind::Ring,
             Kind::Naive,
             Kind::Cbpf,
