@@ -8,6 +8,14 @@ use super::header::Header;
 use super::{Cursor, Delivery, Shared};
 use crate::loom::{HeaderWord, Ordering};
 
+/// Entries of at least this stride (header included) that a consumer
+/// reads right after an empty poll are zeroed at release, not right behind
+/// the reader: see [`Shared::consume`].
+const DEFER_ZEROING_STRIDE: u64 = 1024;
+
+/// How many entries after an empty poll count as "right after".
+const DEFER_ZEROING_ENTRIES: u32 = 4;
+
 impl<M> Shared<M> {
     /// The header word at the consumer's read position.
     #[inline]
@@ -80,8 +88,13 @@ impl<M> Shared<M> {
                 Header::Entry(len) => len,
                 // Only announced in read-around mode.
                 Header::Open(_) => return self.next_around(cursor),
-                _ => return None,
+                _ => {
+                    cursor.since_empty = 0;
+                    return None;
+                }
             };
+            // How soon after an empty poll (`consume` zeroes by it).
+            cursor.since_empty = cursor.since_empty.saturating_add(1);
             return Some(self.deliver(pos, cursor.read, len));
         }
     }
@@ -112,17 +125,31 @@ impl<M> Shared<M> {
 
     /// Marks a delivery consumed and zeroes it (all but the cache line it
     /// shares with the next span); releases when enough is pending.
+    ///
+    /// A large entry read within a few entries of an empty poll is left
+    /// for the release to zero (at the end of the batch, or when the
+    /// consumer catches up). Such a consumer is at the producers' heels:
+    /// zeroing the twenty-odd lines of a 1,350-byte entry right after
+    /// reading them, while a producer writes the next entry, left it at
+    /// 0.5-0.6x of Aeron's ring in some thread placements, 0.65-0.8x with
+    /// this (BENCHMARKS.md, "The regime table with Aeron's ring"). Small
+    /// entries, and entries read deep in a backlog, are still zeroed right
+    /// behind the reader, where their lines are close: leaving everything
+    /// to the release cost mixed sizes 15%.
     #[inline]
     pub(crate) fn consume(&self, cursor: &mut Cursor, delivery: Delivery) {
         if !cursor.holes.is_empty() {
             return self.consume_around(cursor, delivery);
         }
-        cursor.read += delivery.stride.get();
+        let stride = delivery.stride.get();
+        cursor.read += stride;
         // The delivery (and under loom its guards) ends here, before its
         // bytes are zeroed.
         #[allow(clippy::drop_non_drop)] // holds loom guards under mpring_loom
         drop(delivery);
-        self.zero_behind(cursor);
+        if stride < DEFER_ZEROING_STRIDE || cursor.since_empty > DEFER_ZEROING_ENTRIES {
+            self.zero_behind(cursor);
+        }
         self.release_if_due(cursor);
     }
 
