@@ -13,8 +13,9 @@ use crate::loom::{HeaderWord, Ordering};
 /// the reader: see [`Shared::consume`].
 const DEFER_ZEROING_STRIDE: u64 = 1024;
 
-/// How many entries after an empty poll count as "right after".
-const DEFER_ZEROING_ENTRIES: u32 = 4;
+/// How far past the position of the last empty poll counts as "right
+/// after": about four entries of 1,350 bytes.
+const DEFER_ZEROING_BYTES: u64 = 6 << 10;
 
 impl<M> Shared<M> {
     /// The header word at the consumer's read position.
@@ -89,12 +90,11 @@ impl<M> Shared<M> {
                 // Only announced in read-around mode.
                 Header::Open(_) => return self.next_around(cursor),
                 _ => {
-                    cursor.since_empty = 0;
+                    // `consume` zeroes by how far past this it reads.
+                    cursor.empty_at = cursor.read;
                     return None;
                 }
             };
-            // How soon after an empty poll (`consume` zeroes by it).
-            cursor.since_empty = cursor.since_empty.saturating_add(1);
             return Some(self.deliver(pos, cursor.read, len));
         }
     }
@@ -126,7 +126,7 @@ impl<M> Shared<M> {
     /// Marks a delivery consumed and zeroes it (all but the cache line it
     /// shares with the next span); releases when enough is pending.
     ///
-    /// A large entry read within a few entries of an empty poll is left
+    /// A large entry read within a few KiB of an empty poll is left
     /// for the release to zero (at the end of the batch, or when the
     /// consumer catches up). Such a consumer is at the producers' heels:
     /// zeroing the twenty-odd lines of a 1,350-byte entry right after
@@ -147,7 +147,8 @@ impl<M> Shared<M> {
         // bytes are zeroed.
         #[allow(clippy::drop_non_drop)] // holds loom guards under mpring_loom
         drop(delivery);
-        if stride < DEFER_ZEROING_STRIDE || cursor.since_empty > DEFER_ZEROING_ENTRIES {
+        // The stride first: small entries pay one comparison.
+        if stride < DEFER_ZEROING_STRIDE || cursor.read - cursor.empty_at > DEFER_ZEROING_BYTES {
             self.zero_behind(cursor);
         }
         self.release_if_due(cursor);

@@ -307,9 +307,9 @@ pub(crate) struct Cursor {
     read: u64,
     settled: u64,
     holes: Holes,
-    /// Entries delivered in order since the last poll that found nothing
-    /// (saturating): when `consume` zeroes a large entry.
-    since_empty: u32,
+    /// `read` at the last in-order poll that found nothing: when `consume`
+    /// zeroes a large entry.
+    empty_at: u64,
 }
 
 /// A committed entry handed to the consumer: its span covers its metadata
