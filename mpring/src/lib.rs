@@ -71,7 +71,9 @@
 //! the header word (Release). The consumer loads the header at `head`
 //! (Acquire): zero means "not yet", so order is kept; it reads entries in
 //! place and zeroes each one right after reading it (all but the cache line
-//! it shares with the next entry, zeroed when the consumer releases), then
+//! it shares with the next entry, zeroed when the consumer releases; an
+//! entry of 1 KiB or more read right after an empty poll is zeroed whole
+//! at the release), then
 //! stores the new `head`: when it has caught up, at the end of a batch, and
 //! whenever an eighth of the ring is pending.
 //!
