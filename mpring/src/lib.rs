@@ -73,9 +73,8 @@
 //! place and zeroes each one right after reading it (all but the cache line
 //! it shares with the next entry, zeroed when the consumer releases; an
 //! entry of 1 KiB or more read right after an empty poll is zeroed whole
-//! at the release), then
-//! stores the new `head`: when it has caught up, at the end of a batch, and
-//! whenever an eighth of the ring is pending.
+//! at the release), then stores the new `head`: when it has caught up, at
+//! the end of a batch, and whenever an eighth of the ring is pending.
 //!
 //! Each header word is `0` (not ready), `len + 1` (an entry: a 0-byte payload
 //! is valid), `-1` (padding) or `-span` (a skipped span: an aborted

@@ -131,8 +131,8 @@ impl<M> Shared<M> {
     /// consumer catches up). Such a consumer is at the producers' heels:
     /// zeroing the twenty-odd lines of a 1,350-byte entry right after
     /// reading them, while a producer writes the next entry, left it at
-    /// 0.5-0.6x of Aeron's ring in some thread placements, 0.65-0.8x with
-    /// this (BENCHMARKS.md, "The regime table with Aeron's ring"). Small
+    /// 0.52-0.68x of Aeron's ring in the slow thread placement, 0.68-0.75x
+    /// with this (BENCHMARKS.md, "The regime table with Aeron's ring"). Small
     /// entries, and entries read deep in a backlog, are still zeroed right
     /// behind the reader, where their lines are close: leaving everything
     /// to the release cost mixed sizes 15%.

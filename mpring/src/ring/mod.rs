@@ -48,8 +48,8 @@
 //!   is zero whenever a producer can claim it: the consumer zeroes each
 //!   span it consumed (an entry, a skipped span; of padding only its
 //!   header word, the rest was never written), right behind the reader or
-//!   at the latest in the release that publishes a head past it, and a producer zeroes what it hands back before it
-//!   moves the tail back.
+//!   at the latest in the release that publishes a head past it, and a
+//!   producer zeroes what it hands back before it moves the tail back.
 //! - **CachedHead**: `cached_head <= head`, and whoever reads a cached
 //!   value has seen (happens-after) the zeroing it stands for.
 //! - **ReadWindow**: `read - head < release_every <= capacity / 2` between
