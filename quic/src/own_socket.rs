@@ -79,9 +79,9 @@ pub(crate) struct OwnCounters {
     pub(crate) received: AtomicU64,
     /// `recvmmsg` calls that returned datagrams.
     pub(crate) receive_calls: AtomicU64,
-    /// Datagrams handed to this shard's endpoint, from its socket or its
-    /// ring.
-    pub(crate) delivered: AtomicU64,
+    /// Datagrams handed to this shard's endpoint from its ring (those from
+    /// its socket are `steered[shard]`: see [`delivered`](Self::delivered)).
+    pub(crate) from_ring: AtomicU64,
     /// Receive errors (the shard goes on receiving, as quinn's own socket
     /// does).
     pub(crate) errors: AtomicU64,
@@ -100,12 +100,19 @@ impl OwnCounters {
         OwnCounters {
             received: AtomicU64::new(0),
             receive_calls: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
+            from_ring: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             steered: zeros(),
             forwarded: zeros(),
             full_drops: zeros(),
         }
+    }
+
+    /// Datagrams handed to shard `shard`'s endpoint (these are its
+    /// counters): what its socket kept, and what its ring delivered.
+    pub(crate) fn delivered(&self, shard: usize) -> u64 {
+        // Relaxed: statistics (see the type's docs).
+        self.steered[shard].load(Ordering::Relaxed) + self.from_ring.load(Ordering::Relaxed)
     }
 
     /// Every shard's counters as a listener group's: `datagrams` were
@@ -192,7 +199,7 @@ impl OwnSocket {
         if read.delivered > 0 {
             let c = &self.counters;
             // Relaxed: statistics (`OwnCounters`).
-            c.delivered.fetch_add(read.delivered, Ordering::Relaxed);
+            c.from_ring.fetch_add(read.delivered, Ordering::Relaxed);
         }
         (read.entries > 0).then_some(read.entries)
     }
@@ -407,15 +414,6 @@ impl AsyncUdpSocket for OwnSocket {
                     0
                 }
             };
-            if kept > 0 {
-                let delivered: usize = rest_meta[..kept]
-                    .iter()
-                    .map(|m| m.len.div_ceil(m.stride.max(1)))
-                    .sum();
-                let c = &self.counters;
-                // Relaxed: statistics (`OwnCounters`).
-                c.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
-            }
             if from_ring + kept > 0 {
                 return Poll::Ready(Ok(from_ring + kept));
             }

@@ -56,7 +56,6 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
@@ -356,8 +355,7 @@ impl Shards {
     pub fn delivered(&self, shard: usize) -> u64 {
         match &self.receive {
             Receive::Listeners { sockets, .. } => sockets[shard].delivered(),
-            // Relaxed: a statistic.
-            Receive::InShards { counters } => counters[shard].delivered.load(Ordering::Relaxed),
+            Receive::InShards { counters } => counters[shard].delivered(shard),
         }
     }
 
