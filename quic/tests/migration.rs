@@ -261,76 +261,88 @@ async fn naive_reuseport_endpoints_lose_a_migrating_connection() {
     .expect("the naive migration test finished in time");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sharded_server_keeps_a_migrating_connection() {
-    const REBINDS: u64 = 3;
-    /// Idle between rounds: under the idle timeout, and the rounds together
-    /// span more than it, so a path lost at any rebind would have timed out.
-    const PAUSE: Duration = Duration::from_millis(900);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let (server_config, client_config) = configs();
-        let shards = quic::Shards::builder(localhost(), server_config)
-            .shards(N)
-            .listeners(N)
-            .bind()
-            .expect("bind the shards");
-        // The server side of each connection and the shard serving it.
-        let served: Arc<Mutex<Vec<(usize, quinn::Connection)>>> = Arc::default();
-        {
-            let served = served.clone();
-            shards.serve(move |shard, connection| {
-                served.lock().unwrap().push((shard, connection.clone()));
-                support::echo_connection(connection)
-            });
-        }
-        let server = shards.local_addr();
+/// A sharded server with one client connection on it, echoed once.
+struct OneConnection {
+    shards: quic::Shards,
+    /// The server side of each connection and the shard serving it.
+    served: Arc<Mutex<Vec<(usize, quinn::Connection)>>>,
+    client: quinn::Endpoint,
+    connection: quinn::Connection,
+    /// The shard that serves the connection, and its server side.
+    shard: usize,
+    server_side: quinn::Connection,
+}
 
-        let mut client = quinn::Endpoint::client(localhost()).unwrap();
-        client.set_default_client_config(client_config);
-        let connection = client
-            .connect(server, "localhost")
-            .unwrap()
-            .await
-            .expect("handshake");
-        assert_eq!(support::echo_streams(&connection, 4, 8192).await, 4 * 8192);
-        let (shard, server_side) = {
-            let served = served.lock().unwrap();
-            assert_eq!(served.len(), 1, "one connection served");
-            served[0].clone()
-        };
-        assert_eq!(server_side.remote_address(), client.local_addr().unwrap());
+/// Serves echoes on `shards`, connects one client and echoes 4 streams.
+async fn connect_one(shards: quic::Shards, client_config: quinn::ClientConfig) -> OneConnection {
+    let served: Arc<Mutex<Vec<(usize, quinn::Connection)>>> = Arc::default();
+    {
+        let served = served.clone();
+        shards.serve(move |shard, connection| {
+            served.lock().unwrap().push((shard, connection.clone()));
+            support::echo_connection(connection)
+        });
+    }
+    let mut client = quinn::Endpoint::client(localhost()).unwrap();
+    client.set_default_client_config(client_config);
+    let connection = client
+        .connect(shards.local_addr(), "localhost")
+        .unwrap()
+        .await
+        .expect("handshake");
+    assert_eq!(support::echo_streams(&connection, 4, 8192).await, 4 * 8192);
+    let (shard, server_side) = {
+        let served = served.lock().unwrap();
+        assert_eq!(served.len(), 1, "one connection served");
+        served[0].clone()
+    };
+    OneConnection {
+        shards,
+        served,
+        client,
+        connection,
+        shard,
+        server_side,
+    }
+}
 
-        let first_rebind = Instant::now();
-        for round in 1..=REBINDS {
-            let socket = UdpSocket::bind(localhost()).unwrap();
-            let new_addr = socket.local_addr().unwrap();
-            client.rebind(socket).expect("rebind");
-            let streams = 4;
-            let bytes = 8192 + round as usize;
-            let echoed = tokio::time::timeout(
-                IDLE_TIMEOUT,
-                support::echo_streams(&connection, streams, bytes),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("rebind {round}: the echo did not finish"));
-            assert_eq!(echoed, streams * bytes as u64, "rebind {round}");
-            // The server migrated too: it answers the new address.
-            assert_eq!(server_side.remote_address(), new_addr, "rebind {round}");
-            assert!(connection.close_reason().is_none(), "rebind {round}");
-            tokio::time::sleep(PAUSE).await;
-            assert!(
-                connection.close_reason().is_none(),
-                "after rebind {round}: {:?}",
-                connection.close_reason()
-            );
-        }
-        let span = first_rebind.elapsed();
-        assert!(span > IDLE_TIMEOUT, "the rebinds span {span:?}");
-        assert_eq!(support::echo_streams(&connection, 2, 4096).await, 2 * 4096);
-        assert!(connection.close_reason().is_none());
-        assert!(server_side.close_reason().is_none());
-        eprintln!("shard {shard} kept the connection across {REBINDS} rebinds over {span:?}");
+impl OneConnection {
+    /// Rebinds the client to a fresh port and echoes 4 streams of
+    /// 8192 + `round` bytes, every byte checked, within the idle timeout;
+    /// the server must answer the new address.
+    async fn rebind_and_echo(&self, round: u64) {
+        let socket = UdpSocket::bind(localhost()).unwrap();
+        let new_addr = socket.local_addr().unwrap();
+        self.client.rebind(socket).expect("rebind");
+        let streams = 4;
+        let bytes = 8192 + round as usize;
+        let echoed = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            support::echo_streams(&self.connection, streams, bytes),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("rebind {round}: the echo did not finish"));
+        assert_eq!(echoed, streams * bytes as u64, "rebind {round}");
+        // The server migrated too: it answers the new address.
+        assert_eq!(
+            self.server_side.remote_address(),
+            new_addr,
+            "rebind {round}"
+        );
+        assert!(self.connection.close_reason().is_none(), "rebind {round}");
+    }
 
+    /// Closes the connection, shuts the shards down and checks that only
+    /// the serving shard's ring saw the connection, with no drop.
+    async fn finish_on_one_ring(self) {
+        let OneConnection {
+            shards,
+            served,
+            client,
+            connection,
+            shard,
+            server_side,
+        } = self;
         connection.close(0u32.into(), b"done");
         client.wait_idle().await;
         drop(server_side);
@@ -338,9 +350,6 @@ async fn sharded_server_keeps_a_migrating_connection() {
         let stats = tokio::task::spawn_blocking(move || shards.shutdown())
             .await
             .unwrap();
-        // The Initial went by a hash of the client's DCID to this shard,
-        // whose endpoint issued every CID the client used later, from
-        // every port: one ring saw the whole connection.
         for (k, ring) in stats.rings.iter().enumerate() {
             if k == shard {
                 assert!(
@@ -354,6 +363,54 @@ async fn sharded_server_keeps_a_migrating_connection() {
             assert_eq!(ring.full_drops, 0, "ring {k}: {stats:?}");
         }
         eprintln!("rings: {:?}", stats.rings);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_server_keeps_a_migrating_connection() {
+    const REBINDS: u64 = 3;
+    /// Idle between rounds: under the idle timeout, and the rounds together
+    /// span more than it, so a path lost at any rebind would have timed out.
+    const PAUSE: Duration = Duration::from_millis(900);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = configs();
+        let shards = quic::Shards::builder(localhost(), server_config)
+            .shards(N)
+            .listeners(N)
+            .bind()
+            .expect("bind the shards");
+        let one = connect_one(shards, client_config).await;
+        assert_eq!(
+            one.server_side.remote_address(),
+            one.client.local_addr().unwrap()
+        );
+
+        let first_rebind = Instant::now();
+        for round in 1..=REBINDS {
+            one.rebind_and_echo(round).await;
+            tokio::time::sleep(PAUSE).await;
+            assert!(
+                one.connection.close_reason().is_none(),
+                "after rebind {round}: {:?}",
+                one.connection.close_reason()
+            );
+        }
+        let span = first_rebind.elapsed();
+        assert!(span > IDLE_TIMEOUT, "the rebinds span {span:?}");
+        assert_eq!(
+            support::echo_streams(&one.connection, 2, 4096).await,
+            2 * 4096
+        );
+        assert!(one.connection.close_reason().is_none());
+        assert!(one.server_side.close_reason().is_none());
+        eprintln!(
+            "shard {} kept the connection across {REBINDS} rebinds over {span:?}",
+            one.shard
+        );
+        // The Initial went by a hash of the client's DCID to this shard,
+        // whose endpoint issued every CID the client used later, from
+        // every port: one ring saw the whole connection.
+        one.finish_on_one_ring().await;
     })
     .await
     .expect("the sharded migration test finished in time");
@@ -370,78 +427,30 @@ async fn shards_that_receive_themselves_keep_a_migrating_connection() {
             .receive_in_shards(true)
             .bind()
             .expect("bind the shards");
-        let served: Arc<Mutex<Vec<(usize, quinn::Connection)>>> = Arc::default();
-        {
-            let served = served.clone();
-            shards.serve(move |shard, connection| {
-                served.lock().unwrap().push((shard, connection.clone()));
-                support::echo_connection(connection)
-            });
-        }
-        let server = shards.local_addr();
-        let mut client = quinn::Endpoint::client(localhost()).unwrap();
-        client.set_default_client_config(client_config);
-        let connection = client
-            .connect(server, "localhost")
-            .unwrap()
-            .await
-            .expect("handshake");
-        assert_eq!(support::echo_streams(&connection, 4, 8192).await, 4 * 8192);
-        let (shard, server_side) = {
-            let served = served.lock().unwrap();
-            assert_eq!(served.len(), 1, "one connection served");
-            served[0].clone()
-        };
+        let one = connect_one(shards, client_config).await;
         assert_eq!(
-            shards.stats().entries,
+            one.shards.stats().entries,
             0,
             "nothing forwarded before a rebind"
         );
 
         let mut rebinds = 0;
-        while rebinds < MIN_REBINDS || (shards.stats().entries == 0 && rebinds < MAX_REBINDS) {
+        while rebinds < MIN_REBINDS || (one.shards.stats().entries == 0 && rebinds < MAX_REBINDS) {
             rebinds += 1;
-            let socket = UdpSocket::bind(localhost()).unwrap();
-            let new_addr = socket.local_addr().unwrap();
-            client.rebind(socket).expect("rebind");
-            let bytes = 8192 + rebinds as usize;
-            let echoed =
-                tokio::time::timeout(IDLE_TIMEOUT, support::echo_streams(&connection, 4, bytes))
-                    .await
-                    .unwrap_or_else(|_| panic!("rebind {rebinds}: the echo did not finish"));
-            assert_eq!(echoed, 4 * bytes as u64, "rebind {rebinds}");
-            assert_eq!(server_side.remote_address(), new_addr, "rebind {rebinds}");
-            assert!(connection.close_reason().is_none(), "rebind {rebinds}");
+            one.rebind_and_echo(rebinds).await;
         }
-        let stats = shards.stats();
+        let stats = one.shards.stats();
         assert!(
             stats.entries > 0,
             "{rebinds} rebinds and no port reached another shard's socket: {stats:?}"
         );
-        eprintln!("shard {shard} kept the connection across {rebinds} rebinds");
-
-        connection.close(0u32.into(), b"done");
-        client.wait_idle().await;
-        drop(server_side);
-        served.lock().unwrap().clear();
-        let stats = tokio::task::spawn_blocking(move || shards.shutdown())
-            .await
-            .unwrap();
+        eprintln!(
+            "shard {} kept the connection across {rebinds} rebinds",
+            one.shard
+        );
         // Every datagram went to the owner: kept by its socket or forwarded
         // by another into its ring; nothing into any other ring.
-        for (k, ring) in stats.rings.iter().enumerate() {
-            if k == shard {
-                assert!(
-                    ring.entries > 0 && ring.datagrams > 0,
-                    "ring {k}: {stats:?}"
-                );
-            } else {
-                assert_eq!(ring.entries, 0, "ring {k}: {stats:?}");
-                assert_eq!(ring.datagrams, 0, "ring {k}: {stats:?}");
-            }
-            assert_eq!(ring.full_drops, 0, "ring {k}: {stats:?}");
-        }
-        eprintln!("rings: {:?}", stats.rings);
+        one.finish_on_one_ring().await;
     })
     .await
     .expect("the migration test finished in time");
