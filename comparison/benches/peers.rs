@@ -374,6 +374,22 @@ struct Idle {
     backoff: Backoff,
     eager: bool,
     exact: bool,
+    /// Polls that found entries, and polls that found none.
+    batches: u64,
+    empties: u64,
+}
+
+/// Polls of the last run (batches, empty polls), which the consumer adds
+/// when it is done: they show which state a run settled in (a consumer at
+/// the producers' heels reads one or two entries per poll, one behind a
+/// full ring reads whole batches).
+static POLLS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        POLLS[0].fetch_add(self.batches, Ordering::Relaxed);
+        POLLS[1].fetch_add(self.empties, Ordering::Relaxed);
+    }
 }
 
 impl Idle {
@@ -382,10 +398,17 @@ impl Idle {
             backoff: Backoff::new(),
             eager: regime.eager,
             exact: regime.exact,
+            batches: 0,
+            empties: 0,
         }
     }
     #[inline]
     fn got(&mut self, n: usize) {
+        if n == 0 {
+            self.empties += 1;
+        } else {
+            self.batches += 1;
+        }
         if self.eager {
             if self.exact {
                 if n == 0 {
@@ -1371,6 +1394,9 @@ struct Cell {
     msgs: u64,
     bytes: u64,
     fulls: u64,
+    /// Polls that found entries, and empty polls, over all samples.
+    batches: u64,
+    empties: u64,
     iterations: u64,
 }
 
@@ -1454,6 +1480,16 @@ fn peers(c: &mut Criterion) {
     }
 }
 
+/// `a / b` with two decimals, or "-" where nothing was counted (queues
+/// whose consumer does not poll through [`Idle`], and criterion runs).
+fn per(a: u64, b: u64) -> String {
+    if a == 0 || b == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}", a as f64 / b as f64)
+    }
+}
+
 fn print_table(round_trip: f64, rounds: usize) {
     let results = RESULTS.lock().unwrap();
     if results.is_empty() {
@@ -1477,9 +1513,9 @@ fn print_table(round_trip: f64, rounds: usize) {
             println!("regime {}", regime.name());
             println!();
             println!(
-                "| sizes | P | queue | M msgs/s | spread | GB/s | mpring / queue | full retries per msg | CPU ns per msg |"
+                "| sizes | P | queue | M msgs/s | spread | GB/s | mpring / queue | full retries per msg | CPU ns per msg | msgs per batch | empty polls per msg |"
             );
-            println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
+            println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         }
         let mpring = results
             .get(&(regime, sizes, producers, 0))
@@ -1500,7 +1536,7 @@ fn print_table(round_trip: f64, rounds: usize) {
                 _ => "-".into(),
             };
             println!(
-                "| {} | {} | {} | {:.2} | {:.1}-{:.1} | {:.2} | {} | {:.3} | {:.0} |",
+                "| {} | {} | {} | {:.2} | {:.1}-{:.1} | {:.2} | {} | {:.3} | {:.0} | {} | {} |",
                 sizes.name(),
                 producers,
                 name,
@@ -1511,6 +1547,8 @@ fn print_table(round_trip: f64, rounds: usize) {
                 ratio,
                 cell.fulls as f64 / (cell.msgs * cell.iterations) as f64,
                 median(&cell.cpu) * 1e9 / cell.msgs as f64,
+                per(cell.msgs * cell.iterations, cell.batches),
+                per(cell.empties, cell.msgs * cell.iterations),
             );
         }
     }
@@ -1554,6 +1592,7 @@ fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
                     for &q in &queues {
                         let fulls = AtomicU64::new(0);
                         let cpu_before = process_cpu();
+                        POLLS.iter().for_each(|p| p.store(0, Ordering::Relaxed));
                         let secs = QUEUES[q].1(regime, producers, &lengths, &fulls).as_secs_f64();
                         let cpu = process_cpu() - cpu_before;
                         let mut results = RESULTS.lock().unwrap();
@@ -1563,6 +1602,8 @@ fn interleaved(regimes: &[Regime], rounds: usize, filters: &[String]) {
                         cell.msgs = msgs;
                         cell.bytes = bytes;
                         cell.fulls += fulls.load(Ordering::Relaxed);
+                        cell.batches += POLLS[0].load(Ordering::Relaxed);
+                        cell.empties += POLLS[1].load(Ordering::Relaxed);
                         cell.iterations += 1;
                     }
                 }
