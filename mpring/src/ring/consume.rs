@@ -11,11 +11,21 @@ use crate::loom::{HeaderWord, Ordering};
 /// Entries of at least this stride (header included) that a consumer
 /// reads right after an empty poll are zeroed at release, not right behind
 /// the reader: see [`Shared::consume`].
+#[cfg(not(mpring_loom))]
 const DEFER_ZEROING_STRIDE: u64 = 1024;
 
 /// How far past the position of the last empty poll counts as "right
 /// after": about four entries of 1,350 bytes.
+#[cfg(not(mpring_loom))]
 const DEFER_ZEROING_BYTES: u64 = 6 << 10;
+
+/// Under loom, rings of 32-128 bytes: a 24-byte payload (stride 32) right
+/// after an empty poll is deferred, an 8-byte one (stride 16), or one read
+/// further on, is not, so that the models take both branches.
+#[cfg(mpring_loom)]
+const DEFER_ZEROING_STRIDE: u64 = 32;
+#[cfg(mpring_loom)]
+const DEFER_ZEROING_BYTES: u64 = 32;
 
 impl<M> Shared<M> {
     /// The header word at the consumer's read position.
