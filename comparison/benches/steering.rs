@@ -127,8 +127,10 @@ fn cpu_of(prefix: &str) -> f64 {
 
 /// One listener, `rings` rings (steered by CID when more than one),
 /// `datagrams` of the recording replayed at it; listener CPU ns per
-/// datagram received, datagrams received, and datagrams per `recvmmsg`.
-fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> (f64, u64, f64) {
+/// datagram received, datagrams received, datagrams per `recvmmsg`, and
+/// the consumers' sleeps per datagram (each one ended by a wake-up the
+/// listener paid for, or by the 10 ms timeout).
+fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> Round {
     let mut producers = Vec::new();
     let mut consumers = Vec::new();
     for _ in 0..rings {
@@ -160,6 +162,7 @@ fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> (f64
                         black_box(e.len());
                     });
                 }
+                c.sleep_count()
             })
         })
         .collect();
@@ -191,10 +194,21 @@ fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> (f64
     let received = stats.datagrams;
     let per_call = received as f64 / stats.receive_calls.max(1) as f64;
     drop(listeners);
-    for d in drains {
-        d.join().unwrap();
+    let sleeps: u64 = drains.into_iter().map(|d| d.join().unwrap()).sum();
+    Round {
+        ns: spent * 1e9 / received.max(1) as f64,
+        received,
+        per_call,
+        sleeps: sleeps as f64 / received.max(1) as f64,
     }
-    (spent * 1e9 / received.max(1) as f64, received, per_call)
+}
+
+/// One listener round's figures (see [`listener_round`]).
+struct Round {
+    ns: f64,
+    received: u64,
+    per_call: f64,
+    sleeps: f64,
 }
 
 /// Datagrams per `sendmmsg`: enough that the listener finds full batches
@@ -276,11 +290,11 @@ fn main() {
         four.push(listener_round(&spread, SHARDS, datagrams));
     }
     let (m1, m4) = (
-        median(one.iter().map(|r| r.0).collect()),
-        median(four.iter().map(|r| r.0).collect()),
+        median(one.iter().map(|r| r.ns).collect()),
+        median(four.iter().map(|r| r.ns).collect()),
     );
-    let spread_of = |v: &[(f64, u64, f64)]| {
-        let ns: Vec<String> = v.iter().map(|r| format!("{:.0}", r.0)).collect();
+    let spread_of = |v: &[Round]| {
+        let ns: Vec<String> = v.iter().map(|r| format!("{:.0}", r.ns)).collect();
         ns.join(", ")
     };
     println!(
@@ -290,15 +304,25 @@ fn main() {
     );
     println!(
         "listener batches (datagrams per recvmmsg), rounds in order: 1 ring {:?}, {SHARDS} rings {:?}",
-        one.iter().map(|r| format!("{:.1}", r.2)).collect::<Vec<_>>(),
-        four.iter().map(|r| format!("{:.1}", r.2)).collect::<Vec<_>>()
+        one.iter().map(|r| format!("{:.1}", r.per_call)).collect::<Vec<_>>(),
+        four.iter().map(|r| format!("{:.1}", r.per_call)).collect::<Vec<_>>()
+    );
+    println!(
+        "consumer sleeps per datagram (each a wake-up the listener pays), rounds in order: \
+         1 ring {:?}, {SHARDS} rings {:?}",
+        one.iter()
+            .map(|r| format!("{:.3}", r.sleeps))
+            .collect::<Vec<_>>(),
+        four.iter()
+            .map(|r| format!("{:.3}", r.sleeps))
+            .collect::<Vec<_>>()
     );
     println!(
         "listener CPU per datagram received, medians of {rounds} alternated rounds of {datagrams} \
          sent: 1 ring {m1:.0} ns, {SHARDS} rings steered by CID {m4:.0} ns: {:.3}x \
          (received per round: 1 ring {:?}, {SHARDS} rings {:?})",
         m4 / m1,
-        one.iter().map(|r| r.1).collect::<Vec<_>>(),
-        four.iter().map(|r| r.1).collect::<Vec<_>>()
+        one.iter().map(|r| r.received).collect::<Vec<_>>(),
+        four.iter().map(|r| r.received).collect::<Vec<_>>()
     );
 }
