@@ -125,6 +125,11 @@ impl<M: Metadata> Consumer<M> {
     /// If `f` panics, the entries before the one it panicked on are
     /// consumed and released; that one is not (it is read again next time).
     ///
+    /// Called in a loop of the caller's own, pause a little after a call
+    /// that returned 0 (or use [`read_batch_timeout`](Consumer::read_batch_timeout)):
+    /// every poll of an empty ring reads the cache line a producer is
+    /// about to write, and re-polling at once slows that producer.
+    ///
     /// ```
     /// let (producer, mut consumer) = mpring::Ring::new(1024)?;
     /// for i in 0..10u8 {
