@@ -19,6 +19,7 @@
 //!
 //! ```text
 //! cargo bench -p mpring-comparison --bench steering
+//! STEERING_RINGS=4 cargo bench -p mpring-comparison --bench steering   # only 1 or only 4 rings (to profile one)
 //! ```
 
 #[path = "../../quic/tests/support/mod.rs"]
@@ -253,6 +254,17 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
+    // STEERING_RINGS=1 or 4: only that configuration's rounds, for a
+    // profiler to see one listener at a time (BENCHMARKS.md).
+    let configs: Vec<usize> = match std::env::var("STEERING_RINGS").ok().as_deref() {
+        None => vec![1, SHARDS],
+        Some("1") => vec![1],
+        Some(n) if n == SHARDS.to_string() => vec![SHARDS],
+        Some(other) => {
+            eprintln!("STEERING_RINGS must be 1 or {SHARDS}, not {other:?}");
+            std::process::exit(2);
+        }
+    };
     let recording = record();
     let short = recording.iter().filter(|d| d[0] & 0x80 == 0).count();
     println!(
@@ -284,45 +296,58 @@ fn main() {
         .collect();
     let rounds = 5;
     let datagrams = 200_000;
-    let (mut one, mut four) = (Vec::new(), Vec::new());
+    let mut results: Vec<Vec<Round>> = configs.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
-        one.push(listener_round(&spread, 1, datagrams));
-        four.push(listener_round(&spread, SHARDS, datagrams));
+        for (&rings, r) in configs.iter().zip(&mut results) {
+            r.push(listener_round(&spread, rings, datagrams));
+        }
     }
-    let (m1, m4) = (
-        median(one.iter().map(|r| r.ns).collect()),
-        median(four.iter().map(|r| r.ns).collect()),
-    );
-    let spread_of = |v: &[Round]| {
-        let ns: Vec<String> = v.iter().map(|r| format!("{:.0}", r.ns)).collect();
-        ns.join(", ")
+    let name = |rings: usize| {
+        if rings == 1 {
+            "1 ring".to_string()
+        } else {
+            format!("{rings} rings")
+        }
     };
-    println!(
-        "listener CPU ns per datagram, rounds in order: 1 ring [{}], {SHARDS} rings [{}]",
-        spread_of(&one),
-        spread_of(&four)
+    let per_config = |what: &str, f: &dyn Fn(&Round) -> String| {
+        let parts: Vec<String> = configs
+            .iter()
+            .zip(&results)
+            .map(|(&rings, v)| {
+                let v: Vec<String> = v.iter().map(f).collect();
+                format!("{} [{}]", name(rings), v.join(", "))
+            })
+            .collect();
+        println!("{what}, rounds in order: {}", parts.join(", "));
+    };
+    per_config("listener CPU ns per datagram", &|r| format!("{:.0}", r.ns));
+    per_config("listener batches (datagrams per recvmmsg)", &|r| {
+        format!("{:.1}", r.per_call)
+    });
+    per_config(
+        "consumer sleeps per datagram (each a wake-up the listener pays)",
+        &|r| format!("{:.3}", r.sleeps),
     );
-    println!(
-        "listener batches (datagrams per recvmmsg), rounds in order: 1 ring {:?}, {SHARDS} rings {:?}",
-        one.iter().map(|r| format!("{:.1}", r.per_call)).collect::<Vec<_>>(),
-        four.iter().map(|r| format!("{:.1}", r.per_call)).collect::<Vec<_>>()
+    per_config("datagrams received", &|r| r.received.to_string());
+    let medians: Vec<f64> = results
+        .iter()
+        .map(|v| median(v.iter().map(|r| r.ns).collect()))
+        .collect();
+    let listed: Vec<String> = configs
+        .iter()
+        .zip(&medians)
+        .map(|(&rings, m)| format!("{} {m:.0} ns", name(rings)))
+        .collect();
+    print!(
+        "listener CPU per datagram received, medians of {rounds} rounds of {datagrams} sent: {}",
+        listed.join(", ")
     );
-    println!(
-        "consumer sleeps per datagram (each a wake-up the listener pays), rounds in order: \
-         1 ring {:?}, {SHARDS} rings {:?}",
-        one.iter()
-            .map(|r| format!("{:.3}", r.sleeps))
-            .collect::<Vec<_>>(),
-        four.iter()
-            .map(|r| format!("{:.3}", r.sleeps))
-            .collect::<Vec<_>>()
-    );
-    println!(
-        "listener CPU per datagram received, medians of {rounds} alternated rounds of {datagrams} \
-         sent: 1 ring {m1:.0} ns, {SHARDS} rings steered by CID {m4:.0} ns: {:.3}x \
-         (received per round: 1 ring {:?}, {SHARDS} rings {:?})",
-        m4 / m1,
-        one.iter().map(|r| r.received).collect::<Vec<_>>(),
-        four.iter().map(|r| r.received).collect::<Vec<_>>()
-    );
+    if let [m1, m4] = medians[..] {
+        println!(
+            " ({SHARDS} rings steered by CID, rounds alternated): {:.3}x",
+            m4 / m1
+        );
+    } else {
+        println!();
+    }
 }
