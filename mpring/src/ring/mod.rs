@@ -231,8 +231,9 @@ use crate::sleep::Sleep;
 pub(crate) struct Shared<M = ()> {
     /// Written by producers on every reservation.
     producers_line: CachePadded<ProducersLine>,
-    /// Next byte the consumer has not released; written at most once per
-    /// eighth of the ring consumed.
+    /// Next byte the consumer has not released; written by each release
+    /// (at the end of a batch, when the consumer catches up, and whenever
+    /// an eighth of the ring is pending).
     head: CachePadded<AtomicU64>,
     /// Who is still there; written only when handles come and go.
     lifecycle: CachePadded<Lifecycle>,
