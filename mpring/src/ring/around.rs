@@ -266,7 +266,7 @@ impl<M> Shared<M> {
         None
     }
 
-    /// Hands out the entry of `len` bytes whose header, at offset `at`, is
+    /// Consumes a delivery while holes are open: its header becomes a
     /// skipped span, zeroed by the walk that settles it.
     pub(super) fn consume_around(&self, cursor: &mut Cursor, delivery: Delivery) {
         let (at, stride) = (delivery.at, delivery.stride.get());

@@ -249,6 +249,7 @@ impl<M> Shared<M> {
         cursor.read
     }
 
+    /// Hands out the entry of `len` bytes whose header, at offset `at`, is
     /// at position `pos` and was published to us (acquired).
     #[inline]
     pub(super) fn deliver(&self, pos: usize, at: u64, len: usize) -> Delivery {
@@ -268,7 +269,6 @@ impl<M> Shared<M> {
         }
     }
 
-    /// Consumes a delivery while holes are open: its header becomes a
     /// Bytes consumed but not released yet.
     pub(crate) fn pending_bytes(&self, cursor: &Cursor) -> usize {
         (cursor.read - cursor.head) as usize
