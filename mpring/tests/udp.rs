@@ -983,3 +983,68 @@ fn bad_rings_are_typed_errors_not_panics() {
         .unwrap();
     assert_eq!(one.rings(), 1);
 }
+
+/// A group steered in the kernel (`ShardCids::attach_reuseport_steering`):
+/// every packet to shard k's CID reaches socket k, short and long headers,
+/// the fixed bit set and cleared, from several client sockets (whose
+/// 4-tuples the kernel would otherwise hash anywhere); a client's first
+/// flight reaches one socket from every client socket.
+#[test]
+fn a_group_steered_in_the_kernel_delivers_each_cid_to_its_shard() {
+    const SHARDS: usize = 4;
+    let cids = ShardCids::new(SHARDS, 8).unwrap();
+    let group = mpring::udp::reuseport_group(SocketAddr::new(LOCAL4, 0), SHARDS).unwrap();
+    cids.attach_reuseport_steering(&group[0]).unwrap();
+    let to = group[0].local_addr().unwrap();
+    for socket in &group {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+    let clients: Vec<UdpSocket> = (0..8).map(|_| sender(LOCAL4)).collect();
+    // What socket `k` must receive next, in order, and what arrived.
+    let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(); SHARDS];
+    let mut seq = 0u8;
+    let send = |expected: &mut Vec<Vec<Vec<u8>>>, k: usize, client: &UdpSocket, p: Vec<u8>| {
+        client.send_to(&p, to).unwrap();
+        expected[k].push(p);
+    };
+    for (c, client) in clients.iter().enumerate() {
+        for shard in 0..SHARDS {
+            for first in [0x40u8, 0x00] {
+                seq = seq.wrapping_add(1);
+                let cid = cids.generate(shard, &[seq; 20]);
+                let mut short = vec![first | (c as u8 & 0x3f)];
+                short.extend_from_slice(&cid);
+                short.extend_from_slice(&[seq; 24]);
+                send(&mut expected, shard, client, short);
+                let mut long = vec![0xc0 ^ first, 0, 0, 0, 1, 8];
+                long.extend_from_slice(&cid);
+                long.extend_from_slice(&[0, seq]);
+                send(&mut expected, shard, client, long);
+            }
+        }
+        // A client's first flight: a 20-byte DCID of its own, the same
+        // from every client socket, by its first four bytes.
+        let mut initial = vec![0xc3, 0, 0, 0, 1, 20];
+        initial.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        initial.extend_from_slice(&[0xab; 16]);
+        initial.extend_from_slice(&[0, c as u8]);
+        send(&mut expected, 0x1234_5678 % SHARDS, client, initial);
+    }
+    for (k, socket) in group.iter().enumerate() {
+        let mut buf = [0u8; 256];
+        for (i, want) in expected[k].iter().enumerate() {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("socket {k}, datagram {i}: {e}"));
+            assert_eq!(&buf[..n], &want[..], "socket {k}, datagram {i}");
+        }
+        socket.set_nonblocking(true).unwrap();
+        assert_eq!(
+            socket.recv(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "socket {k} got more than its shard's datagrams"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The system calls of the UDP listeners, and every `unsafe` block they
-//! need: sockets with their options, `poll`, and `recvmmsg` with its
-//! control messages. Safe functions only leave this module.
+//! need: sockets with their options (a reuseport group's steering program
+//! among them), `poll`, and `recvmmsg` with its control messages. Safe
+//! functions only leave this module.
 
 use std::io;
 use std::mem;
@@ -17,25 +18,7 @@ pub(crate) fn listener_socket(
     recv_buffer: usize,
     gro: bool,
 ) -> io::Result<(UdpSocket, bool)> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: plain system call with constant arguments; the result is
-    // checked before it is used as a file descriptor.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_UDP,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    let socket = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    set(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let socket = reuseport_socket(addr, libc::SOCK_NONBLOCK)?;
     // Best effort: the kernel caps it (rmem_max) without an error.
     set(
         &socket,
@@ -44,7 +27,7 @@ pub(crate) fn listener_socket(
         recv_buffer.min(i32::MAX as usize) as libc::c_int,
     )?;
     set(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
-    if domain == libc::AF_INET {
+    if addr.is_ipv4() {
         set(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
         set(&socket, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
     } else {
@@ -55,13 +38,45 @@ pub(crate) fn listener_socket(
         let _ = set(&socket, libc::IPPROTO_IP, libc::IP_RECVTOS, 1);
     }
     let gro = gro && set(&socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+    bind(&socket, addr)?;
+    Ok((socket, gro))
+}
+
+/// An unbound UDP socket for `addr`'s family with `SO_REUSEPORT` set and
+/// `flags` (`SOCK_NONBLOCK` or 0) besides `SOCK_CLOEXEC`.
+pub(crate) fn reuseport_socket(addr: SocketAddr, flags: libc::c_int) -> io::Result<UdpSocket> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain system call with constant arguments; the result is
+    // checked before it is used as a file descriptor.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_DGRAM | flags | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_UDP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let socket = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    set(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    Ok(socket)
+}
+
+/// Binds `socket` to `addr`.
+pub(crate) fn bind(socket: &UdpSocket, addr: SocketAddr) -> io::Result<()> {
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a valid socket address of `len` bytes.
     let r = unsafe { libc::bind(socket.as_raw_fd(), ptr::addr_of!(storage).cast(), len) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
-    Ok((socket, gro))
 }
 
 /// Sets an integer socket option.
@@ -79,6 +94,39 @@ pub(crate) fn set(
             name,
             ptr::addr_of!(value).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Attaches a classic-BPF program to the `SO_REUSEPORT` group `socket`
+/// belongs to (`SO_ATTACH_REUSEPORT_CBPF`, no privilege needed): the
+/// kernel then runs it on every datagram for the group and delivers the
+/// datagram to the socket whose index it returns.
+pub(crate) fn attach_reuseport_cbpf(
+    socket: &UdpSocket,
+    program: &[libc::sock_filter],
+) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel only reads through it (it copies the program).
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`'s `len` instructions; both live
+    // for the call, and the kernel copies the program before it returns.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            ptr::addr_of!(fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
     if r < 0 {

@@ -63,6 +63,36 @@ use crate::{Producer, ReserveError};
 
 use crate::sys::udp::{self as sys, Received, Receiver};
 
+/// `n` UDP sockets bound to `addr` with `SO_REUSEPORT`, in order, as one
+/// kernel group: with port 0 the first gets a free port, which the others
+/// then share. Blocking, with the system's default buffers, as
+/// [`UdpSocket::bind`] makes them; the kernel numbers them in this order,
+/// which [`steer::ShardCids::attach_reuseport_steering`] relies on.
+///
+/// For receiving without listener threads (one socket per handler thread);
+/// [`Listeners`] binds its own.
+///
+/// ```
+/// let group = mpring::udp::reuseport_group("127.0.0.1:0".parse()?, 3)?;
+/// let addr = group[0].local_addr()?;
+/// assert!(group.iter().all(|socket| socket.local_addr().unwrap() == addr));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// The system calls' (an address in use without `SO_REUSEPORT`, say).
+pub fn reuseport_group(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut addr = addr;
+    let mut group = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = sys::reuseport_socket(addr, 0)?;
+        sys::bind(&socket, addr)?;
+        addr = socket.local_addr()?;
+        group.push(socket);
+    }
+    Ok(group)
+}
+
 /// The record stored with every datagram a [`Listeners`] group receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpMeta {

@@ -1,5 +1,7 @@
 //! QUIC steering: which of N rings a datagram belongs to, from its
-//! destination connection ID (DCID). Pure functions, no I/O.
+//! destination connection ID (DCID). Pure functions, and one system call:
+//! [`ShardCids::attach_reuseport_steering`] has the kernel steer a group of
+//! `SO_REUSEPORT` sockets alike.
 //!
 //! A server that runs one QUIC endpoint per ring (one handler per core, as
 //! HAProxy's QUIC stack does) chooses its connection IDs so that each names
@@ -463,6 +465,103 @@ impl ShardCids {
         }
         let shard = usize::from(cid[1]);
         (shard < self.shards()).then_some(shard)
+    }
+}
+
+impl ShardCids {
+    /// Steers an `SO_REUSEPORT` group in the kernel as [`QuicSteering`]
+    /// steers in user space: attaches to the group that `socket` belongs to
+    /// a classic-BPF program (`SO_ATTACH_REUSEPORT_CBPF`; no privilege
+    /// needed, Linux 4.5 or later) that delivers every datagram whose first
+    /// packet's DCID is a CID of shard `k` to the group's socket `k` (its
+    /// sockets are numbered in the order they were bound). Other datagrams:
+    /// - a long header (a client's first flight) by its DCID's first four
+    ///   bytes modulo the shard count, the same socket for every retransmit
+    ///   from any address;
+    /// - a short header without a shard CID, or a datagram too short for
+    ///   its header, by the kernel's own hash of the 4-tuple.
+    ///
+    /// Bind the group's [`shards`](Self::shards) sockets, in shard order,
+    /// before any datagram arrives, then call this on any one of them. A
+    /// shard CID agrees with [`QuicSteering::route`] (the same shard); the
+    /// rest differs from its hashes, and a shard that also steers in user
+    /// space should keep what is not a shard CID where it arrived.
+    ///
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use mpring::udp::steer::ShardCids;
+    ///
+    /// let cids = ShardCids::new(2, 8)?;
+    /// let group = mpring::udp::reuseport_group("127.0.0.1:0".parse()?, 2)?;
+    /// cids.attach_reuseport_steering(&group[0])?;
+    ///
+    /// let mut packet = vec![0x40]; // a short header
+    /// packet.extend_from_slice(&cids.generate(1, &[7; 20]));
+    /// UdpSocket::bind("127.0.0.1:0")?.send_to(&packet, group[0].local_addr()?)?;
+    /// let mut buf = [0; 64];
+    /// assert_eq!(group[1].recv(&mut buf)?, 9); // shard 1's socket
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The system call's: for example `socket` is not bound with
+    /// `SO_REUSEPORT`, or the kernel lacks reuseport programs.
+    pub fn attach_reuseport_steering(&self, socket: &std::net::UdpSocket) -> std::io::Result<()> {
+        crate::sys::udp::attach_reuseport_cbpf(socket, &self.reuseport_program())
+    }
+
+    /// The program [`attach_reuseport_steering`](Self::attach_reuseport_steering)
+    /// attaches. It sees the UDP payload from offset 0 (the kernel pulls
+    /// the UDP header first); a load past the end stops it with 0, and a
+    /// result at or past the group's size makes the kernel hash the
+    /// 4-tuple instead.
+    pub(crate) fn reuseport_program(&self) -> Vec<libc::sock_filter> {
+        use libc::{
+            BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD,
+            BPF_LEN, BPF_MISC, BPF_MOD, BPF_RET, BPF_RSH, BPF_TAX, BPF_TXA, BPF_W,
+        };
+        let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        };
+        let (len, shards) = (self.cid_len as u32, u32::from(self.shards));
+        let config = u32::from(CONFIG_ROTATION);
+        // Jump offsets count from the next instruction.
+        #[rustfmt::skip]
+        let program = vec![
+            /* 0 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0), // A = datagram length
+            /* 1 */ op(BPF_MISC | BPF_TAX, 0, 0, 0), // X = A
+            /* 2 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0), // A = first byte
+            /* 3 */ op(BPF_JMP | BPF_JSET | BPF_K, 7, 0, 0x80), // long header: 11
+            // Short header: the DCID is bytes 1..=len.
+            /* 4 */ op(BPF_MISC | BPF_TXA, 0, 0, 0),
+            /* 5 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 18, 1 + len), // too short: 24
+            /* 6 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 1), // config byte
+            /* 7 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 5),
+            /* 8 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 15, config), // another config: 24
+            /* 9 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 2), // the shard byte
+            /* 10 */ op(BPF_RET | BPF_A, 0, 0, 0), // (past the group: hashed)
+            // Long header: the DCID length is byte 5, the DCID from byte 6.
+            /* 11 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 5),
+            /* 12 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 8, len), // not ours: 21
+            /* 13 */ op(BPF_MISC | BPF_TXA, 0, 0, 0),
+            /* 14 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 6, 6 + len), // ends inside: 21
+            /* 15 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 6),
+            /* 16 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 5),
+            /* 17 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, config), // another config: 21
+            /* 18 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 7), // the shard byte
+            /* 19 */ op(BPF_JMP | BPF_JGE | BPF_K, 1, 0, shards), // no such shard: 21
+            /* 20 */ op(BPF_RET | BPF_A, 0, 0, 0),
+            // Any other long header: by the DCID's first four bytes.
+            /* 21 */ op(BPF_LD | BPF_W | BPF_ABS, 0, 0, 6),
+            /* 22 */ op(BPF_ALU | BPF_MOD | BPF_K, 0, 0, shards),
+            /* 23 */ op(BPF_RET | BPF_A, 0, 0, 0),
+            // No shard CID in a short header: the kernel's hash.
+            /* 24 */ op(BPF_RET | BPF_K, 0, 0, u32::MAX),
+        ];
+        program
     }
 }
 
@@ -1300,6 +1399,131 @@ mod tests {
             let steering = QuicSteering::new(cids);
             let p = short_packet(first, &cid, 3);
             prop_assert_eq!(steering.ring_for(source(), &p), shard);
+        }
+    }
+
+    /// Runs a classic-BPF program as the kernel runs a reuseport program
+    /// (the UDP payload from offset 0, a load past the end returns 0), for
+    /// the instructions `reuseport_program` uses.
+    fn run_cbpf(program: &[libc::sock_filter], packet: &[u8]) -> u32 {
+        use libc::{
+            BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD,
+            BPF_LEN, BPF_MISC, BPF_MOD, BPF_RET, BPF_RSH, BPF_TAX, BPF_TXA, BPF_W,
+        };
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        loop {
+            let i = program[pc];
+            pc += 1;
+            let jump = |taken: bool| usize::from(if taken { i.jt } else { i.jf });
+            let k = i.k as usize;
+            match u32::from(i.code) {
+                c if c == BPF_LD | BPF_W | BPF_LEN => a = packet.len() as u32,
+                c if c == BPF_LD | BPF_B | BPF_ABS => match packet.get(k) {
+                    Some(&b) => a = b.into(),
+                    None => return 0,
+                },
+                c if c == BPF_LD | BPF_W | BPF_ABS => match packet.get(k..k + 4) {
+                    Some(w) => a = u32::from_be_bytes(w.try_into().unwrap()),
+                    None => return 0,
+                },
+                c if c == BPF_MISC | BPF_TAX => x = a,
+                c if c == BPF_MISC | BPF_TXA => a = x,
+                c if c == BPF_ALU | BPF_RSH | BPF_K => a >>= i.k,
+                c if c == BPF_ALU | BPF_MOD | BPF_K => a %= i.k,
+                c if c == BPF_JMP | BPF_JSET | BPF_K => pc += jump(a & i.k != 0),
+                c if c == BPF_JMP | BPF_JEQ | BPF_K => pc += jump(a == i.k),
+                c if c == BPF_JMP | BPF_JGE | BPF_K => pc += jump(a >= i.k),
+                c if c == BPF_RET | BPF_A => return a,
+                c if c == BPF_RET | BPF_K => return i.k,
+                c => panic!("instruction {c:#x} is not modelled"),
+            }
+        }
+    }
+
+    /// What the kernel does with the program's result for a group of
+    /// `shards` sockets: `None` is its own 4-tuple hash.
+    fn kernel_socket(cids: ShardCids, datagram: &[u8]) -> Option<usize> {
+        let index = run_cbpf(&cids.reuseport_program(), datagram) as usize;
+        (index < cids.shards()).then_some(index)
+    }
+
+    /// The kernel program on the recorded quinn packets: the server's CID
+    /// to its shard (short and long headers, fixed bit set and cleared),
+    /// the client's Initial by its DCID's first four bytes.
+    #[test]
+    fn the_kernel_program_on_quinn_client_packets() {
+        let initial = hex(
+            "c000000001 14 23c67e4e4847a19e8e4551d4a90dc3f9944c8149 08 6d6c0b7502159180 00 448a",
+        );
+        let long_to_server = hex("89 00000001 08 1403c28e6a5cfc92 08 6d6c0b7502159180 00 4017");
+        let short_set = hex("56 1403c28e6a5cfc92 14c70ae0224148cbb77bd300");
+        let short_cleared = hex("23 1403c28e6a5cfc92 b0531f9bd4db1dd0c0c35758");
+        for shards in [4, 5, 8, 256] {
+            let cids = ShardCids::new(shards, 8).unwrap();
+            for p in [&long_to_server, &short_set, &short_cleared] {
+                assert_eq!(kernel_socket(cids, p), Some(3), "{shards} shards");
+            }
+            let by_dcid = 0x23c6_7e4e % shards as u32;
+            assert_eq!(kernel_socket(cids, &initial), Some(by_dcid as usize));
+        }
+        // Shard 3 of 3 does not exist: the kernel's hash.
+        let three = ShardCids::new(3, 8).unwrap();
+        assert_eq!(kernel_socket(three, &short_set), None);
+        assert_eq!(kernel_socket(three, &long_to_server), Some(0x1403_c28e % 3));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The kernel program agrees with `QuicSteering` wherever a shard
+        /// CID decides; elsewhere a short header goes by the kernel's hash,
+        /// a long one by its DCID's first four bytes, whatever its source.
+        #[test]
+        fn the_kernel_program_agrees_with_steering(
+            datagram in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..80),
+                quicish(),
+            ],
+            shards in 1usize..=256,
+            cid_len in MIN_CID_LEN..=MAX_CID_LEN,
+            shard_seed in any::<usize>(),
+            random in any::<[u8; 20]>(),
+            form in 0u8..3,
+            shard_byte in prop::option::of(any::<u8>()),
+            cut in prop::option::of(0usize..40),
+        ) {
+            let cids = ShardCids::new(shards, cid_len).unwrap();
+            // Two thirds of the cases carry a CID of the server's length
+            // and config, of a shard or of any shard byte, some of them
+            // cut short around their DCID's end.
+            let mut datagram = datagram;
+            if form > 0 {
+                let mut cid = cids.generate(shard_seed % shards, &random).to_vec();
+                if let Some(byte) = shard_byte {
+                    cid[1] = byte;
+                }
+                datagram = if form == 1 {
+                    short_packet(datagram.first().map_or(0x40, |f| f & 0x7f), &cid, datagram.len())
+                } else {
+                    long_packet(0xc0, QUIC_V1, &cid, datagram.len())
+                };
+                if let Some(cut) = cut {
+                    datagram.truncate(cut);
+                }
+            }
+            let route = QuicSteering::new(cids).route(source(), &datagram);
+            let kernel = kernel_socket(cids, &datagram);
+            if route.by == RouteBy::ShardCid {
+                prop_assert_eq!(kernel, Some(route.ring));
+            } else if datagram.first().is_some_and(|f| f & 0x80 == 0) {
+                prop_assert_eq!(kernel, None);
+            } else if !datagram.is_empty() {
+                // By the four bytes at 6 (a load past the end: socket 0).
+                let word = datagram.get(6..10).map_or(0, |w| {
+                    u32::from_be_bytes(w.try_into().unwrap()) % shards as u32
+                });
+                prop_assert_eq!(kernel, Some(word as usize));
+            }
         }
     }
 }
