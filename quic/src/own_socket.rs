@@ -2,29 +2,33 @@
 //! [`receive_in_shards`](crate::ShardsBuilder::receive_in_shards).
 //!
 //! Each shard's endpoint receives with quinn-udp (`recvmmsg`, GRO) straight
-//! into quinn's buffers from one socket of an `SO_REUSEPORT` group, which the
-//! kernel picks by the datagram's 4-tuple, and sends from the same socket.
-//! Every segment is steered: one whose destination CID names another shard
-//! (a connection that migrated, or a NAT that rebound, so that its 4-tuple
-//! now hashes to another socket) is pushed into that shard's ring and leaves
-//! this shard's batch; every other datagram (this shard's CIDs, a client's
-//! first flight, anything unparsable) stays. Each shard also drains its
-//! own ring, which carries only what the others forwarded to it, into at
-//! most half of quinn's buffers per call, so that neither source starves
-//! the other. Receive errors are counted and receiving goes on; send
-//! errors other than `WouldBlock` drop the transmit, as quinn's own socket
-//! does.
+//! into quinn's buffers from one socket of an `SO_REUSEPORT` group, and
+//! sends from the same socket. The kernel picks the socket: by default by
+//! the datagram's CID, with a classic-BPF program on the group
+//! ([`kernel_steering`](crate::ShardsBuilder::kernel_steering)), so that a
+//! shard's CIDs reach its socket from any address and a client's first
+//! flight goes by its DCID; otherwise by a hash of the 4-tuple.
+//!
+//! Every segment is steered again: one whose destination CID names another
+//! shard (with the 4-tuple hash, a connection that migrated, or a NAT that
+//! rebound, so that its 4-tuple now hashes to another socket) is pushed
+//! into that shard's ring and leaves this shard's batch; every other
+//! datagram (this shard's CIDs, a client's first flight, anything
+//! unparsable) stays. Each shard also drains its own ring, which carries
+//! only what the others forwarded to it, into at most half of quinn's
+//! buffers per call, so that neither source starves the other. Receive
+//! errors are counted and receiving goes on; send errors other than
+//! `WouldBlock` drop the transmit, as quinn's own socket does.
 //!
 //! A client's first flight stays where the kernel put it (unless its DCID
-//! happens to decode as a shard's CID), not where a hash of its DCID would
-//! go: its retransmits come from the same 4-tuple and reach
-//! the same socket, and the shard that answers issues CIDs that name
-//! itself, so that every later datagram of the connection reaches it
-//! without a hop while the client keeps its address. (Should a NAT rebind
-//! the client before any answer reached it, a retransmitted Initial may
-//! reach another shard, which answers too: the client goes on with the
-//! first answer it gets, whose CIDs name that shard, and the other
-//! half-open connection times out.)
+//! happens to decode as a shard's CID): the shard that answers issues CIDs
+//! that name itself, so that every later datagram of the connection
+//! reaches it without a hop. Its retransmits reach the same socket: by
+//! their DCID with kernel steering, by their 4-tuple without. (Without,
+//! should a NAT rebind the client before any answer reached it, a
+//! retransmitted Initial may reach another shard, which answers too: the
+//! client goes on with the first answer it gets, whose CIDs name that
+//! shard, and the other half-open connection times out.)
 //!
 //! [`Shards`]: crate::Shards
 
@@ -38,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mpring::udp::steer::{QuicSteering, RouteBy};
+use mpring::udp::steer::{QuicSteering, RouteBy, ShardCids};
 use mpring::udp::{RingStats, UdpMeta, UdpStats};
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -46,26 +50,23 @@ use tokio::io::Interest;
 
 use crate::socket::read_ring;
 
-/// `n` sockets bound to `addr` with `SO_REUSEPORT` (port 0: a free port,
-/// which the others then share), non-blocking, with `recv_buffer` bytes of
-/// receive buffer each.
+/// `n` sockets bound to `addr` with `SO_REUSEPORT`, in order (port 0: a
+/// free port, which the others then share), non-blocking, with
+/// `recv_buffer` bytes of receive buffer each; with `cids`, steered in the
+/// kernel by CID ([`ShardCids::attach_reuseport_steering`]).
 pub(crate) fn reuseport_group(
     addr: SocketAddr,
     n: usize,
     recv_buffer: usize,
+    cids: Option<ShardCids>,
 ) -> io::Result<Vec<UdpSocket>> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let mut sockets = Vec::with_capacity(n);
-    let mut addr = addr;
-    for _ in 0..n {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_port(true)?;
-        socket.set_recv_buffer_size(recv_buffer)?;
+    let sockets = mpring::udp::reuseport_group(addr, n)?;
+    for socket in &sockets {
+        socket2::SockRef::from(socket).set_recv_buffer_size(recv_buffer)?;
         socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        let socket: UdpSocket = socket.into();
-        addr = socket.local_addr()?;
-        sockets.push(socket);
+    }
+    if let Some(cids) = cids {
+        cids.attach_reuseport_steering(&sockets[0])?;
     }
     Ok(sockets)
 }

@@ -106,6 +106,7 @@ pub struct ShardsBuilder {
     server_config: quinn::ServerConfig,
     io_driver: bool,
     in_shards: bool,
+    kernel_steering: bool,
 }
 
 impl ShardsBuilder {
@@ -136,33 +137,33 @@ impl ShardsBuilder {
     /// through listener threads. Default `false`.
     ///
     /// With `true`, the group is N `SO_REUSEPORT` sockets, one per shard,
-    /// and no listener thread: the kernel picks a datagram's socket by its
-    /// 4-tuple, and the shard's endpoint receives from it with quinn-udp
-    /// (`recvmmsg`, GRO) straight into quinn's buffers. Each segment is
-    /// steered: one whose CID names another shard (a client that migrated,
-    /// or a NAT that rebound it) is pushed into that shard's ring, which
-    /// each shard drains besides its socket; everything else stays, a
-    /// client's first flight included, so that the shard that answers it
-    /// owns the connection and its datagrams need no hop while the client
-    /// keeps its address. Replies leave from the shard's own socket.
+    /// and no listener thread: the kernel picks a datagram's socket, by its
+    /// CID ([`kernel_steering`](Self::kernel_steering), the default) or by
+    /// its 4-tuple, and the shard's endpoint receives from it with
+    /// quinn-udp (`recvmmsg`, GRO) straight into quinn's buffers. Each
+    /// segment is steered again: one whose CID names another shard (with
+    /// the kernel's 4-tuple hash, a client that migrated or a NAT that
+    /// rebound it) is pushed into that shard's ring, which each shard
+    /// drains besides its socket; everything else stays, a client's first
+    /// flight included, so that the shard that answers it owns the
+    /// connection. Replies leave from the shard's own socket.
     ///
     /// What it trades: no listener thread and no hand-over per datagram
-    /// (on 2 cores, less CPU per datagram than quinn's own socket: see
-    /// BENCHMARKS.md), against no thread that drains the sockets while a
+    /// (on 2 cores, about the CPU per datagram of quinn's own socket on as
+    /// many threads: see BENCHMARKS.md), against no thread that drains the sockets while a
     /// shard is busy (a burst the shard cannot take in time waits in, or
-    /// overflows, its socket's receive buffer), the kernel's hash instead
-    /// of the CID for spreading connections, and no shedding
+    /// overflows, its socket's receive buffer), and no shedding
     /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
     /// `shed_initial` and [`high_water_mark`](Self::high_water_mark) are
     /// then unused (a mark above the ring is still refused);
     /// [`ring_bytes`](Self::ring_bytes) sizes the rings of forwarded
     /// datagrams.
     ///
-    /// A client's first flight goes by its DCID only when that DCID happens
-    /// to decode as one of the shards' CIDs (an 8-byte DCID of a valid
-    /// encoding: quinn clients choose 20 bytes, some browsers 8); that
-    /// connection is then owned by the shard its DCID names and every
-    /// datagram of it takes a hop through that shard's ring.
+    /// A client's first flight whose DCID happens to decode as one of the
+    /// shards' CIDs (an 8-byte DCID of a valid encoding: quinn clients
+    /// choose 20 bytes, some browsers 8) is owned by the shard its DCID
+    /// names; without kernel steering, every datagram of it then takes a
+    /// hop through that shard's ring.
     ///
     /// Needs the [`io_driver`](Self::io_driver) (each socket waits in its
     /// shard's reactor): `bind` refuses `false` for both.
@@ -178,6 +179,30 @@ impl ShardsBuilder {
     /// ```
     pub fn receive_in_shards(mut self, on: bool) -> Self {
         self.in_shards = on;
+        self
+    }
+
+    /// Whether shards that [`receive_in_shards`](Self::receive_in_shards)
+    /// have the kernel steer their sockets by CID. Default `true`; unused
+    /// with listener threads.
+    ///
+    /// With `true`, the group carries a classic-BPF program
+    /// ([`ShardCids::attach_reuseport_steering`]) that delivers every
+    /// datagram to a shard's CID to that shard's socket, from whatever
+    /// address: a client that migrated, or a NAT that rebound it, needs no
+    /// hop through a ring. A client's first flight goes by its DCID's first
+    /// four bytes, so the kernel spreads connections, not client sockets
+    /// (several connections behind one client address reach several
+    /// shards), and a retransmit reaches the same shard from a new address.
+    /// With `false`, the kernel's hash of the 4-tuple picks the socket, and
+    /// a shard forwards what names another through that shard's ring.
+    /// Either way each shard steers every segment it receives as well.
+    ///
+    /// `bind` fails with the system call's error where the kernel refuses
+    /// the program (Linux before 4.5, or a sandbox that filters
+    /// `setsockopt`): turn it off there.
+    pub fn kernel_steering(mut self, on: bool) -> Self {
+        self.kernel_steering = on;
         self
     }
 
@@ -238,6 +263,7 @@ impl Shards {
             server_config,
             io_driver: true,
             in_shards: false,
+            kernel_steering: true,
         }
     }
 
@@ -248,6 +274,7 @@ impl Shards {
             server_config,
             io_driver,
             in_shards,
+            kernel_steering,
         } = builder;
         let invalid = |e| io::Error::new(ErrorKind::InvalidInput, e);
         let cids = ShardCids::new(shards, SHARD_CID_LEN).map_err(invalid)?;
@@ -264,7 +291,9 @@ impl Shards {
         // What each shard thread makes its socket from.
         let mut makers: Vec<MakeSocket> = Vec::with_capacity(shards);
         let (receive, local) = if in_shards {
-            let sockets = reuseport_group(options.addr, shards, LISTENER_RECV_BUFFER)?;
+            let steer_in_kernel = kernel_steering.then_some(cids);
+            let sockets =
+                reuseport_group(options.addr, shards, LISTENER_RECV_BUFFER, steer_in_kernel)?;
             let local = sockets[0].local_addr()?;
             let counters: Vec<_> = (0..shards)
                 .map(|_| Arc::new(OwnCounters::new(shards)))

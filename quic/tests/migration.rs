@@ -23,6 +23,12 @@
 //!   happened (3 times at least, 12 at most: a new port reaches the
 //!   owner's own socket 1 time in 4), every byte checked after each.
 //!
+//! - The same shards with the kernel steering their sockets by CID (the
+//!   default) need no hop: every datagram of the connection reaches the
+//!   owner's socket from each of four fresh ports, and nothing is
+//!   forwarded. (Four ports that the 4-tuple hash would all have sent to
+//!   the owner anyway: 1 time in 256.)
+//!
 //! N = 4 in all: one socket (or shard) per core of a small server, as in
 //! `shards.rs`; with 4, a migrating client reaches another socket of the
 //! naive group 3 times in 4, and the sharded test's check that one ring
@@ -425,6 +431,7 @@ async fn shards_that_receive_themselves_keep_a_migrating_connection() {
         let shards = quic::Shards::builder(localhost(), server_config)
             .shards(N)
             .receive_in_shards(true)
+            .kernel_steering(false)
             .bind()
             .expect("bind the shards");
         let one = connect_one(shards, client_config).await;
@@ -451,6 +458,51 @@ async fn shards_that_receive_themselves_keep_a_migrating_connection() {
         // Every datagram went to the owner: kept by its socket or forwarded
         // by another into its ring; nothing into any other ring.
         one.finish_on_one_ring().await;
+    })
+    .await
+    .expect("the migration test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_steered_in_the_kernel_keep_a_migrating_connection_without_a_hop() {
+    const REBINDS: u64 = 4;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (server_config, client_config) = configs();
+        let shards = quic::Shards::builder(localhost(), server_config)
+            .shards(N)
+            .receive_in_shards(true)
+            .bind()
+            .expect("bind the shards");
+        let one = connect_one(shards, client_config).await;
+        for round in 1..=REBINDS {
+            one.rebind_and_echo(round).await;
+        }
+        let OneConnection {
+            shards,
+            served,
+            client,
+            connection,
+            shard,
+            server_side,
+        } = one;
+        connection.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        drop(server_side);
+        served.lock().unwrap().clear();
+        let stats = tokio::task::spawn_blocking(move || shards.shutdown())
+            .await
+            .unwrap();
+        // Every datagram of the connection, from every port, reached the
+        // owner's socket: nothing forwarded, nothing on another shard.
+        assert_eq!(stats.entries, 0, "{stats:?}");
+        for (k, ring) in stats.rings.iter().enumerate() {
+            if k == shard {
+                assert!(ring.datagrams > 0, "shard {k}: {stats:?}");
+            } else {
+                assert_eq!(ring.datagrams, 0, "shard {k}: {stats:?}");
+            }
+        }
+        eprintln!("shard {shard} kept the connection across {REBINDS} rebinds, no hop");
     })
     .await
     .expect("the migration test finished in time");

@@ -32,18 +32,36 @@ async fn sixty_four_connections_across_four_shards() {
     }
 }
 
-/// The same 64 connections on shards that receive on sockets of their own,
-/// each connection on a client socket of its own (the kernel spreads
-/// 4-tuples over the shards' sockets; with 8 it could leave a shard
-/// without one). With no client changing its address, no datagram is
-/// forwarded: every connection is owned by the shard whose socket its
-/// 4-tuple reaches.
+/// The same 64 connections on shards that receive on sockets of their
+/// own, steered in the kernel by CID (the default): 8 client sockets of 8
+/// connections each, and the kernel spreads the connections over the
+/// shards by their first DCID, not by client socket. No datagram is
+/// forwarded: the kernel delivers each connection's datagrams to the
+/// shard that answered its first flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_connections_on_shards_that_receive_themselves() {
     let (server_config, client_config) = support::configs();
     let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
         .shards(SHARDS)
         .receive_in_shards(true)
+        .bind()
+        .expect("bind the shards");
+    let stats = sixty_four_connections(shards, client_config, CLIENTS, PER_CLIENT).await;
+    assert_eq!(stats.entries, 0, "nothing forwarded: {stats:?}");
+}
+
+/// Without kernel steering, each connection on a client socket of its own:
+/// the kernel spreads 4-tuples over the shards' sockets (with 8 client
+/// sockets it could leave a shard without one). With no client changing
+/// its address, no datagram is forwarded: every connection is owned by
+/// the shard whose socket its 4-tuple reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_connections_on_shards_that_receive_by_the_kernels_hash() {
+    let (server_config, client_config) = support::configs();
+    let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
+        .shards(SHARDS)
+        .receive_in_shards(true)
+        .kernel_steering(false)
         .bind()
         .expect("bind the shards");
     let stats = sixty_four_connections(shards, client_config, CLIENTS * PER_CLIENT, 1).await;
@@ -222,9 +240,13 @@ async fn shards_without_an_io_driver_serve() {
 #[test]
 fn shards_that_receive_themselves_split_a_gso_batch() {
     let (server_config, _) = support::configs();
+    // The kernel's 4-tuple hash: every datagram of the one sender reaches
+    // one socket, GSO or not (the kernel's CID steering would deliver
+    // single datagrams to their shards, leaving nothing to split).
     let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
         .shards(2)
         .receive_in_shards(true)
+        .kernel_steering(false)
         .bind()
         .expect("bind the shards");
     let cids = shards.cids();

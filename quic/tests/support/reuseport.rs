@@ -4,89 +4,37 @@
 //! client that changes its address (migration, NAT rebinding) reaches
 //! another endpoint, which does not know its connection. Kernel-steered: a
 //! classic-BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`,
-//! no privilege needed) reads the shard from the destination CID, as the
-//! listeners' `QuicSteering` does, and the endpoints issue shard CIDs.
+//! no privilege needed; mpring's `ShardCids::attach_reuseport_steering`)
+//! reads the shard from the destination CID, as the listeners'
+//! `QuicSteering` does, and the endpoints issue shard CIDs.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use mpring::udp::steer::ShardCids;
 use mpring_quic::{ShardCidGenerator, SHARD_CID_LEN};
-use socket2::{Domain, Protocol, Socket, Type};
 
-/// `n` UDP sockets bound to one address with `SO_REUSEPORT`; `addr` with
-/// port 0 gets a free port, which the others then share. The kernel's group
-/// holds them in this order (what a reuseport BPF program's result indexes).
+/// `n` UDP sockets bound to one address with `SO_REUSEPORT`
+/// (`mpring::udp::reuseport_group`), with 4 MiB of receive buffer each;
+/// `addr` with port 0 gets a free port, which the others then share. The
+/// kernel's group holds them in this order (what a reuseport BPF program's
+/// result indexes).
 pub fn reuseport_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
-    let mut sockets = Vec::with_capacity(n);
-    let mut addr = addr;
-    for _ in 0..n {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_port(true)?;
-        socket.set_recv_buffer_size(4 << 20)?;
-        socket.bind(&addr.into())?;
-        let socket: UdpSocket = socket.into();
-        addr = socket.local_addr()?;
-        sockets.push(socket);
+    let sockets = mpring::udp::reuseport_group(addr, n)?;
+    for socket in &sockets {
+        socket2::SockRef::from(socket).set_recv_buffer_size(4 << 20)?;
     }
     Ok(sockets)
 }
 
-/// Attaches to `socket`'s reuseport group a classic-BPF program that picks
-/// the socket a datagram goes to from its destination CID, as
-/// `QuicSteering` does for listener threads:
-/// - a short header: the CID's shard byte (datagram byte 2);
-/// - a long header whose DCID has the shards' length: its shard byte (byte 7);
-/// - any other long header (a client's first flight): the DCID's first four
-///   bytes modulo `shards`, the same for every retransmit.
-///
-/// A result at or past the group's size (a CID of no shard) makes the
-/// kernel fall back to its 4-tuple hash. The program sees the UDP payload
-/// from offset 0 (the kernel pulls the UDP header first); a load past the
-/// end (a datagram too short for its header) ends it with 0: socket 0.
+/// Attaches to `socket`'s reuseport group the kernel's CID steering for
+/// `shards` shards of `SHARD_CID_LEN`-byte CIDs
+/// (`ShardCids::attach_reuseport_steering`).
 pub fn attach_cid_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
-    use libc::{sock_filter, sock_fprog};
-    const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const MOD_K: u16 = (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16;
-    const RET_A: u16 = (libc::BPF_RET | libc::BPF_A) as u16;
-    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    let program = [
-        /* 0 */ op(LD_B_ABS, 0, 0, 0), // A = first byte
-        /* 1 */ op(JSET_K, 2, 0, 0x80), // long header: to 4
-        /* 2 */ op(LD_B_ABS, 0, 0, 2), // short: A = shard byte
-        /* 3 */ op(RET_A, 0, 0, 0),
-        /* 4 */ op(LD_B_ABS, 0, 0, 5), // A = DCID length
-        /* 5 */ op(JEQ_K, 0, 2, SHARD_CID_LEN as u32), // not a shard CID: to 8
-        /* 6 */ op(LD_B_ABS, 0, 0, 7), // A = shard byte
-        /* 7 */ op(RET_A, 0, 0, 0),
-        /* 8 */ op(LD_W_ABS, 0, 0, 6), // A = DCID's first four bytes
-        /* 9 */ op(MOD_K, 0, 0, shards as u32),
-        /* 10 */ op(RET_A, 0, 0, 0),
-    ];
-    let fprog = sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr() as *mut sock_filter,
-    };
-    // SAFETY: `fprog` points at `program`, both alive for the call; the
-    // kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            &fprog as *const sock_fprog as *const libc::c_void,
-            std::mem::size_of::<sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    ShardCids::new(shards, SHARD_CID_LEN)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        .attach_reuseport_steering(socket)
 }
 
 /// N quinn server endpoints on N `SO_REUSEPORT` sockets of one address,
