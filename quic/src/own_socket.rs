@@ -176,7 +176,7 @@ impl OwnSocket {
         let state = UdpSocketState::new((&socket).into())?;
         let kernel_gro = state.gro_segments() > 1;
         if kernel_gro && !gro {
-            set_gro(&socket, false)?;
+            crate::udp::set_gro(&socket, false)?;
         }
         let local = socket.local_addr()?;
         Ok(OwnSocket {
@@ -476,28 +476,6 @@ impl fmt::Debug for SendPoller {
         f.debug_struct("SendPoller")
             .field("socket", &self.socket)
             .finish_non_exhaustive()
-    }
-}
-
-/// Turns the kernel's UDP GRO on or off on `socket`.
-fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::from(on);
-    // SAFETY: a valid socket, and a c_int option value that lives for the
-    // call, with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

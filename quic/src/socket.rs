@@ -254,6 +254,12 @@ impl RingSocket {
     ) -> io::Result<RingSocket> {
         let send = listeners.send_socket().try_clone()?;
         let send_state = quinn::udp::UdpSocketState::new((&send).into())?;
+        // `send` is listener 0's own socket, on which quinn-udp just turned
+        // GRO on: without it asked for, listener 0's buffers are one
+        // datagram long, and every coalesced entry would be cut.
+        if !listeners.gro() && send_state.gro_segments() > 1 {
+            crate::udp::set_gro(&send, false)?;
+        }
         Ok(RingSocket {
             consumer: Mutex::new(consumer),
             local: listeners.local_addr(),
@@ -304,6 +310,12 @@ impl AsyncUdpSocket for RingSocket {
 
     fn max_receive_segments(&self) -> usize {
         GRO_SEGMENTS
+    }
+
+    fn may_fragment(&self) -> bool {
+        // quinn turns path MTU discovery on only where datagrams may not
+        // fragment (quinn-udp sets the don't-fragment bit where it can).
+        self.send_state.may_fragment()
     }
 
     fn poll_recv(

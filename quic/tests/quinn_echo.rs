@@ -20,6 +20,15 @@ async fn quinn_echoes_streams_and_datagrams_through_the_ring() {
         // Streams: 64 at once, 32 KiB each, every echoed byte compared.
         let echoed = support::echo_streams(&connection, 64, 32 * 1024).await;
         assert_eq!(echoed, 64 * 32 * 1024);
+        // The server discovered the path's MTU (loopback's is 64 KiB):
+        // most of what it sent was larger than QUIC's initial 1,200 bytes.
+        let rx = connection.stats().udp_rx;
+        assert!(
+            rx.bytes > 1200 * rx.datagrams,
+            "{} bytes in {} datagrams from the server",
+            rx.bytes,
+            rx.datagrams
+        );
 
         // Datagrams: ping-pong, each echo compared with what was sent.
         let mut lost = 0;
@@ -91,4 +100,40 @@ async fn thirty_two_clients_at_once() {
     })
     .await
     .expect("32 clients finished in time");
+}
+
+/// A ring socket built with `gro(false)` keeps GRO off on its listener's
+/// socket, though quinn-udp turns it on for the socket it sends from (the
+/// same one): a GSO batch of three segments arrives as three datagrams,
+/// none cut to the listener's one-datagram buffers.
+#[test]
+fn a_ring_socket_without_gro_gets_every_segment_whole() {
+    let socket = mpring_quic::RingSocket::builder((std::net::Ipv4Addr::LOCALHOST, 0).into())
+        .gro(false)
+        .bind()
+        .expect("bind the ring socket");
+    let sender = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let state = quinn::udp::UdpSocketState::new((&sender).into()).unwrap();
+    if state.max_gso_segments() < 3 {
+        eprintln!("no UDP GSO here: nothing to check");
+        return;
+    }
+    let contents: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let transmit = quinn::udp::Transmit {
+        destination: quinn::AsyncUdpSocket::local_addr(&socket).unwrap(),
+        ecn: None,
+        contents: &contents,
+        segment_size: Some(1000),
+        src_ip: None,
+    };
+    state.send((&sender).into(), &transmit).expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while socket.stats().datagrams + socket.stats().truncated < 3
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = socket.stats();
+    assert_eq!((stats.datagrams, stats.truncated), (3, 0), "{stats:?}");
+    assert_eq!(stats.entries, 3, "one entry per datagram: {stats:?}");
 }
