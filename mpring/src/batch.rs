@@ -64,7 +64,13 @@ impl<'a, M: Metadata> BatchReservation<'a, M> {
             claim,
             count,
             slot_len,
-            slot: ring.slot_stride(slot_len) as usize,
+            // No slot, no stride: `slot_len` may be anything then (a slot
+            // of a real batch is at most the largest payload).
+            slot: if count == 0 {
+                0
+            } else {
+                ring.slot_stride(slot_len) as usize
+            },
         }
     }
 
@@ -209,7 +215,8 @@ impl<'a> Iterator for SlotsMut<'a> {
             return None;
         }
         self.left -= 1;
-        // The claim ends `slot - len - 8` bytes or more after the last
+        // The claim ends `slot - len - prefix` bytes (the next slot's
+        // header and metadata room, and rounding) or more after the last
         // slot's payload, so every slot's `len` bytes are there; what lies
         // between two slots (the next one's header room) is cut off.
         let (slot, rest) = std::mem::take(&mut self.rest).split_at_mut(self.len);

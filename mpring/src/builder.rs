@@ -90,8 +90,8 @@ impl Alignment {
 ///
 /// Any `Copy + Send + 'static` type is metadata, for example a struct with
 /// a datagram's source and destination address, ECN bits, GRO segment size,
-/// receive time and listener id. Each entry then holds, between its 8-byte
-/// header and its payload, `size_of::<M>()` rounded up to the ring's
+/// receive time and listener id. Each entry then holds, between its header
+/// (one alignment unit) and its payload, `size_of::<M>()` rounded up to the ring's
 /// [`Alignment`]; `M`'s own alignment may be at most the ring's. A ring
 /// without metadata (`M = ()`, the default) has no such room: its layout and
 /// code are those of a plain ring.

@@ -112,7 +112,8 @@
 //! - No panic, leak or drop order leads to undefined behaviour. A leaked
 //!   [`Reservation`] (`mem::forget`) blocks the entries reserved after it
 //!   (in read-around mode, only once the ring is full).
-//! - No heap allocation after [`Ring::new`].
+//! - No heap allocation after [`Ring::new`] on the write and read paths
+//!   (a readiness fd or an async waker registers once).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]

@@ -100,7 +100,7 @@ impl<M: Metadata> Producer<M> {
     /// metadata room, rounded up to the alignment); the batch never crosses
     /// the buffer's end (like a single reservation, it claims the rest of
     /// the lap as padding and starts at the beginning). A batch takes at
-    /// most half the ring: `count * (slot_len + 8)`, rounded, at most
+    /// most half the ring: `count` times that room, at most
     /// `capacity / 2` (so 16 GRO slots of 64 KiB need a ring of at least
     /// 2 MiB plus rounding).
     ///

@@ -6,8 +6,8 @@
 //! guard it returns:
 //! 1. **register** its wake-up target (a thread or a task's waker);
 //! 2. **announce**: set the sleeping flag, then a full barrier: a heavy,
-//!    process-wide one (`crate::sys::barrier`) where the system has it, and a
-//!    SeqCst fence;
+//!    process-wide one (`crate::sys::barrier`) in asymmetric mode
+//!    (`BarrierMode`), and a SeqCst fence;
 //! 3. **re-check** the header it waits on (the caller, holding the guard);
 //! 4. **clear** the flag and the target when it wakes (the guard's drop).
 //!
@@ -247,7 +247,8 @@ impl Sleep {
 
     // ---- other wakers ---------------------------------------------------
 
-    /// Wakes the registered target, if any (the last producer is gone).
+    /// Wakes the registered target, if any: for a producer that took the
+    /// sleeping flag, a wake-up on purpose, or the last producer gone.
     pub(crate) fn wake(&self) {
         let mut slot = self.target();
         match slot.take() {

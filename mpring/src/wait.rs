@@ -274,7 +274,7 @@ impl<M: Metadata> Consumer<M> {
     ///
     /// The poll adapts: after each poll that ended in sleep all the same,
     /// the next wait polls half as long (down to not at all); a sleep that
-    /// turns out shorter than `spin` restores the full poll. So a consumer
+    /// turns out at most twice `spin` restores the full poll. So a consumer
     /// that sleeps long between bursts does not burn the poll (nor, on
     /// some virtual machines, pay a slower wake-up after it) every time.
     ///
@@ -499,8 +499,8 @@ mod tests {
         assert_eq!(seen, [2_000, 1_000, 500, 0, 0]);
     }
 
-    /// A sleep shorter than the full spin means polling would have caught
-    /// the entry: the next wait polls for the full spin again.
+    /// A sleep of at most twice the full spin means polling would have
+    /// caught the entry: the next wait polls for the full spin again.
     #[test]
     fn a_short_sleep_restores_the_full_poll() {
         let (producer, mut consumer) = Ring::new(1024).unwrap();

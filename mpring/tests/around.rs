@@ -307,3 +307,26 @@ fn unused_room_is_not_given_back_in_read_around_mode() {
         assert_eq!(producer.used_bytes(), 0);
     }
 }
+
+/// The ring exactly full behind an open reservation at the head: the
+/// consumer reads a whole lap past it, then the reservation is aborted.
+/// Stepping over it leaves the read position a lap past the head: nothing
+/// more to read, and every byte goes back to the producers.
+#[test]
+fn an_aborted_reservation_a_full_lap_behind_the_reader() {
+    let (producer, mut consumer) = ring(256);
+    let open = producer.reserve(8).unwrap(); // 16 bytes with its header
+    let mut pushed = 0;
+    while producer.push(&[7; 8]).is_ok() {
+        pushed += 1;
+    }
+    assert_eq!(pushed, (256 - 16) / 16, "the ring is exactly full");
+    assert_eq!(read_all(&mut consumer).len(), pushed);
+    drop(open);
+    assert!(consumer.read().is_none());
+    assert!(consumer.read().is_none());
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0);
+    producer.push(b"again").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"again".to_vec()]);
+}

@@ -172,6 +172,11 @@ fn zero_slots_claim_nothing() {
     assert_eq!(batch.slots_mut().len(), 0);
     batch.commit(&[]);
     assert_eq!(used(&mut consumer), 0);
+    // Any slot length, however large, for no slot at all.
+    let batch = producer.reserve_batch(0, usize::MAX).unwrap();
+    assert_eq!((batch.count(), batch.slot_len()), (0, usize::MAX));
+    drop(batch);
+    assert_eq!(used(&mut consumer), 0);
 }
 
 #[test]

@@ -102,7 +102,7 @@ pub(super) struct ClaimStarts {
 }
 
 /// The consumer clears the flags of what it releases in one lap of this
-/// many; less than half the tags, so tags of laps a clearing apart differ.
+/// many; at most half the tags, so tags of laps a clearing apart differ.
 const CLEAR_EVERY_LAPS: u64 = 64;
 
 /// The tag a claim of lap `lap` stores in its flag: never 0.
@@ -240,8 +240,10 @@ impl<M> Shared<M> {
                     }
                 }
                 Header::Padding => {
-                    // A claim after the first one of a hole read past
-                    // unannounced (`read_past_unannounced`) padded the lap.
+                    // A claim of a hole read past unannounced
+                    // (`read_past_unannounced`) padded the lap: its first,
+                    // whose padding header was not stored yet when we read
+                    // past it, or a later one.
                     cursor.holes.list[i].pos += (self.capacity() - pos) as u64;
                     if cursor.holes.list[i].pos == hole.end {
                         self.close_hole(cursor, i);
@@ -303,6 +305,12 @@ impl<M> Shared<M> {
         cursor.holes.remove(i);
         if i == 0 {
             self.settle(cursor);
+        }
+        if cursor.holes.is_empty() {
+            // Back in order, where `read_header` needs `read` within a lap
+            // of `head`: a hole a whole lap behind the reader held the head
+            // back, and the wait paths may read in order before releasing.
+            self.release_if_due(cursor);
         }
     }
 
@@ -483,8 +491,6 @@ impl<M> Shared<M> {
         self.header_at(offset) == Header::NotReady
     }
 
-    /// Whether the header word at `offset` (a span boundary less than a lap
-    /// ahead of `head`) is still zero.
     /// The header at `offset` (a span boundary less than a lap ahead of
     /// `head`), loaded Relaxed: the caller acts only on a zero or an
     /// announcement, which carry no data; what is delivered there later is

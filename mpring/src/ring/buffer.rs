@@ -5,7 +5,7 @@
 //! - header words, always through atomics ([`Buffer::header`]);
 //! - payload bytes, through a [`WriteSpan`] (one producer) or a [`ReadSpan`]
 //!   (the consumer). A span is a token: it can only be made by an `unsafe`
-//!   claim whose caller (the protocol, in `ring/mod.rs`) promises
+//!   claim whose caller (the protocol, under `ring/`) promises
 //!   exclusivity, and owning it is what makes [`Buffer::bytes_mut`] and
 //!   [`Buffer::bytes`] safe.
 //!

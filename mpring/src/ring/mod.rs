@@ -1,7 +1,7 @@
 //! The protocol: reserve, commit, abort, shrink, read, release. Every claim
 //! of buffer memory is made under this module, and this file holds what
 //! every step relies on: the shared state, the invariants and the table of
-//! orderings, which every SAFETY and ordering comment below it cites.
+//! orderings, which every SAFETY and ordering comment under `ring/` cites.
 //!
 //! The steps live by side, one file each:
 //! - `produce`: reserve, commit, abort, shrink, batches and runs, publish,
@@ -181,7 +181,7 @@
 //!
 //! | Release (writer, where) | Acquire (reader, where) | carries | checked by |
 //! |---|---|---|---|
-//! | producer: header store, `produce::publish` | consumer: header load, `consume::next`, `around::first_committed_hole` | the payload and metadata (and a skip header, or a batch's later headers, stored Relaxed before it) | loom, every model; weakened to Relaxed: `metadata_of_a_batch_and_a_pushed_run_race_the_consumer` and `batch_committed_in_part_inside_a_hole` fail (a race on the payload words) |
+//! | producer: header store, `produce::publish` | consumer: header load, `consume::next`, `around::next_around`, `around::first_committed_hole` | the payload and metadata (and a skip header, or a batch's later headers, stored Relaxed before it) | loom, every model; weakened to Relaxed: `metadata_of_a_batch_and_a_pushed_run_race_the_consumer` and `batch_committed_in_part_inside_a_hole` fail (a race on the payload words) |
 //! | consumer: `head` store, `consume::release` | producer: `head` load, `produce::reserve` | the consumer's zeroes (`consume`, `step_over`, and those `consume` leaves to `release`), the cleared claim starts, in one lap of 64 (StartsExact), and finished reads (FreeIsZero) | loom: `released_space_is_reused_on_the_next_lap`, `lap_over_partial_lines_and_an_old_padding_header`; the deferral's thresholds are scaled down to loom's rings, and a deferral that marks its bytes zeroed without zeroing them fails five models |
 //! | producer: `cached_head` store, `produce::reserve` | producer: `cached_head` load, `produce::reserve` | the same, passed on between producers (CachedHead) | loom: `cached_head_handed_from_producer_to_producer` (either side Relaxed fails it) |
 //! | producer: tail CAS, `produce::hand_back` | producer: tail CAS (success), `produce::reserve` | the zeroes over handed-back bytes (FreeIsZero) | loom: `abort_and_shrink`, `batch_committed_in_part_races_a_reservation_and_the_consumer` |
@@ -439,6 +439,7 @@ impl<M> Shared<M> {
     }
 
     pub(crate) fn consumer_alive(&self) -> bool {
+        // Relaxed: a flag with no data behind it (see `reserve`).
         self.lifecycle.consumer_alive.load(Ordering::Relaxed)
     }
 
@@ -456,6 +457,7 @@ impl<M> Shared<M> {
 
 impl<M> fmt::Debug for Shared<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed (both): a snapshot for display.
         f.debug_struct("Shared")
             .field("capacity", &self.capacity())
             .field("align", &self.align)

@@ -75,9 +75,8 @@ impl<M> Shared<M> {
         // the consumer a lap earlier and sit modified in the other core's
         // cache: fetch them for writing ahead of time. Not for large
         // entries (the hardware prefetcher follows a producer that streams
-        // through its own lines; the extra request cost 5-10% at 1,350 B),
-        // nor when another producer has claimed past us (the lines are its
-        // to write). BENCHMARKS.md, "Hot path". Relaxed: a hint.
+        // through its own lines; the extra request cost 5-10% at 1,350 B).
+        // BENCHMARKS.md, "Hot path".
         if stride <= PREFETCH_AHEAD as u64 {
             self.buffer
                 .prefetch_write(self.position(start + stride) + PREFETCH_AHEAD);
@@ -89,7 +88,9 @@ impl<M> Shared<M> {
             // Where our claim starts (its padding, if any) is where the
             // claim before ours ends, which may not be announced yet.
             // Before anything of ours is published: the consumer clears
-            // this flag when it passes our first span (StartsExact).
+            // this flag only in a release past our claim, which needs a
+            // header we publish later (StartsExact), and its last look
+            // before sleeping sees the flag (NoLostWakeUp).
             self.record_start(tail);
         }
         // Loom only: FreeIsZero over the whole claim, header words too
@@ -388,6 +389,7 @@ impl<M> Shared<M> {
     }
 
     pub(crate) fn full_count(&self) -> u64 {
+        // Relaxed: a statistic.
         self.producers_line.full.load(Ordering::Relaxed)
     }
 }

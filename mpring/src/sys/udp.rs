@@ -173,9 +173,11 @@ pub(crate) struct Received {
     pub(crate) truncated: bool,
 }
 
-/// Control-message room per datagram: packet info (IPv6's is the larger),
-/// traffic class, GRO segment size, the drop counter, with their headers.
-const CONTROL: usize = 128;
+/// Control-message room per datagram, with each message's header and
+/// padding (`CMSG_SPACE`): the GRO segment size (24 bytes), the drop
+/// counter (24), and on a dual-stack socket receiving IPv4 both families'
+/// packet info (40 and 32) and traffic class (24 each): 168 at most.
+const CONTROL: usize = 192;
 
 /// Buffers and headers for `recvmmsg`, owned by one listener thread and
 /// reused for every call.

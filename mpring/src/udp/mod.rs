@@ -595,6 +595,8 @@ impl ListenersBuilder {
         let threads = match threads {
             Ok(threads) => threads,
             Err(e) => {
+                // Relaxed: a flag with no data behind it; the threads
+                // started so far see it within their next poll timeout.
                 shared.stop.store(true, Ordering::Relaxed);
                 return Err(e.into());
             }

@@ -476,10 +476,12 @@ impl ShardCids {
     /// packet's DCID is a CID of shard `k` to the group's socket `k` (its
     /// sockets are numbered in the order they were bound). Other datagrams:
     /// - a long header (a client's first flight) by its DCID's first four
-    ///   bytes modulo the shard count, the same socket for every retransmit
-    ///   from any address;
+    ///   bytes (for a DCID shorter than that, the bytes after it count)
+    ///   modulo the shard count, the same socket for every retransmit from
+    ///   any address;
     /// - a short header without a shard CID, or a datagram too short for
-    ///   its header, by the kernel's own hash of the 4-tuple.
+    ///   its header (under 10 bytes for a long one), by the kernel's own
+    ///   hash of the 4-tuple; an empty datagram, to socket 0.
     ///
     /// Bind the group's [`shards`](Self::shards) sockets, in shard order,
     /// before any datagram arrives, then call this on any one of them. A
@@ -537,29 +539,31 @@ impl ShardCids {
             /* 3 */ op(BPF_JMP | BPF_JSET | BPF_K, 7, 0, 0x80), // long header: 11
             // Short header: the DCID is bytes 1..=len.
             /* 4 */ op(BPF_MISC | BPF_TXA, 0, 0, 0),
-            /* 5 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 18, 1 + len), // too short: 24
+            /* 5 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 20, 1 + len), // too short: 26
             /* 6 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 1), // config byte
             /* 7 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 5),
-            /* 8 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 15, config), // another config: 24
+            /* 8 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 17, config), // another config: 26
             /* 9 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 2), // the shard byte
             /* 10 */ op(BPF_RET | BPF_A, 0, 0, 0), // (past the group: hashed)
             // Long header: the DCID length is byte 5, the DCID from byte 6.
-            /* 11 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 5),
-            /* 12 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 8, len), // not ours: 21
-            /* 13 */ op(BPF_MISC | BPF_TXA, 0, 0, 0),
-            /* 14 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 6, 6 + len), // ends inside: 21
-            /* 15 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 6),
-            /* 16 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 5),
-            /* 17 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, config), // another config: 21
-            /* 18 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 7), // the shard byte
-            /* 19 */ op(BPF_JMP | BPF_JGE | BPF_K, 1, 0, shards), // no such shard: 21
-            /* 20 */ op(BPF_RET | BPF_A, 0, 0, 0),
+            /* 11 */ op(BPF_MISC | BPF_TXA, 0, 0, 0),
+            /* 12 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 13, 10), // no four bytes at 6: 26
+            /* 13 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 5),
+            /* 14 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 8, len), // not ours: 23
+            /* 15 */ op(BPF_MISC | BPF_TXA, 0, 0, 0),
+            /* 16 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 6, 6 + len), // ends inside: 23
+            /* 17 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 6),
+            /* 18 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 5),
+            /* 19 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, config), // another config: 23
+            /* 20 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 7), // the shard byte
+            /* 21 */ op(BPF_JMP | BPF_JGE | BPF_K, 1, 0, shards), // no such shard: 23
+            /* 22 */ op(BPF_RET | BPF_A, 0, 0, 0),
             // Any other long header: by the DCID's first four bytes.
-            /* 21 */ op(BPF_LD | BPF_W | BPF_ABS, 0, 0, 6),
-            /* 22 */ op(BPF_ALU | BPF_MOD | BPF_K, 0, 0, shards),
-            /* 23 */ op(BPF_RET | BPF_A, 0, 0, 0),
-            // No shard CID in a short header: the kernel's hash.
-            /* 24 */ op(BPF_RET | BPF_K, 0, 0, u32::MAX),
+            /* 23 */ op(BPF_LD | BPF_W | BPF_ABS, 0, 0, 6),
+            /* 24 */ op(BPF_ALU | BPF_MOD | BPF_K, 0, 0, shards),
+            /* 25 */ op(BPF_RET | BPF_A, 0, 0, 0),
+            // No shard CID, and nothing to hash: the kernel's hash.
+            /* 26 */ op(BPF_RET | BPF_K, 0, 0, u32::MAX),
         ];
         program
     }
@@ -1477,7 +1481,8 @@ mod tests {
 
         /// The kernel program agrees with `QuicSteering` wherever a shard
         /// CID decides; elsewhere a short header goes by the kernel's hash,
-        /// a long one by its DCID's first four bytes, whatever its source.
+        /// a long one by its DCID's first four bytes (if it has ten bytes),
+        /// whatever its source.
         #[test]
         fn the_kernel_program_agrees_with_steering(
             datagram in prop_oneof![
@@ -1517,12 +1522,13 @@ mod tests {
                 prop_assert_eq!(kernel, Some(route.ring));
             } else if datagram.first().is_some_and(|f| f & 0x80 == 0) {
                 prop_assert_eq!(kernel, None);
-            } else if !datagram.is_empty() {
-                // By the four bytes at 6 (a load past the end: socket 0).
-                let word = datagram.get(6..10).map_or(0, |w| {
-                    u32::from_be_bytes(w.try_into().unwrap()) % shards as u32
-                });
-                prop_assert_eq!(kernel, Some(word as usize));
+            } else if datagram.len() < 10 {
+                // Nothing to hash: the kernel's hash (an empty one: 0).
+                prop_assert_eq!(kernel, if datagram.is_empty() { Some(0) } else { None });
+            } else {
+                // By the four bytes at 6.
+                let word = u32::from_be_bytes(datagram[6..10].try_into().unwrap());
+                prop_assert_eq!(kernel, Some((word % shards as u32) as usize));
             }
         }
     }
