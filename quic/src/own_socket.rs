@@ -44,6 +44,7 @@ use std::time::Instant;
 
 use mpring::udp::steer::{QuicSteering, RouteBy, ShardCids};
 use mpring::udp::{RingStats, UdpMeta, UdpStats};
+use mpring::ReserveError;
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
@@ -93,6 +94,10 @@ pub(crate) struct OwnCounters {
     pub(crate) forwarded: Vec<AtomicU64>,
     /// Per destination shard: datagrams dropped because its ring was full.
     pub(crate) full_drops: Vec<AtomicU64>,
+    /// Datagrams dropped as too long: for its ring when forwarding, or,
+    /// from its ring, for quinn's receive buffers (reported as
+    /// `UdpStats::truncated`).
+    pub(crate) oversized: AtomicU64,
 }
 
 impl OwnCounters {
@@ -106,6 +111,7 @@ impl OwnCounters {
             steered: zeros(),
             forwarded: zeros(),
             full_drops: zeros(),
+            oversized: AtomicU64::new(0),
         }
     }
 
@@ -129,6 +135,7 @@ impl OwnCounters {
             stats.datagrams += load(&c.received);
             stats.receive_calls += load(&c.receive_calls);
             stats.errors += load(&c.errors);
+            stats.truncated += load(&c.oversized);
             for (k, ring) in stats.rings.iter_mut().enumerate() {
                 ring.datagrams += load(&c.steered[k]);
                 ring.entries += load(&c.forwarded[k]);
@@ -197,10 +204,14 @@ impl OwnSocket {
     fn read_forwarded(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Option<usize> {
         let mut consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
         let read = read_ring(&mut consumer, bufs, meta);
+        let c = &self.counters;
         if read.delivered > 0 {
-            let c = &self.counters;
             // Relaxed: statistics (`OwnCounters`).
             c.from_ring.fetch_add(read.delivered, Ordering::Relaxed);
+        }
+        if read.oversized > 0 {
+            // Relaxed: statistics (`OwnCounters`).
+            c.oversized.fetch_add(read.oversized, Ordering::Relaxed);
         }
         (read.entries > 0).then_some(read.entries)
     }
@@ -244,6 +255,9 @@ impl OwnSocket {
             // Relaxed: statistics (`OwnCounters`).
             match self.producers[shard].push_with(segment, record) {
                 Ok(()) => c.forwarded[shard].fetch_add(1, Ordering::Relaxed),
+                Err(ReserveError::TooLarge { .. }) => c.oversized.fetch_add(1, Ordering::Relaxed),
+                // Full (the ring never disconnects: its shard holds a
+                // producer of it).
                 Err(_) => c.full_drops[shard].fetch_add(1, Ordering::Relaxed),
             };
         };

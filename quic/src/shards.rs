@@ -37,7 +37,7 @@
 //!   peer ignores it. One shared key would make such a reset valid.
 //!
 //! ```no_run
-//! # async fn run(server_config: quinn::ServerConfig) -> std::io::Result<()> {
+//! # fn run(server_config: quinn::ServerConfig) -> std::io::Result<()> {
 //! let shards = mpring_quic::Shards::bind("0.0.0.0:4433".parse().unwrap(), 4, 2, server_config)?;
 //! shards.serve(|shard, connection| async move {
 //!     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
@@ -45,7 +45,8 @@
 //!         # let _ = (&mut send, &mut recv, shard);
 //!     }
 //! });
-//! // ... until it is time to stop:
+//! // ... until it is time to stop (this blocks: from async code, call it
+//! // inside `tokio::task::spawn_blocking`):
 //! let stats = shards.shutdown();
 //! println!("{} datagrams received", stats.datagrams);
 //! # Ok(())
@@ -78,7 +79,8 @@ pub const SHARD_CID_LEN: usize = 8;
 pub struct Shards {
     endpoints: Vec<quinn::Endpoint>,
     runtimes: Vec<tokio::runtime::Handle>,
-    /// Dropping a sender ends its shard's thread (after its endpoint idles).
+    /// Dropping a sender ends its shard's thread once its endpoint is idle
+    /// (`stop` closes the endpoints first).
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     receive: Receive,
@@ -452,6 +454,12 @@ impl Shards {
     /// threads and returns the receive path's counters
     /// ([`stats`](Shards::stats)). Listener threads stop, and sockets
     /// close, once the last clone of an endpoint is gone.
+    ///
+    /// # Blocking
+    /// It blocks the calling thread until every connection has closed (a
+    /// few round trips), as dropping `Shards` does: from async code, call
+    /// it inside `tokio::task::spawn_blocking`, and never from a task of
+    /// one of the shards (it would join that shard's own thread).
     pub fn shutdown(mut self) -> UdpStats {
         self.stop();
         self.stats()
@@ -461,8 +469,8 @@ impl Shards {
         self.close(0u32.into(), b"shutdown");
         self.stops.clear();
         for thread in self.threads.drain(..) {
-            // A shard thread only panics if its runtime could not be built,
-            // which `bind` already reported.
+            // A shard thread reports its errors to `bind` and catches none
+            // of its handlers' panics (tokio's tasks do): nothing to report.
             let _ = thread.join();
         }
     }

@@ -405,9 +405,11 @@ impl fmt::Debug for RingSocket {
     }
 }
 
-/// Asks the kernel whether the send socket has room. A full loopback send
-/// buffer clears within microseconds, so when it has none the task simply
-/// tries again on its next turn (no reactor registration needed).
+/// Asks the kernel whether the send socket has room; when it has none, the
+/// task tries again on its next turn, with no reactor registration (shards
+/// may run without tokio's I/O driver). A full loopback send buffer clears
+/// within microseconds; behind a network interface under back-pressure this
+/// keeps the endpoint's thread busy until the socket has room.
 #[derive(Debug)]
 struct WritablePoller(Arc<RingSocket>);
 
