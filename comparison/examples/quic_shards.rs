@@ -1,4 +1,4 @@
-//! Many QUIC connections against one server address, served eight ways:
+//! Many QUIC connections against one server address, served nine ways:
 //!
 //! - `quinn`: quinn's own socket, one endpoint, on a multi-thread runtime
 //!   with as many workers as the sharded server has threads;
@@ -11,9 +11,12 @@
 //!   datagram by its CID to one of N rings, one endpoint per ring, each on
 //!   a thread of its own;
 //! - `in-shards`: `mpring_quic::Shards` whose shards receive on sockets of
-//!   their own (`receive_in_shards`): N `SO_REUSEPORT` sockets, no listener
+//!   their own (`receive_in_shards`): N `SO_REUSEPORT` sockets steered in
+//!   the kernel by CID (`kernel_steering`, the default), no listener
 //!   thread, and only datagrams whose CID names another shard forwarded
 //!   through the rings;
+//! - `in-shards-hash`: the same with the kernel's 4-tuple hash
+//!   (`kernel_steering(false)`);
 //! - `quinn-n`: quinn's own socket on N workers, the thread count of
 //!   `naive`, `cbpf` and `in-shards` (`quinn` has N + K);
 //! - `sharded-rt`: the same listeners, rings and endpoints, all endpoints
@@ -55,8 +58,9 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --per-socket L    list of connections per client socket, one row each (default 1,8)
   --shards N        list of shard counts for sharded, naive and cbpf (default 2)
   --listeners K     listener threads of ring and sharded (default 1)
-  --configs LIST    of quinn,quinn-n,ring,naive,cbpf,sharded,in-shards,sharded-rt
-                    (default all but sharded-rt)
+  --configs LIST    of quinn,quinn-n,ring,naive,cbpf,sharded,in-shards,in-shards-hash,
+                    sharded-rt
+                    (default all but sharded-rt and in-shards-hash)
   --rounds R        rounds per row, interleaved across rows (default 5)
   --seconds S       length of a steady round in seconds (default 2)
   --stream-kib B    KiB per echoed stream (default 16)
@@ -67,7 +71,8 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
 
 quinn runs on a runtime of N + K workers (the sharded server's thread count
 at the largest N), quinn-n on N workers, ring on N workers and K listeners,
-naive, cbpf and in-shards on N threads. Exits with status 2 on a bad argument.";
+naive, cbpf, in-shards and in-shards-hash on N threads. Exits with status 2
+on a bad argument.";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 enum Kind {
@@ -77,6 +82,7 @@ enum Kind {
     Cbpf,
     Sharded,
     InShards,
+    InShardsByHash,
     QuinnN,
     ShardedOneRuntime,
 }
@@ -91,6 +97,7 @@ impl Kind {
             "sharded" => Kind::Sharded,
             "sharded-rt" => Kind::ShardedOneRuntime,
             "in-shards" => Kind::InShards,
+            "in-shards-hash" => Kind::InShardsByHash,
             "quinn-n" => Kind::QuinnN,
             _ => return None,
         })
@@ -525,14 +532,16 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 }),
             }
         }
-        Kind::Sharded | Kind::InShards => {
+        Kind::Sharded | Kind::InShards | Kind::InShardsByHash => {
             let builder = mpring_quic::Shards::builder(local, server_config).shards(n);
             let builder = if kind == Kind::Sharded {
                 // The echo handlers do no tokio I/O: no I/O driver in the
                 // shards.
                 builder.listeners(listeners).io_driver(false)
             } else {
-                builder.receive_in_shards(true)
+                builder
+                    .receive_in_shards(true)
+                    .kernel_steering(kind == Kind::InShards)
             };
             let shards = builder.bind().expect("bind the shards");
             {
@@ -807,6 +816,9 @@ impl Row {
             Kind::Cbpf => format!("(d) CBPF-steered SO_REUSEPORT, N = {}", self.n),
             Kind::Sharded => format!("(e) sharded, N = {} + {} listeners", self.n, o.listeners),
             Kind::InShards => format!("(f) sharded, N = {}, receiving in the shards", self.n),
+            Kind::InShardsByHash => {
+                format!("(f') the same, the kernel's 4-tuple hash, N = {}", self.n)
+            }
             Kind::QuinnN => format!("(a') quinn's socket, {} workers", self.n),
             Kind::ShardedOneRuntime => format!(
                 "(e') sharded on one runtime, {} workers + {} listeners",
@@ -924,7 +936,10 @@ fn report(
         let vs = anchor.map_or("-".to_string(), |(adg, aby)| {
             format!("{:.2}x, {:.2}x", dg / adg, by / aby)
         });
-        if matches!(row.kind, Kind::Sharded | Kind::InShards) {
+        if matches!(
+            row.kind,
+            Kind::Sharded | Kind::InShards | Kind::InShardsByHash
+        ) {
             // Against quinn's socket with the sharded server's threads, and
             // with N workers when that row ran.
             for anchor_kind in [Kind::Quinn, Kind::QuinnN] {
