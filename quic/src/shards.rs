@@ -452,8 +452,10 @@ impl Shards {
     /// Closes every endpoint (code 0), waits on each shard's thread until
     /// its endpoint is idle ([`quinn::Endpoint::wait_idle`]), joins the
     /// threads and returns the receive path's counters
-    /// ([`stats`](Shards::stats)). Listener threads stop, and sockets
-    /// close, once the last clone of an endpoint is gone.
+    /// ([`stats`](Shards::stats)), final once the listener threads are
+    /// joined too: they stop, and sockets close, once the last clone of an
+    /// endpoint is gone (one still held elsewhere keeps them running, and
+    /// the counters returned are then a snapshot).
     ///
     /// # Blocking
     /// It blocks the calling thread until every connection has closed (a
@@ -462,7 +464,28 @@ impl Shards {
     /// one of the shards (it would join that shard's own thread).
     pub fn shutdown(mut self) -> UdpStats {
         self.stop();
-        self.stats()
+        // The endpoints' sockets hold the listener group: without them,
+        // the group's threads can be joined and its counters are final
+        // (unless a clone of an endpoint is still held elsewhere: then
+        // they are a snapshot, and the threads stop with the last clone).
+        self.endpoints.clear();
+        let receive = std::mem::replace(
+            &mut self.receive,
+            Receive::InShards {
+                counters: Vec::new(),
+            },
+        );
+        match receive {
+            Receive::Listeners { group, sockets } => {
+                drop(sockets);
+                match Arc::try_unwrap(group) {
+                    Ok(group) => group.shutdown(),
+                    Err(group) => group.stats(),
+                }
+            }
+            // The shards' threads did the receiving, and are joined.
+            Receive::InShards { counters } => OwnCounters::stats(&counters),
+        }
     }
 
     fn stop(&mut self) {

@@ -125,7 +125,10 @@ macro_rules! recv_options {
 
         /// Bytes of each ring (a power of two). Default
         /// [`DEFAULT_RING_BYTES`](crate::DEFAULT_RING_BYTES), 4 MiB: 64
-        /// entries of 64 KiB GRO batches.
+        /// entries of 64 KiB GRO batches. Listener threads with GRO on need
+        /// room for one whole receive buffer per entry, so at least 256 KiB:
+        /// `bind` refuses less ([`ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput)
+        /// with [`mpring::udp::ConfigError`] inside).
         pub fn ring_bytes(mut self, bytes: usize) -> Self {
             self.options.ring_bytes = bytes;
             self

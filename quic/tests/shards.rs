@@ -185,6 +185,22 @@ fn the_builder_refuses_a_bad_ring() {
         .bind()
         .expect_err("no listeners");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    for ring in [1 << 17, 1 << 18] {
+        let bound = quic::RingSocket::builder(addr).ring_bytes(ring).bind();
+        if ring < 1 << 18 {
+            let e = bound.expect_err("a ring too small for a GRO buffer");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+            let inner = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<mpring::udp::ConfigError>());
+            assert!(
+                matches!(inner, Some(mpring::udp::ConfigError::RingTooSmall { .. })),
+                "{e:?}"
+            );
+        } else {
+            bound.expect("256 KiB holds a GRO buffer");
+        }
+    }
 }
 
 /// Shards without tokio's I/O driver (`io_driver(false)`) serve as the
