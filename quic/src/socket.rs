@@ -41,7 +41,7 @@ use mpring::udp::{Listeners, UdpMeta, UdpStats};
 use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-use crate::udp::is_writable;
+use crate::udp::SendRoom;
 
 /// The default ring size: 64 entries of 64 KiB GRO batches.
 pub const DEFAULT_RING_BYTES: usize = 4 << 20;
@@ -208,6 +208,8 @@ pub struct RingSocket {
     delivered: AtomicU64,
     /// Datagrams dropped because quinn's buffer could not hold an entry.
     oversized: AtomicU64,
+    /// Where tasks wait while `send` has no room.
+    send_room: SendRoom,
 }
 
 impl RingSocket {
@@ -271,6 +273,7 @@ impl RingSocket {
             send_state,
             delivered: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
+            send_room: SendRoom::new(),
         })
     }
 
@@ -408,21 +411,15 @@ impl fmt::Debug for RingSocket {
     }
 }
 
-/// Asks the kernel whether the send socket has room; when it has none, the
-/// task tries again on its next turn, with no reactor registration (shards
-/// may run without tokio's I/O driver). A full loopback send buffer clears
-/// within microseconds; behind a network interface under back-pressure this
-/// keeps the endpoint's thread busy until the socket has room.
+/// Ready when the send socket has room; otherwise the socket's
+/// [`SendRoom`] wakes the task once it has (no reactor needed: shards may
+/// run without tokio's I/O driver).
 #[derive(Debug)]
 struct WritablePoller(Arc<RingSocket>);
 
 impl UdpPoller for WritablePoller {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
-        if is_writable(&self.0.send) {
-            Poll::Ready(Ok(()))
-        } else {
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
+        let socket = &self.0;
+        socket.send_room.poll_writable(&socket.send, cx).map(Ok)
     }
 }

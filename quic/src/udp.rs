@@ -1,12 +1,127 @@
-//! UDP socket helpers.
+//! UDP socket helpers: send room, GRO.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread;
 
 /// Whether `socket` has room to send right now.
 pub fn is_writable(socket: &UdpSocket) -> bool {
     poll(socket, libc::POLLOUT, 0)
+}
+
+/// Waits for send room on a socket on behalf of tasks, without a reactor
+/// (a shard's runtime may have no I/O driver): a task that finds the send
+/// buffer full registers its waker, and a thread of the socket's own, made
+/// on the first such wait, sleeps in `poll` until there is room and wakes
+/// every registered task. Until then no thread spins.
+#[derive(Debug)]
+pub(crate) struct SendRoom {
+    shared: Arc<RoomShared>,
+}
+
+#[derive(Debug, Default)]
+struct RoomShared {
+    state: Mutex<RoomState>,
+    /// Signalled when a waker is registered, or when the socket goes.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    wakers: Vec<Waker>,
+    /// The waiting thread exists (or could not be made: `failed`).
+    started: bool,
+    failed: bool,
+    closed: bool,
+}
+
+/// How long the waiting thread sleeps in `poll` before it looks whether
+/// the socket is gone.
+const ROOM_POLL_MS: libc::c_int = 50;
+
+impl SendRoom {
+    pub(crate) fn new() -> SendRoom {
+        SendRoom {
+            shared: Arc::default(),
+        }
+    }
+
+    /// Ready once `socket` has room to send; otherwise wakes `cx`'s task
+    /// when it has.
+    pub(crate) fn poll_writable(&self, socket: &UdpSocket, cx: &mut Context<'_>) -> Poll<()> {
+        if is_writable(socket) {
+            return Poll::Ready(());
+        }
+        let mut state = self.shared.lock();
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        if !state.started {
+            state.started = true;
+            state.failed = socket
+                .try_clone()
+                .and_then(|socket| {
+                    let shared = self.shared.clone();
+                    thread::Builder::new()
+                        .name("mpring-quic-send-room".into())
+                        .spawn(move || shared.wait_for_room(&socket))
+                })
+                .is_err();
+        }
+        if state.failed {
+            // No thread to wait in: try again on the task's next turn.
+            drop(state);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.shared.changed.notify_one();
+        drop(state);
+        // Room that came before the registration wakes nobody: look again.
+        if is_writable(socket) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for SendRoom {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.changed.notify_one();
+    }
+}
+
+impl RoomShared {
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // No code under this lock panics; a poisoned one is still valid.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The waiting thread: sleeps until a task waits, then in `poll` until
+    /// `socket` (a clone of the sending socket) has room, and wakes them
+    /// all; ends when the socket's owner is gone.
+    fn wait_for_room(&self, socket: &UdpSocket) {
+        loop {
+            let mut state = self.lock();
+            while state.wakers.is_empty() && !state.closed {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.closed {
+                return;
+            }
+            drop(state);
+            if poll(socket, libc::POLLOUT, ROOM_POLL_MS) {
+                let wakers = std::mem::take(&mut self.lock().wakers);
+                for waker in wakers {
+                    waker.wake();
+                }
+            }
+        }
+    }
 }
 
 fn poll(socket: &UdpSocket, events: libc::c_short, timeout_ms: libc::c_int) -> bool {
@@ -39,5 +154,86 @@ pub(crate) fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    use super::{is_writable, SendRoom};
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A socket whose send buffer is full (a datagram socket pair whose
+    /// reader has not read, seen as a `UdpSocket`: `poll` tells the same),
+    /// and its reader.
+    fn full_socket() -> (UdpSocket, UnixDatagram, usize) {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        while tx.send(&[7; 512]).is_ok() {
+            sent += 1;
+        }
+        (UdpSocket::from(OwnedFd::from(tx)), rx, sent)
+    }
+
+    #[test]
+    fn a_task_waiting_for_send_room_is_woken_once_it_comes() {
+        let (socket, reader, sent) = full_socket();
+        assert!(!is_writable(&socket));
+        let room = SendRoom::new();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(room.poll_writable(&socket, &mut cx).is_pending());
+        // The same task again: registered once.
+        assert!(room.poll_writable(&socket, &mut cx).is_pending());
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken with no room");
+
+        let mut buf = [0; 1024];
+        for _ in 0..sent {
+            reader.recv(&mut buf).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count.0.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "woken once, when room came"
+        );
+        assert!(room.poll_writable(&socket, &mut cx).is_ready());
+
+        // Full again: the waiting thread, asleep with no task to wake,
+        // takes the next one.
+        let sender = UnixDatagram::from(OwnedFd::from(socket.try_clone().unwrap()));
+        let mut again = 0;
+        while sender.send(&[7; 512]).is_ok() {
+            again += 1;
+        }
+        assert!(room.poll_writable(&socket, &mut cx).is_pending());
+        for _ in 0..again {
+            reader.recv(&mut buf).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count.0.load(Ordering::SeqCst) == 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken again");
     }
 }
