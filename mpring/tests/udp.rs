@@ -991,9 +991,20 @@ fn bad_rings_are_typed_errors_not_panics() {
 /// flight reaches one socket from every client socket.
 #[test]
 fn a_group_steered_in_the_kernel_delivers_each_cid_to_its_shard() {
+    kernel_steering(LOCAL4);
+}
+
+#[test]
+fn an_ipv6_group_steered_in_the_kernel_delivers_each_cid_to_its_shard() {
+    if sender6().is_some() {
+        kernel_steering(LOCAL6);
+    }
+}
+
+fn kernel_steering(ip: IpAddr) {
     const SHARDS: usize = 4;
     let cids = ShardCids::new(SHARDS, 8).unwrap();
-    let group = mpring::udp::reuseport_group(SocketAddr::new(LOCAL4, 0), SHARDS).unwrap();
+    let group = mpring::udp::reuseport_group(SocketAddr::new(ip, 0), SHARDS).unwrap();
     cids.attach_reuseport_steering(&group[0]).unwrap();
     let to = group[0].local_addr().unwrap();
     for socket in &group {
@@ -1001,7 +1012,7 @@ fn a_group_steered_in_the_kernel_delivers_each_cid_to_its_shard() {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
     }
-    let clients: Vec<UdpSocket> = (0..8).map(|_| sender(LOCAL4)).collect();
+    let clients: Vec<UdpSocket> = (0..8).map(|_| sender(ip)).collect();
     // What socket `k` must receive next, in order, and what arrived.
     let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(); SHARDS];
     let mut seq = 0u8;
