@@ -338,9 +338,9 @@ impl OneConnection {
         assert!(self.connection.close_reason().is_none(), "rebind {round}");
     }
 
-    /// Closes the connection, shuts the shards down and checks that only
-    /// the serving shard's ring saw the connection, with no drop.
-    async fn finish_on_one_ring(self) {
+    /// Closes the connection and shuts the shards down: the serving shard
+    /// and the final counters.
+    async fn finish(self) -> (usize, mpring::udp::UdpStats) {
         let OneConnection {
             shards,
             served,
@@ -356,6 +356,13 @@ impl OneConnection {
         let stats = tokio::task::spawn_blocking(move || shards.shutdown())
             .await
             .unwrap();
+        (shard, stats)
+    }
+
+    /// [`finish`](Self::finish), then checks that only the serving shard's
+    /// ring saw the connection, with no drop.
+    async fn finish_on_one_ring(self) {
+        let (shard, stats) = self.finish().await;
         for (k, ring) in stats.rings.iter().enumerate() {
             if k == shard {
                 assert!(
@@ -477,21 +484,7 @@ async fn shards_steered_in_the_kernel_keep_a_migrating_connection_without_a_hop(
         for round in 1..=REBINDS {
             one.rebind_and_echo(round).await;
         }
-        let OneConnection {
-            shards,
-            served,
-            client,
-            connection,
-            shard,
-            server_side,
-        } = one;
-        connection.close(0u32.into(), b"done");
-        client.wait_idle().await;
-        drop(server_side);
-        served.lock().unwrap().clear();
-        let stats = tokio::task::spawn_blocking(move || shards.shutdown())
-            .await
-            .unwrap();
+        let (shard, stats) = one.finish().await;
         // Every datagram of the connection, from every port, reached the
         // owner's socket: nothing forwarded, nothing on another shard.
         assert_eq!(stats.entries, 0, "{stats:?}");
