@@ -330,3 +330,62 @@ fn an_aborted_reservation_a_full_lap_behind_the_reader() {
     producer.push(b"again").unwrap();
     assert_eq!(read_all(&mut consumer), [b"again".to_vec()]);
 }
+
+/// A waker whose first clone runs a test's action: a wait clones the waker
+/// as it registers, between its first look and its last look before
+/// sleeping, so the action runs in that window.
+struct CloneHook {
+    action: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// # Safety
+/// `hook` must outlive the waker and every clone of it.
+unsafe fn hooked_waker(hook: &CloneHook) -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(data: *const ()) -> RawWaker {
+        // SAFETY: `data` is the `CloneHook` given to `hooked_waker`, which
+        // outlives this waker and its clones.
+        let hook = unsafe { &*data.cast::<CloneHook>() };
+        if let Some(action) = hook.action.lock().unwrap().take() {
+            action();
+        }
+        RawWaker::new(data, &VTABLE)
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    let data = (hook as *const CloneHook).cast::<()>();
+    // SAFETY: the vtable's functions do nothing with `data` but read the
+    // hook it points to, from any thread (a Mutex guards it), which the
+    // caller keeps alive as long as the waker and its clones.
+    unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) }
+}
+
+/// The ring exactly full behind an open reservation at the head, read a
+/// whole lap past, and the reservation aborted while `poll_ready`
+/// registers its waker: its last look steps over the aborted claim, the
+/// last hole, and must release before it reads in order again (the read
+/// window is less than a lap past the head; debug builds assert it).
+#[test]
+fn a_reservation_aborted_while_a_wait_registers_a_lap_behind_the_reader() {
+    // Before the ring, which keeps a clone of the waker: it outlives them.
+    let hook = CloneHook {
+        action: std::sync::Mutex::new(None),
+    };
+    let (producer, mut consumer) = ring(256);
+    let open = producer.reserve_owned(8).unwrap();
+    while producer.push(&[7; 8]).is_ok() {}
+    assert_eq!(read_all(&mut consumer).len(), (256 - 16) / 16);
+    *hook.action.lock().unwrap() = Some(Box::new(move || drop(open)));
+    // SAFETY: `hook` is dropped after the ring and every waker.
+    let waker = unsafe { hooked_waker(&hook) };
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(consumer.poll_ready(&mut cx).is_pending());
+    assert!(
+        hook.action.lock().unwrap().is_none(),
+        "the waker was cloned"
+    );
+    consumer.release();
+    assert_eq!(consumer.used_bytes(), 0);
+    producer.push(b"again").unwrap();
+    assert_eq!(read_all(&mut consumer), [b"again".to_vec()]);
+}
