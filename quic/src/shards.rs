@@ -153,8 +153,8 @@ impl ShardsBuilder {
     /// What it trades: no listener thread and no hand-over per datagram
     /// (on 2 cores, about the CPU per datagram of quinn's own socket on as
     /// many threads: see BENCHMARKS.md), against no thread that drains the
-    /// sockets while a shard is busy (a burst the shard cannot take in time waits in, or
-    /// overflows, its socket's receive buffer), and no shedding
+    /// sockets while a shard is busy (a burst the shard cannot take in time
+    /// waits in, or overflows, its socket's receive buffer), and no shedding
     /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
     /// `shed_initial` and [`high_water_mark`](Self::high_water_mark) are
     /// then unused (a mark above the ring is still refused);
