@@ -68,6 +68,9 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --window W        QUIC datagrams in flight per connection (default 8)
   --burst B         QUIC datagrams each connection sends at once in the burst round (default 32; 0: none)
   --client-threads T  tokio workers of the client runtime (default 2)
+  --rebind-ms M     every client endpoint moves to a fresh port every M ms in the
+                    steady rounds, as a migrating client does (default 0: never;
+                    not with naive, which loses such connections)
 
 quinn runs on a runtime of N + K workers (the sharded server's thread count
 at the largest N), quinn-n on N workers, ring on N workers and K listeners,
@@ -118,6 +121,9 @@ struct Options {
     window: usize,
     burst: usize,
     client_threads: usize,
+    /// Every client endpoint moves to a fresh socket this often in the
+    /// steady rounds (0: never).
+    rebind_ms: u64,
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
@@ -142,6 +148,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         window: 8,
         burst: 32,
         client_threads: 2,
+        rebind_ms: 0,
     };
     let number = |flag: &str, v: &str, min: usize, max: usize| -> Result<usize, String> {
         match v.parse::<usize>() {
@@ -158,7 +165,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         if flag == "--help" || flag == "-h" {
             return Ok(None);
         }
-        const FLAGS: [&str; 12] = [
+        const FLAGS: [&str; 13] = [
             "--connections",
             "--per-socket",
             "--shards",
@@ -171,6 +178,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--window",
             "--burst",
             "--client-threads",
+            "--rebind-ms",
         ];
         if !FLAGS.contains(&flag.as_str()) {
             return Err(format!("unknown option {flag} (see --help)"));
@@ -201,11 +209,19 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--window" => o.window = number(flag, value, 1, 1024)?,
             "--burst" => o.burst = number(flag, value, 0, 1024)?,
             "--client-threads" => o.client_threads = number(flag, value, 1, 64)?,
+            "--rebind-ms" => o.rebind_ms = number(flag, value, 0, 60_000)? as u64,
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
     }
     if o.per_socket.iter().any(|&l| o.connections % l != 0) {
         return Err("--per-socket: each value must divide --connections".into());
+    }
+    if o.rebind_ms > 0 && o.configs.contains(&Kind::Naive) {
+        return Err(
+            "--rebind-ms: naive endpoints lose migrating connections (quic/tests/migration.rs); \
+             leave naive out of --configs"
+                .into(),
+        );
     }
     Ok(Some(o))
 }
@@ -255,8 +271,8 @@ fn thread_times() -> Threads {
 type Threads = HashMap<u32, (String, f64, u64)>;
 
 /// Before a measured phase: threads, UDP datagrams, kernel drops, ring
-/// drops, the time.
-type Snapshot = (Threads, u64, u64, u64, Instant);
+/// drops, the time, ring entries.
+type Snapshot = (Threads, u64, u64, u64, Instant, u64);
 
 /// Client threads are the client runtime's workers and the main thread
 /// (which drives it); every other thread of the process is the server's.
@@ -587,6 +603,9 @@ struct Sample {
     quic_datagrams_lost: u64,
     kernel_drops: u64,
     ring_drops: u64,
+    /// Entries pushed into the server's rings: every datagram (or GRO
+    /// batch) with listener threads, only the forwarded ones in the shards.
+    ring_entries: u64,
     server_cpu: f64,
     /// Context switches of the server's threads.
     server_switches: u64,
@@ -675,6 +694,10 @@ fn udp_datagrams(served: &Served) -> u64 {
         .sum()
 }
 
+fn ring_entries(server: &Server) -> u64 {
+    server.ring_stats.as_ref().map_or(0, |s| s().entries)
+}
+
 fn ring_drops(server: &Server) -> u64 {
     server.ring_stats.as_ref().map_or(0, |s| {
         let s = s();
@@ -726,6 +749,7 @@ async fn round(
             quic_datagrams_lost: lost,
             kernel_drops: kernel_udp_drops() - before.2,
             ring_drops: ring_drops(&server) - before.3,
+            ring_entries: ring_entries(&server) - before.5,
             server_cpu,
             server_switches,
             client_cpu,
@@ -738,6 +762,7 @@ async fn round(
             kernel_udp_drops(),
             ring_drops(&server),
             Instant::now(),
+            ring_entries(&server),
         )
     };
 
@@ -749,8 +774,34 @@ async fn round(
         .enumerate()
         .map(|(id, c)| tokio::spawn(work(c.clone(), id as u64, o.clone(), stop.clone())))
         .collect();
+    // Migration: every client endpoint moves to a fresh port now and then.
+    let rebinds = (o.rebind_ms > 0).then(|| {
+        let (clients, stop, every) = (
+            clients.clone(),
+            stop.clone(),
+            Duration::from_millis(o.rebind_ms),
+        );
+        tokio::spawn(async move {
+            let mut moved = 0u64;
+            loop {
+                tokio::time::sleep(every).await;
+                if stop.load(Ordering::Relaxed) {
+                    return moved;
+                }
+                for client in &clients {
+                    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                    client.rebind(socket).expect("rebind a client");
+                    moved += 1;
+                }
+            }
+        })
+    });
     tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
     stop.store(true, Ordering::Relaxed);
+    if let Some(rebinds) = rebinds {
+        let moved = rebinds.await.unwrap();
+        assert!(moved > 0, "no client moved in the round");
+    }
     let (mut bytes, mut lost) = (0, 0);
     for t in tasks {
         let (b, l) = t.await.expect("a connection's echo");
@@ -914,8 +965,8 @@ fn report(
 ) {
     println!();
     println!("Steady rounds, medians of {} rounds:", o.rounds);
-    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let per_datagram = |s: &Sample| s.server_cpu * 1e6 / s.udp_datagrams.max(1) as f64;
     let per_byte = |s: &Sample| s.server_cpu * 1e9 / s.bytes.max(1) as f64;
     let mut verdicts = Vec::new();
@@ -965,7 +1016,7 @@ fn report(
             }
         }
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} | {:.1} |",
             row.name(o),
             row.per_socket,
             v[0].connections,
@@ -979,6 +1030,7 @@ fn report(
             v.iter().map(|s| s.quic_datagrams_lost).sum::<u64>(),
             v.iter().map(|s| s.kernel_drops).sum::<u64>(),
             v.iter().map(|s| s.ring_drops).sum::<u64>(),
+            med(&|s| s.ring_entries as f64 * 1e3 / s.udp_datagrams.max(1) as f64),
         );
     }
     if !bursts.is_empty() {
