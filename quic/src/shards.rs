@@ -199,10 +199,12 @@ impl ShardsBuilder {
     /// With `false`, the kernel's hash of the 4-tuple picks the socket, and
     /// a shard forwards what names another through that shard's ring.
     /// Either way each shard steers every segment it receives as well. On
-    /// 2 cores, with 8 connections per client socket, the program spent
-    /// 4-5% more CPU per datagram than the 4-tuple hash and lost half as
-    /// many echoes in a burst; with one connection per client socket, the
-    /// same (BENCHMARKS.md).
+    /// 2 cores (BENCHMARKS.md), with clients that move to a new port every
+    /// 200 ms, the program spent 0.94-0.98x the CPU per datagram of the
+    /// 4-tuple hash, whose shards forwarded about a third of what they
+    /// received; with clients that stay, the same with one connection per
+    /// client socket, and 4-5% more with 8 (against half the echoes lost
+    /// in a burst).
     ///
     /// `bind` fails with the system call's error where the kernel refuses
     /// the program (Linux before 4.5, or a sandbox that filters
