@@ -9,6 +9,26 @@
 //!
 //! A crate of its own so that the library keeps its MSRV (1.75; this crate
 //! needs 1.85, as quinn's dependencies do) and its dependencies.
+//!
+//! A server of 4 shards, each an endpoint on a thread of its own that
+//! receives on a socket of its own, which the kernel picks by connection
+//! ID:
+//!
+//! ```no_run
+//! # fn run(server_config: quinn::ServerConfig) -> std::io::Result<()> {
+//! let shards = mpring_quic::Shards::builder("[::]:4433".parse().unwrap(), server_config)
+//!     .shards(4)
+//!     .receive_in_shards(true)
+//!     .bind()?;
+//! shards.serve(|shard, connection| async move {
+//!     while let Ok(datagram) = connection.read_datagram().await {
+//!         // on shard `shard`'s thread: echo it
+//!         let _ = (connection.send_datagram(datagram), shard);
+//!     }
+//! });
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cid;
 mod own_socket;
