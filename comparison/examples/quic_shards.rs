@@ -29,7 +29,9 @@
 //! connection send a window of datagrams at once. The server's CPU time
 //! (all its threads, from `/proc/self/task/*/sched`) is divided by the UDP
 //! datagrams its connections received and sent (their own counters) and
-//! by the bytes echoed.
+//! by the bytes echoed. The listener threads' part of it is also divided
+//! by the datagrams they received: with `--shards 1,2,4`, what steering
+//! to N rings costs a listener against one ring, in this workload.
 //!
 //! ```text
 //! cargo run --release -p mpring-comparison --example quic_shards -- --help
@@ -271,8 +273,8 @@ fn thread_times() -> Threads {
 type Threads = HashMap<u32, (String, f64, u64)>;
 
 /// Before a measured phase: threads, UDP datagrams, kernel drops, ring
-/// drops, the time, ring entries.
-type Snapshot = (Threads, u64, u64, u64, Instant, u64);
+/// drops, the time, ring entries, [`listened`].
+type Snapshot = (Threads, u64, u64, u64, Instant, u64, (u64, u64));
 
 /// Client threads are the client runtime's workers and the main thread
 /// (which drives it); every other thread of the process is the server's.
@@ -281,20 +283,36 @@ const CLIENT_THREAD: &str = "quic-client";
 /// Server and client CPU seconds spent between two snapshots (a thread
 /// born between them counts from zero; one that ended is lost, so the
 /// servers keep their threads until after the second snapshot).
-fn cpu_between(before: &Threads, after: &Threads) -> (f64, f64, u64) {
+fn cpu_between(before: &Threads, after: &Threads) -> Cpu {
     let main = std::process::id();
-    let (mut server, mut client, mut switches) = (0.0, 0.0, 0);
+    let mut cpu = Cpu::default();
     for (tid, (name, t, n)) in after {
         let spent = t - before.get(tid).map_or(0.0, |b| b.1);
         if *tid == main || name == CLIENT_THREAD {
-            client += spent;
+            cpu.client += spent;
         } else {
-            server += spent;
-            switches += n - before.get(tid).map_or(0, |b| b.2);
+            cpu.server += spent;
+            cpu.server_switches += n - before.get(tid).map_or(0, |b| b.2);
+            if name.starts_with(LISTENER_THREAD) {
+                cpu.listeners += spent;
+            }
         }
     }
-    (server, client, switches)
+    cpu
 }
+
+/// CPU seconds between two snapshots, and the server's context switches.
+#[derive(Default)]
+struct Cpu {
+    server: f64,
+    /// The listener threads' part of `server`.
+    listeners: f64,
+    client: f64,
+    server_switches: u64,
+}
+
+/// `mpring::udp::Listeners` name their threads `mpring-udp-{k}`.
+const LISTENER_THREAD: &str = "mpring-udp-";
 
 /// UDP receive-buffer drops of the whole machine (`/proc/net/snmp`): the
 /// kernel's drops, on either side of loopback.
@@ -607,6 +625,11 @@ struct Sample {
     /// batch) with listener threads, only the forwarded ones in the shards.
     ring_entries: u64,
     server_cpu: f64,
+    /// CPU seconds of the listener threads (a part of `server_cpu`).
+    listener_cpu: f64,
+    /// Datagrams the listener threads received, and their `recvmmsg`
+    /// calls that returned datagrams.
+    listened: (u64, u64),
     /// Context switches of the server's threads.
     server_switches: u64,
     client_cpu: f64,
@@ -698,6 +721,15 @@ fn ring_entries(server: &Server) -> u64 {
     server.ring_stats.as_ref().map_or(0, |s| s().entries)
 }
 
+/// Datagrams the server's receive path counted, and its `recvmmsg` calls
+/// that returned datagrams (with listener threads: theirs).
+fn listened(server: &Server) -> (u64, u64) {
+    server.ring_stats.as_ref().map_or((0, 0), |s| {
+        let s = s();
+        (s.datagrams, s.receive_calls)
+    })
+}
+
 fn ring_drops(server: &Server) -> u64 {
     server.ring_stats.as_ref().map_or(0, |s| {
         let s = s();
@@ -740,7 +772,8 @@ async fn round(
     }
 
     let measure = |before: Snapshot, connections: &[quinn::Connection], bytes: u64, lost: u64| {
-        let (server_cpu, client_cpu, server_switches) = cpu_between(&before.0, &thread_times());
+        let cpu = cpu_between(&before.0, &thread_times());
+        let listened = listened(&server);
         Sample {
             seconds: before.4.elapsed().as_secs_f64(),
             connections: connections.len(),
@@ -750,9 +783,11 @@ async fn round(
             kernel_drops: kernel_udp_drops() - before.2,
             ring_drops: ring_drops(&server) - before.3,
             ring_entries: ring_entries(&server) - before.5,
-            server_cpu,
-            server_switches,
-            client_cpu,
+            server_cpu: cpu.server,
+            listener_cpu: cpu.listeners,
+            listened: (listened.0 - before.6 .0, listened.1 - before.6 .1),
+            server_switches: cpu.server_switches,
+            client_cpu: cpu.client,
         }
     };
     let snapshot = || {
@@ -763,6 +798,7 @@ async fn round(
             ring_drops(&server),
             Instant::now(),
             ring_entries(&server),
+            listened(&server),
         )
     };
 
@@ -965,11 +1001,12 @@ fn report(
 ) {
     println!();
     println!("Steady rounds, medians of {} rounds:", o.rounds);
-    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams | listener CPU µs / received datagram; datagrams / recvmmsg |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let per_datagram = |s: &Sample| s.server_cpu * 1e6 / s.udp_datagrams.max(1) as f64;
     let per_byte = |s: &Sample| s.server_cpu * 1e9 / s.bytes.max(1) as f64;
     let mut verdicts = Vec::new();
+    let mut listener_cpu: Vec<(&Row, f64)> = Vec::new();
     for row in rows {
         let v = &steady[row];
         let med = |f: &dyn Fn(&Sample) -> f64| median(v.iter().map(f).collect());
@@ -1015,8 +1052,19 @@ fn report(
                 ));
             }
         }
+        let listener = if v.iter().all(|s| s.listener_cpu > 0.0) {
+            let per = med(&|s| s.listener_cpu * 1e6 / s.listened.0.max(1) as f64);
+            listener_cpu.push((row, per));
+            format!(
+                "{:.2}; {:.1}",
+                per,
+                med(&|s| s.listened.0 as f64 / s.listened.1.max(1) as f64)
+            )
+        } else {
+            "-".to_string()
+        };
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} | {:.1} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} | {:.1} | {} |",
             row.name(o),
             row.per_socket,
             v[0].connections,
@@ -1031,7 +1079,27 @@ fn report(
             v.iter().map(|s| s.kernel_drops).sum::<u64>(),
             v.iter().map(|s| s.ring_drops).sum::<u64>(),
             med(&|s| s.ring_entries as f64 * 1e3 / s.udp_datagrams.max(1) as f64),
+            listener,
         );
+    }
+    // The listeners' cost of steering to N rings against 1 ring (the
+    // sharded server at N = 1), the same listener count.
+    for &(row, per) in &listener_cpu {
+        if row.kind != Kind::Sharded || row.n == 1 {
+            continue;
+        }
+        if let Some(&(one, per_one)) = listener_cpu
+            .iter()
+            .find(|(r, _)| r.kind == Kind::Sharded && r.n == 1 && r.per_socket == row.per_socket)
+        {
+            verdicts.push(format!(
+                "{} with {} connections per client socket: listener CPU per received datagram {:.2}x of {}",
+                row.name(o),
+                row.per_socket,
+                per / per_one,
+                one.name(o),
+            ));
+        }
     }
     if !bursts.is_empty() {
         println!();
@@ -1062,6 +1130,7 @@ fn report(
     println!(
         "CPU is every server thread's run time from /proc/self/task/*/sched (client \
          threads: the client runtime's and the main thread); datagrams are UDP datagrams both \
-         ways, from the server's connection stats (what it handled); echoed bytes are stream and datagram payload."
+         ways, from the server's connection stats (what it handled); echoed bytes are stream and datagram payload. \
+         Listener CPU is the listener threads' (mpring-udp-*) part of the server's, per datagram they received."
     );
 }
