@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mpring::udp::UdpStats;
+use mpring::udp::{UdpStats, MAX_COALESCE};
 use tokio::sync::oneshot;
 
 const HELP: &str = "\
@@ -73,6 +73,8 @@ USAGE: cargo run --release -p mpring-comparison --example quic_shards -- [OPTION
   --rebind-ms M     every client endpoint moves to a fresh port every M ms in the
                     steady rounds, as a migrating client does (default 0: never;
                     not with naive, which loses such connections)
+  --coalesce-us LIST  listener receive coalescing waits in µs, a row of ring,
+                    sharded and sharded-rt each (default 0: off; at most 10000)
 
 quinn runs on a runtime of N + K workers (the sharded server's thread count
 at the largest N), quinn-n on N workers, ring on N workers and K listeners,
@@ -93,6 +95,11 @@ enum Kind {
 }
 
 impl Kind {
+    /// Servers with listener threads (which `--coalesce-us` applies to).
+    fn has_listeners(self) -> bool {
+        matches!(self, Kind::Ring | Kind::Sharded | Kind::ShardedOneRuntime)
+    }
+
     fn parse(s: &str) -> Option<Kind> {
         Some(match s {
             "quinn" => Kind::Quinn,
@@ -126,6 +133,9 @@ struct Options {
     /// Every client endpoint moves to a fresh socket this often in the
     /// steady rounds (0: never).
     rebind_ms: u64,
+    /// Listener receive coalescing waits, µs: a row of each listener
+    /// configuration per value (`ListenersBuilder::coalesce`).
+    coalesce_us: Vec<u64>,
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
@@ -151,6 +161,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         burst: 32,
         client_threads: 2,
         rebind_ms: 0,
+        coalesce_us: vec![0],
     };
     let number = |flag: &str, v: &str, min: usize, max: usize| -> Result<usize, String> {
         match v.parse::<usize>() {
@@ -167,7 +178,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         if flag == "--help" || flag == "-h" {
             return Ok(None);
         }
-        const FLAGS: [&str; 13] = [
+        const FLAGS: [&str; 14] = [
             "--connections",
             "--per-socket",
             "--shards",
@@ -181,6 +192,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--burst",
             "--client-threads",
             "--rebind-ms",
+            "--coalesce-us",
         ];
         if !FLAGS.contains(&flag.as_str()) {
             return Err(format!("unknown option {flag} (see --help)"));
@@ -212,6 +224,12 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--burst" => o.burst = number(flag, value, 0, 1024)?,
             "--client-threads" => o.client_threads = number(flag, value, 1, 64)?,
             "--rebind-ms" => o.rebind_ms = number(flag, value, 0, 60_000)? as u64,
+            "--coalesce-us" => {
+                o.coalesce_us = list(flag, value, 0, MAX_COALESCE.as_micros() as usize)?
+                    .into_iter()
+                    .map(|c| c as u64)
+                    .collect()
+            }
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
     }
@@ -406,7 +424,13 @@ fn endpoint_threads(
     (endpoints, stops, threads)
 }
 
-fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerConfig) -> Server {
+fn start(
+    kind: Kind,
+    n: usize,
+    listeners: usize,
+    coalesce: Duration,
+    server_config: quinn::ServerConfig,
+) -> Server {
     let local: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
     let served = Served::default();
     match kind {
@@ -429,6 +453,7 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
                 let socket = Arc::new(
                     mpring_quic::RingSocket::builder(local)
                         .listeners(listeners)
+                        .listener_coalesce(coalesce)
                         .bind()
                         .expect("bind"),
                 );
@@ -514,6 +539,7 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
             let group = Arc::new(
                 Listeners::builder(local)
                     .listeners(listeners)
+                    .coalesce(coalesce)
                     .gro(true)
                     .shed(mpring_quic::is_quic_initial)
                     .spawn_steered(producers, move |m, d| steering.steer(m, d))
@@ -571,7 +597,10 @@ fn start(kind: Kind, n: usize, listeners: usize, server_config: quinn::ServerCon
             let builder = if kind == Kind::Sharded {
                 // The echo handlers do no tokio I/O: no I/O driver in the
                 // shards.
-                builder.listeners(listeners).io_driver(false)
+                builder
+                    .listeners(listeners)
+                    .listener_coalesce(coalesce)
+                    .io_driver(false)
             } else {
                 builder
                     .receive_in_shards(true)
@@ -632,6 +661,9 @@ struct Sample {
     listened: (u64, u64),
     /// Context switches of the server's threads.
     server_switches: u64,
+    /// The client connections' smoothed round-trip time (quinn's
+    /// estimate) at the end of the round, median over connections, µs.
+    rtt_us: f64,
     client_cpu: f64,
 }
 
@@ -740,14 +772,17 @@ fn ring_drops(server: &Server) -> u64 {
 /// One round against a fresh server: connect, steady echo for
 /// `o.seconds`, then (if asked) the burst. Returns the steady sample and
 /// the burst's.
-async fn round(
-    kind: Kind,
-    n: usize,
-    per_socket: usize,
-    o: Arc<Options>,
-) -> (Sample, Option<Sample>) {
+async fn round(row: Row, o: Arc<Options>) -> (Sample, Option<Sample>) {
+    let Row {
+        kind,
+        n,
+        per_socket,
+        coalesce_us,
+    } = row;
+    let coalesce = Duration::from_micros(coalesce_us);
     let (server_config, client_config) = support::configs();
-    let server = tokio::task::block_in_place(|| start(kind, n, o.listeners, server_config));
+    let server =
+        tokio::task::block_in_place(|| start(kind, n, o.listeners, coalesce, server_config));
     let mut clients = Vec::new();
     let mut connecting = Vec::new();
     for c in 0..o.connections {
@@ -774,7 +809,13 @@ async fn round(
     let measure = |before: Snapshot, connections: &[quinn::Connection], bytes: u64, lost: u64| {
         let cpu = cpu_between(&before.0, &thread_times());
         let listened = listened(&server);
+        let mut rtts: Vec<f64> = connections
+            .iter()
+            .map(|c| c.rtt().as_secs_f64() * 1e6)
+            .collect();
+        rtts.sort_by(|a, b| a.partial_cmp(b).unwrap());
         Sample {
+            rtt_us: rtts.get(rtts.len() / 2).copied().unwrap_or(0.0),
             seconds: before.4.elapsed().as_secs_f64(),
             connections: connections.len(),
             bytes,
@@ -889,10 +930,21 @@ struct Row {
     kind: Kind,
     n: usize,
     per_socket: usize,
+    /// The listeners' coalescing wait, µs (0 for servers without them).
+    coalesce_us: u64,
 }
 
 impl Row {
     fn name(&self, o: &Options) -> String {
+        let name = self.kind_name(o);
+        if self.coalesce_us > 0 {
+            format!("{name}, coalescing {} µs", self.coalesce_us)
+        } else {
+            name
+        }
+    }
+
+    fn kind_name(&self, o: &Options) -> String {
         match self.kind {
             Kind::Quinn => format!("(a) quinn's socket, {} workers", self.n + o.listeners),
             Kind::Ring => format!(
@@ -949,17 +1001,26 @@ fn main() -> std::process::ExitCode {
     let mut rows = Vec::new();
     for &per_socket in &o.per_socket {
         for &kind in &o.configs {
-            match kind {
-                Kind::Quinn | Kind::Ring => rows.push(Row {
-                    kind,
-                    n: max_n,
-                    per_socket,
-                }),
-                _ => rows.extend(o.shards.iter().map(|&n| Row {
-                    kind,
-                    n,
-                    per_socket,
-                })),
+            let coalesce: &[u64] = if kind.has_listeners() {
+                &o.coalesce_us
+            } else {
+                &[0]
+            };
+            for &coalesce_us in coalesce {
+                match kind {
+                    Kind::Quinn | Kind::Ring => rows.push(Row {
+                        kind,
+                        n: max_n,
+                        per_socket,
+                        coalesce_us,
+                    }),
+                    _ => rows.extend(o.shards.iter().map(|&n| Row {
+                        kind,
+                        n,
+                        per_socket,
+                        coalesce_us,
+                    })),
+                }
             }
         }
     }
@@ -974,7 +1035,7 @@ fn main() -> std::process::ExitCode {
     let mut bursts: HashMap<Row, Vec<Sample>> = HashMap::new();
     for r in 0..o.rounds {
         for row in &rows {
-            let (s, b) = rt.block_on(round(row.kind, row.n, row.per_socket, o.clone()));
+            let (s, b) = rt.block_on(round(*row, o.clone()));
             eprintln!(
                 "round {}: {}, {} per socket: {:.1} MB/s, {:.0} UDP datagrams/s",
                 r + 1,
@@ -1001,8 +1062,8 @@ fn report(
 ) {
     println!();
     println!("Steady rounds, medians of {} rounds:", o.rounds);
-    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams | listener CPU µs / received datagram; datagrams / recvmmsg |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams | listener CPU µs / received datagram; datagrams / recvmmsg | RTT µs (quinn's smoothed estimate, median connection) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let per_datagram = |s: &Sample| s.server_cpu * 1e6 / s.udp_datagrams.max(1) as f64;
     let per_byte = |s: &Sample| s.server_cpu * 1e9 / s.bytes.max(1) as f64;
     let mut verdicts = Vec::new();
@@ -1064,7 +1125,7 @@ fn report(
             "-".to_string()
         };
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} | {:.1} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {} | {}, {} | {:.1} | {} | {:.0} |",
             row.name(o),
             row.per_socket,
             v[0].connections,
@@ -1080,6 +1141,7 @@ fn report(
             v.iter().map(|s| s.ring_drops).sum::<u64>(),
             med(&|s| s.ring_entries as f64 * 1e3 / s.udp_datagrams.max(1) as f64),
             listener,
+            med(&|s| s.rtt_us),
         );
     }
     // The listeners' cost of steering to N rings against 1 ring (the
@@ -1088,10 +1150,12 @@ fn report(
         if row.kind != Kind::Sharded || row.n == 1 {
             continue;
         }
-        if let Some(&(one, per_one)) = listener_cpu
-            .iter()
-            .find(|(r, _)| r.kind == Kind::Sharded && r.n == 1 && r.per_socket == row.per_socket)
-        {
+        if let Some(&(one, per_one)) = listener_cpu.iter().find(|(r, _)| {
+            r.kind == Kind::Sharded
+                && r.n == 1
+                && r.per_socket == row.per_socket
+                && r.coalesce_us == row.coalesce_us
+        }) {
             verdicts.push(format!(
                 "{} with {} connections per client socket: listener CPU per received datagram {:.2}x of {}",
                 row.name(o),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mpring::udp::steer::{QuicSteering, ShardCids};
-use mpring::udp::{ConfigError, Listeners, ListenersError, UdpMeta, UdpStats};
+use mpring::udp::{ConfigError, Listeners, ListenersError, UdpMeta, UdpStats, MAX_COALESCE};
 use mpring::{Consumer, Producer, Ring};
 
 const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -510,6 +510,16 @@ fn bad_options_are_typed_errors_not_panics() {
         config(Listeners::builder(addr).max_datagram(0).spawn(build())),
         ConfigError::ZeroMaxDatagram
     );
+    let long = MAX_COALESCE + Duration::from_nanos(1);
+    let too_long = config(Listeners::builder(addr).coalesce(long).spawn(build()));
+    assert_eq!(
+        too_long,
+        ConfigError::Coalesce {
+            wait: long,
+            max: MAX_COALESCE
+        }
+    );
+    assert!(too_long.to_string().contains("coalescing wait"));
     // GRO buffers of 64 KiB never fit a 64 KiB ring's largest payload.
     let too_small = config(Listeners::builder(addr).gro(true).spawn(build()));
     assert!(
@@ -526,6 +536,59 @@ fn bad_options_are_typed_errors_not_panics() {
     // Into io::Error, for `?` in io::Result code.
     let as_io: io::Error = ListenersError::Config(ConfigError::NoListeners).into();
     assert_eq!(as_io.kind(), io::ErrorKind::InvalidInput);
+}
+
+/// Sends `n` datagrams 2 ms apart after one that finds the listener idle;
+/// returns the `recvmmsg` calls and coalescing waits the `n` took and how
+/// long sending them took, after checking that every datagram arrived
+/// whole, in order.
+fn spaced_datagrams(coalesce: Duration, n: u32) -> (u64, u64, Duration) {
+    let (producer, mut consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .coalesce(coalesce)
+        .spawn(producer)
+        .unwrap();
+    let to = listeners.local_addr();
+    let s = sender(LOCAL4);
+    s.send_to(&datagram(1, 0, 100), to).unwrap();
+    let first = collect(&mut consumer, 1);
+    assert_eq!(first.len(), 1);
+    let before = listeners.stats();
+    let start = Instant::now();
+    for seq in 1..=n {
+        thread::sleep(Duration::from_millis(2));
+        s.send_to(&datagram(1, seq, 100), to).unwrap();
+    }
+    let span = start.elapsed();
+    let got = collect(&mut consumer, n as usize);
+    let seqs: Vec<u32> = got.iter().map(|(_, d)| check(d).1).collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+    let after = listeners.shutdown();
+    (
+        after.receive_calls - before.receive_calls,
+        after.coalescing_waits - before.coalescing_waits,
+        span,
+    )
+}
+
+#[test]
+fn coalescing_gathers_datagrams_that_arrive_during_the_wait() {
+    // Ten datagrams 2 ms apart against waits of 10 ms: a `recvmmsg` per
+    // wait that they span, and one more for a wait that ends in a gap.
+    let (calls, waits, span) = spaced_datagrams(MAX_COALESCE, 10);
+    let bound = 2 + span.as_micros() / MAX_COALESCE.as_micros();
+    assert!(
+        u128::from(calls) <= bound,
+        "{calls} receive calls for 10 datagrams sent over {span:?}"
+    );
+    assert!(waits >= calls);
+    // Without coalescing an idle listener wakes for each of them.
+    let (calls, waits, _) = spaced_datagrams(Duration::ZERO, 10);
+    assert!(calls >= 6, "only {calls} receive calls without coalescing");
+    assert_eq!(waits, 0);
 }
 
 #[test]

@@ -156,8 +156,8 @@ impl ShardsBuilder {
     /// sockets while a shard is busy (a burst the shard cannot take in time
     /// waits in, or overflows, its socket's receive buffer), and no shedding
     /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
-    /// `shed_initial` and [`high_water_mark`](Self::high_water_mark) are
-    /// then unused (a mark above the ring is still refused);
+    /// `shed_initial`, [`high_water_mark`](Self::high_water_mark) and
+    /// [`listener_coalesce`](Self::listener_coalesce) are then unused (a mark above the ring is still refused);
     /// [`ring_bytes`](Self::ring_bytes) sizes the rings of forwarded
     /// datagrams.
     ///
@@ -220,7 +220,8 @@ impl ShardsBuilder {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for 0 shards or more than the CID
     /// encoding allows ([`ShardCids::new`]'s error inside), 0 listeners
-    /// (with listener threads), a
+    /// or a coalescing wait above
+    /// [`MAX_COALESCE`](mpring::udp::MAX_COALESCE) (with listener threads), a
     /// ring size that is not a power of two or a high-water mark above it,
     /// [`receive_in_shards`](Self::receive_in_shards) without the
     /// [`io_driver`](Self::io_driver); any error binding the sockets or

@@ -185,6 +185,18 @@ fn the_builder_refuses_a_bad_ring() {
         .bind()
         .expect_err("no listeners");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    let e = quic::Shards::builder(addr, server_config.clone())
+        .listener_coalesce(Duration::from_secs(1))
+        .bind()
+        .expect_err("a coalescing wait above MAX_COALESCE");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    let inner = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<mpring::udp::ConfigError>());
+    assert!(
+        matches!(inner, Some(mpring::udp::ConfigError::Coalesce { .. })),
+        "{e:?}"
+    );
     for ring in [1 << 17, 1 << 18] {
         let bound = quic::RingSocket::builder(addr).ring_bytes(ring).bind();
         if ring < 1 << 18 {
@@ -205,7 +217,8 @@ fn the_builder_refuses_a_bad_ring() {
 
 /// Shards without tokio's I/O driver (`io_driver(false)`) serve as the
 /// default ones do: their sockets are rings, and sending polls the socket
-/// itself. 8 connections on 2 shards, every byte checked.
+/// itself. Their listener coalesces its receives (300 µs), which delays,
+/// never loses. 8 connections on 2 shards, every byte checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_without_an_io_driver_serve() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -213,6 +226,7 @@ async fn shards_without_an_io_driver_serve() {
         let shards = quic::Shards::builder((Ipv4Addr::LOCALHOST, 0).into(), server_config)
             .shards(2)
             .io_driver(false)
+            .listener_coalesce(Duration::from_micros(300))
             .bind()
             .expect("bind the shards");
         shards.serve(|_, connection| support::echo_connection(connection));
