@@ -20,6 +20,7 @@
 //! ```text
 //! cargo bench -p mpring-comparison --bench steering
 //! STEERING_RINGS=4 cargo bench -p mpring-comparison --bench steering   # only 1 or only 4 rings (to profile one)
+//! STEERING_COALESCE_US=300 cargo bench -p mpring-comparison --bench steering   # listeners that coalesce receives
 //! ```
 
 #[path = "../../quic/tests/support/mod.rs"]
@@ -131,7 +132,12 @@ fn cpu_of(prefix: &str) -> f64 {
 /// datagram received, datagrams received, datagrams per `recvmmsg`, and
 /// the consumers' sleeps per datagram (each one ended by a wake-up the
 /// listener paid for, or by the 10 ms timeout).
-fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> Round {
+fn listener_round(
+    recording: &[Vec<u8>],
+    rings: usize,
+    datagrams: usize,
+    coalesce: Duration,
+) -> Round {
     let mut producers = Vec::new();
     let mut consumers = Vec::new();
     for _ in 0..rings {
@@ -142,7 +148,9 @@ fn listener_round(recording: &[Vec<u8>], rings: usize, datagrams: usize) -> Roun
         producers.push(p);
         consumers.push(c);
     }
-    let builder = Listeners::builder("127.0.0.1:0".parse().unwrap()).listeners(1);
+    let builder = Listeners::builder("127.0.0.1:0".parse().unwrap())
+        .listeners(1)
+        .coalesce(coalesce);
     let listeners = if rings == 1 {
         builder.spawn(producers.pop().unwrap()).unwrap()
     } else {
@@ -265,6 +273,20 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // STEERING_COALESCE_US: the listeners' receive coalescing
+    // (`ListenersBuilder::coalesce`), 0 (off) by default.
+    let coalesce = match std::env::var("STEERING_COALESCE_US").ok() {
+        None => Duration::ZERO,
+        Some(us) => match us.parse::<u64>() {
+            Ok(us) if Duration::from_micros(us) <= mpring::udp::MAX_COALESCE => {
+                Duration::from_micros(us)
+            }
+            _ => {
+                eprintln!("STEERING_COALESCE_US must be 0 to 10000 µs, not {us:?}");
+                std::process::exit(2);
+            }
+        },
+    };
     let recording = record();
     let short = recording.iter().filter(|d| d[0] & 0x80 == 0).count();
     println!(
@@ -299,7 +321,7 @@ fn main() {
     let mut results: Vec<Vec<Round>> = configs.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for (&rings, r) in configs.iter().zip(&mut results) {
-            r.push(listener_round(&spread, rings, datagrams));
+            r.push(listener_round(&spread, rings, datagrams, coalesce));
         }
     }
     let name = |rings: usize| {
