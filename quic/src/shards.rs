@@ -157,9 +157,9 @@ impl ShardsBuilder {
     /// waits in, or overflows, its socket's receive buffer), and no shedding
     /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
     /// `shed_initial`, [`high_water_mark`](Self::high_water_mark) and
-    /// [`listener_coalesce`](Self::listener_coalesce) are then unused (a mark above the ring is still refused);
-    /// [`ring_bytes`](Self::ring_bytes) sizes the rings of forwarded
-    /// datagrams.
+    /// [`listener_coalesce`](Self::listener_coalesce) are then unused (a
+    /// mark above the ring is still refused); [`ring_bytes`](Self::ring_bytes)
+    /// sizes the rings of forwarded datagrams.
     ///
     /// A client's first flight whose DCID happens to decode as one of the
     /// shards' CIDs (an 8-byte DCID of a valid encoding: quinn clients

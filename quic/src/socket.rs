@@ -170,8 +170,9 @@ macro_rules! recv_options {
         /// (off). Fewer wake-ups and larger batches, for up to `wait` of
         /// delay to a datagram that arrives during a wait; in `quic_shards`
         /// on 2 cores, 300 µs cut the listener's CPU per datagram by 40-53%
-        /// and the server's by 8-20% (BENCHMARKS.md, "Receive coalescing"). More than
-        /// [`MAX_COALESCE`](mpring::udp::MAX_COALESCE) is an error at bind.
+        /// and the server's by 8-20% (BENCHMARKS.md, "Receive coalescing").
+        /// More than [`MAX_COALESCE`](mpring::udp::MAX_COALESCE) is an
+        /// error at bind.
         pub fn listener_coalesce(mut self, wait: std::time::Duration) -> Self {
             self.options.coalesce = wait;
             self
