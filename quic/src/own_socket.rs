@@ -37,7 +37,7 @@ use std::future::Future;
 use std::io::{self, ErrorKind, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -165,6 +165,9 @@ pub(crate) struct OwnSocket {
     consumer: Mutex<mpring::Consumer<UdpMeta>>,
     counters: Arc<OwnCounters>,
     local: SocketAddr,
+    /// A send met a full buffer and no wait since found room: until then
+    /// the pollers skip the reactor (quinn asks before every send).
+    send_blocked: AtomicBool,
 }
 
 impl OwnSocket {
@@ -196,6 +199,7 @@ impl OwnSocket {
             consumer: Mutex::new(consumer),
             counters,
             local,
+            send_blocked: AtomicBool::new(false),
         })
     }
 
@@ -349,9 +353,15 @@ impl AsyncUdpSocket for OwnSocket {
         // for the path, an unreachable network) it logs and drops the
         // transmit, as quinn's own socket does: to quinn they would be
         // fatal to the connection.
-        self.io.try_io(Interest::WRITABLE, || {
+        let sent = self.io.try_io(Interest::WRITABLE, || {
             self.state.send((&self.io).into(), transmit)
-        })
+        });
+        if matches!(&sent, Err(e) if e.kind() == ErrorKind::WouldBlock) {
+            // Relaxed: a hint; the pollers then wait in the reactor, which
+            // knows.
+            self.send_blocked.store(true, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn max_transmit_segments(&self) -> usize {
@@ -473,6 +483,11 @@ struct SendPoller {
 impl UdpPoller for SendPoller {
     fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // Relaxed: a hint; Ready on a stale `false` costs one `WouldBlock`.
+        if !this.socket.send_blocked.load(Ordering::Relaxed) {
+            this.writable = None;
+            return Poll::Ready(Ok(()));
+        }
         let writable = this.writable.get_or_insert_with(|| {
             let socket = this.socket.clone();
             Box::pin(async move { socket.io.writable().await })
@@ -480,6 +495,7 @@ impl UdpPoller for SendPoller {
         let result = writable.as_mut().poll(cx);
         if result.is_ready() {
             this.writable = None;
+            this.socket.send_blocked.store(false, Ordering::Relaxed);
         }
         result
     }

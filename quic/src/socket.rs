@@ -326,7 +326,8 @@ impl AsyncUdpSocket for RingSocket {
         // large for the path, an unreachable network) it logs and drops
         // the transmit, as quinn's own socket does: to quinn they would be
         // fatal to the connection.
-        self.send_state.send((&self.send).into(), transmit)
+        self.send_room
+            .send(|| self.send_state.send((&self.send).into(), transmit))
     }
 
     fn max_transmit_segments(&self) -> usize {

@@ -3,6 +3,7 @@
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -17,9 +18,16 @@ pub fn is_writable(socket: &UdpSocket) -> bool {
 /// buffer full registers its waker, and a thread of the socket's own, made
 /// on the first such wait, sleeps in `poll` until there is room and wakes
 /// every registered task. Until then no thread spins.
+///
+/// As a reactor's readiness does, it takes the socket's word until a send
+/// through [`send`](SendRoom::send) meets `WouldBlock`: quinn asks for room
+/// before every send, and a `poll` system call each time cost as much as a
+/// tenth of the send itself.
 #[derive(Debug)]
 pub(crate) struct SendRoom {
     shared: Arc<RoomShared>,
+    /// A send met a full buffer, and no look since found room.
+    blocked: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -46,13 +54,31 @@ impl SendRoom {
     pub(crate) fn new() -> SendRoom {
         SendRoom {
             shared: Arc::default(),
+            blocked: AtomicBool::new(false),
         }
     }
 
-    /// Ready once `socket` has room to send; otherwise wakes `cx`'s task
-    /// when it has.
+    /// Runs a send on the socket, noting a full buffer (`WouldBlock`).
+    pub(crate) fn send(&self, send: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let sent = send();
+        if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            // Relaxed: a hint; the wait below looks at the socket itself
+            // before any task sleeps.
+            self.blocked.store(true, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Ready unless a send met a full buffer and `socket` still has no
+    /// room; then wakes `cx`'s task when it has.
     pub(crate) fn poll_writable(&self, socket: &UdpSocket, cx: &mut Context<'_>) -> Poll<()> {
+        // Relaxed: a hint. Ready on a stale `false` costs one more
+        // `WouldBlock` (which sets it); a stale `true` one look.
+        if !self.blocked.load(Ordering::Relaxed) {
+            return Poll::Ready(());
+        }
         if is_writable(socket) {
+            self.blocked.store(false, Ordering::Relaxed);
             return Poll::Ready(());
         }
         let mut state = self.shared.lock();
@@ -81,6 +107,7 @@ impl SendRoom {
         drop(state);
         // Room that came before the registration wakes nobody: look again.
         if is_writable(socket) {
+            self.blocked.store(false, Ordering::Relaxed);
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -169,6 +196,14 @@ mod tests {
 
     use super::{is_writable, SendRoom};
 
+    /// A send into `socket` that fills nothing more: its buffer is full.
+    fn send_into_full(room: &SendRoom, socket: &UdpSocket) {
+        let e = room
+            .send(|| socket.send(&[7; 512]).map(drop))
+            .expect_err("the buffer is full");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    }
+
     struct Count(AtomicUsize);
 
     impl Wake for Count {
@@ -198,6 +233,9 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
+        // Until a send meets the full buffer, no look at the socket.
+        assert!(room.poll_writable(&socket, &mut cx).is_ready());
+        send_into_full(&room, &socket);
         assert!(room.poll_writable(&socket, &mut cx).is_pending());
         // The same task again: registered once.
         assert!(room.poll_writable(&socket, &mut cx).is_pending());
@@ -218,6 +256,8 @@ mod tests {
             "woken once, when room came"
         );
         assert!(room.poll_writable(&socket, &mut cx).is_ready());
+        // The look that found room ended the full state.
+        assert!(!room.blocked.load(Ordering::Relaxed));
 
         // Full again: the waiting thread, asleep with no task to wake,
         // takes the next one.
@@ -226,6 +266,7 @@ mod tests {
         while sender.send(&[7; 512]).is_ok() {
             again += 1;
         }
+        send_into_full(&room, &socket);
         assert!(room.poll_writable(&socket, &mut cx).is_pending());
         for _ in 0..again {
             reader.recv(&mut buf).unwrap();
