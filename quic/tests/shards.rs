@@ -10,6 +10,7 @@
 
 mod support;
 
+use mpring::udp::ConfigError;
 use mpring_quic as quic;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -158,6 +159,12 @@ async fn connect(client: &quinn::Endpoint, server: SocketAddr) -> quinn::Connect
         .expect("handshake")
 }
 
+/// The listeners' typed error inside an `InvalidInput` error.
+fn config_error(e: &std::io::Error) -> Option<&ConfigError> {
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    e.get_ref().and_then(|i| i.downcast_ref::<ConfigError>())
+}
+
 #[test]
 fn the_builder_refuses_a_bad_ring() {
     let (server_config, _) = support::configs();
@@ -189,24 +196,16 @@ fn the_builder_refuses_a_bad_ring() {
         .listener_coalesce(Duration::from_secs(1))
         .bind()
         .expect_err("a coalescing wait above MAX_COALESCE");
-    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
-    let inner = e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<mpring::udp::ConfigError>());
     assert!(
-        matches!(inner, Some(mpring::udp::ConfigError::Coalesce { .. })),
+        matches!(config_error(&e), Some(ConfigError::Coalesce { .. })),
         "{e:?}"
     );
     for ring in [1 << 17, 1 << 18] {
         let bound = quic::RingSocket::builder(addr).ring_bytes(ring).bind();
         if ring < 1 << 18 {
             let e = bound.expect_err("a ring too small for a GRO buffer");
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
-            let inner = e
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<mpring::udp::ConfigError>());
             assert!(
-                matches!(inner, Some(mpring::udp::ConfigError::RingTooSmall { .. })),
+                matches!(config_error(&e), Some(ConfigError::RingTooSmall { .. })),
                 "{e:?}"
             );
         } else {
