@@ -373,7 +373,11 @@ impl ListenersBuilder {
     /// that arrives during the wait is delayed by up to `wait` (plus the
     /// timer's slack), against a wake-up, a readiness poll and a
     /// `recvmmsg` per batch. A datagram that finds the listener idle is
-    /// not delayed. On 2 busy cores (BENCHMARKS.md, "Receive coalescing"),
+    /// not delayed. The socket's [`recv_buffer`](Self::recv_buffer) holds
+    /// what arrives during a wait: at 1 M datagrams of 1,200 bytes a
+    /// second, 300 µs is about 600 KiB of the kernel's accounting (which
+    /// counts more than the payload); past it the kernel drops, counted in
+    /// [`kernel_drops`](UdpStats::kernel_drops). On 2 busy cores (BENCHMARKS.md, "Receive coalescing"),
     /// 300 µs took the batches of a QUIC server's listener from 16-19 to
     /// 51-55 datagrams and its CPU per datagram down by 40-53%.
     ///
