@@ -375,8 +375,9 @@ impl ListenersBuilder {
     /// `recvmmsg` per batch. A datagram that finds the listener idle is
     /// not delayed. The socket's [`recv_buffer`](Self::recv_buffer) holds
     /// what arrives during a wait: at 1 M datagrams of 1,200 bytes a
-    /// second, 300 µs is about 600 KiB of the kernel's accounting (which
-    /// counts more than the payload); past it the kernel drops, counted in
+    /// second, 300 µs is 360 KB of payload, and more of the kernel's
+    /// accounting (which counts its buffers); past it the kernel drops,
+    /// counted in
     /// [`kernel_drops`](UdpStats::kernel_drops). On 2 busy cores (BENCHMARKS.md, "Receive coalescing"),
     /// 300 µs took the batches of a QUIC server's listener from 16-19 to
     /// 51-55 datagrams and its CPU per datagram down by 40-53%.
