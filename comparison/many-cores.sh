@@ -8,7 +8,8 @@
 #
 # `build` adds Aeron's C ring to `rings` when AERON_RB_DIR names a built
 # copy (BENCHMARKS.md, "Aeron's C ring"). Extra arguments after `quic` go
-# to quic_shards (later flags win); `rings` takes the peer bench's
+# to quic_shards (later flags win: `quic --coalesce-us 300` runs the
+# listener rows with receive coalescing); `rings` takes the peer bench's
 # PEERS_* variables. Run from the repository root.
 set -euo pipefail
 
