@@ -169,7 +169,7 @@ macro_rules! recv_options {
         /// batch instead of waking for the next datagram. Default zero
         /// (off). Fewer wake-ups and larger batches, for up to `wait` of
         /// delay to a datagram that arrives during a wait; in `quic_shards`
-        /// on 2 cores, 300 µs cut the listener's CPU per datagram by 40-53%
+        /// on 2 cores, 300 µs cut the listener's CPU per datagram by 37-53%
         /// and the server's by 8-20% (BENCHMARKS.md, "Receive coalescing").
         /// More than [`MAX_COALESCE`](mpring::udp::MAX_COALESCE) is an
         /// error at bind.

@@ -379,8 +379,8 @@ impl ListenersBuilder {
     /// accounting (which counts its buffers); past it the kernel drops,
     /// counted in
     /// [`kernel_drops`](UdpStats::kernel_drops). On 2 busy cores (BENCHMARKS.md, "Receive coalescing"),
-    /// 300 µs took the batches of a QUIC server's listener from 16-19 to
-    /// 51-55 datagrams and its CPU per datagram down by 40-53%.
+    /// 300 µs took the batches of a QUIC server's listener from 16-20 to
+    /// 51-55 datagrams and its CPU per datagram down by 37-53%.
     ///
     /// ```
     /// use std::time::Duration;
