@@ -21,8 +21,8 @@ pub fn is_writable(socket: &UdpSocket) -> bool {
 ///
 /// As a reactor's readiness does, it takes the socket's word until a send
 /// through [`send`](SendRoom::send) meets `WouldBlock`: quinn asks for room
-/// before every send, and a `poll` system call each time cost as much as a
-/// tenth of the send itself.
+/// before every send, which would otherwise cost a `poll` system call each
+/// time.
 #[derive(Debug)]
 pub(crate) struct SendRoom {
     shared: Arc<RoomShared>,
