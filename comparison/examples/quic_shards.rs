@@ -292,7 +292,7 @@ type Threads = HashMap<u32, (String, f64, u64)>;
 
 /// Before a measured phase: threads, UDP datagrams, kernel drops, ring
 /// drops, the time, ring entries, [`listened`].
-type Snapshot = (Threads, u64, u64, u64, Instant, u64, (u64, u64));
+type Snapshot = (Threads, u64, u64, u64, Instant, u64, (u64, u64, u64));
 
 /// Client threads are the client runtime's workers and the main thread
 /// (which drives it); every other thread of the process is the server's.
@@ -656,9 +656,9 @@ struct Sample {
     server_cpu: f64,
     /// CPU seconds of the listener threads (a part of `server_cpu`).
     listener_cpu: f64,
-    /// Datagrams the listener threads received, and their `recvmmsg`
-    /// calls that returned datagrams.
-    listened: (u64, u64),
+    /// Datagrams the listener threads received, their `recvmmsg` calls
+    /// that returned datagrams, and their coalescing waits.
+    listened: (u64, u64, u64),
     /// Context switches of the server's threads.
     server_switches: u64,
     /// The client connections' smoothed round-trip time (quinn's
@@ -753,12 +753,13 @@ fn ring_entries(server: &Server) -> u64 {
     server.ring_stats.as_ref().map_or(0, |s| s().entries)
 }
 
-/// Datagrams the server's receive path counted, and its `recvmmsg` calls
-/// that returned datagrams (with listener threads: theirs).
-fn listened(server: &Server) -> (u64, u64) {
-    server.ring_stats.as_ref().map_or((0, 0), |s| {
+/// Datagrams the server's receive path counted, its `recvmmsg` calls that
+/// returned datagrams and its coalescing waits (with listener threads:
+/// theirs).
+fn listened(server: &Server) -> (u64, u64, u64) {
+    server.ring_stats.as_ref().map_or((0, 0, 0), |s| {
         let s = s();
-        (s.datagrams, s.receive_calls)
+        (s.datagrams, s.receive_calls, s.coalescing_waits)
     })
 }
 
@@ -826,7 +827,11 @@ async fn round(row: Row, o: Arc<Options>) -> (Sample, Option<Sample>) {
             ring_entries: ring_entries(&server) - before.5,
             server_cpu: cpu.server,
             listener_cpu: cpu.listeners,
-            listened: (listened.0 - before.6 .0, listened.1 - before.6 .1),
+            listened: (
+                listened.0 - before.6 .0,
+                listened.1 - before.6 .1,
+                listened.2 - before.6 .2,
+            ),
             server_switches: cpu.server_switches,
             client_cpu: cpu.client,
         }
@@ -1062,7 +1067,7 @@ fn report(
 ) {
     println!();
     println!("Steady rounds, medians of {} rounds:", o.rounds);
-    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams | listener CPU µs / received datagram; datagrams / recvmmsg | RTT µs (quinn's smoothed estimate, median connection) |");
+    println!("| server | conns per client socket | connections | MB/s echoed | UDP datagrams/s | server CPU µs / datagram | server CPU ns / echoed byte | server context switches / 1,000 datagrams | vs (a): CPU per datagram, per byte | client CPU s / round | QUIC datagram echoes lost | drops: kernel, ring | ring entries / 1,000 datagrams | listener CPU µs / received datagram; datagrams / recvmmsg; coalescing waits / 1,000 datagrams | RTT µs (quinn's smoothed estimate, median connection) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let per_datagram = |s: &Sample| s.server_cpu * 1e6 / s.udp_datagrams.max(1) as f64;
     let per_byte = |s: &Sample| s.server_cpu * 1e9 / s.bytes.max(1) as f64;
@@ -1117,9 +1122,10 @@ fn report(
             let per = med(&|s| s.listener_cpu * 1e6 / s.listened.0.max(1) as f64);
             listener_cpu.push((row, per));
             format!(
-                "{:.2}; {:.1}",
+                "{:.2}; {:.1}; {:.0}",
                 per,
-                med(&|s| s.listened.0 as f64 / s.listened.1.max(1) as f64)
+                med(&|s| s.listened.0 as f64 / s.listened.1.max(1) as f64),
+                med(&|s| s.listened.2 as f64 * 1e3 / s.listened.0.max(1) as f64)
             )
         } else {
             "-".to_string()

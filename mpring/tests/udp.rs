@@ -549,6 +549,7 @@ fn spaced_datagrams(coalesce: Duration, n: u32) -> (u64, u64, Duration) {
         .unwrap();
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .coalesce(coalesce)
+        .coalesce_after(1) // every wake-up here receives one datagram
         .spawn(producer)
         .unwrap();
     let to = listeners.local_addr();
@@ -589,6 +590,42 @@ fn coalescing_gathers_datagrams_that_arrive_during_the_wait() {
     let (calls, waits, _) = spaced_datagrams(Duration::ZERO, 10);
     assert!(calls >= 6, "only {calls} receive calls without coalescing");
     assert_eq!(waits, 0);
+}
+
+#[test]
+fn coalescing_never_holds_back_one_datagram_at_a_time() {
+    // A peer that sends its next datagram only once the last one arrived
+    // (a request and its answer): no wake-up receives 8, so no wait.
+    let (producer, mut consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .build()
+        .unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .coalesce(MAX_COALESCE)
+        .spawn(producer)
+        .unwrap();
+    let to = listeners.local_addr();
+    let s = sender(LOCAL4);
+    for seq in 0..20 {
+        s.send_to(&datagram(1, seq, 100), to).unwrap();
+        let got = collect(&mut consumer, 1);
+        assert_eq!(check(&got[0].1).1, seq);
+    }
+    assert_eq!(listeners.stats().coalescing_waits, 0);
+    // A stream that outpaces the listener: some wake-up finds
+    // DEFAULT_COALESCE_AFTER datagrams or more, and it coalesces.
+    let n = 2_000;
+    for seq in 20..20 + n {
+        s.send_to(&datagram(1, seq, 100), to).unwrap();
+    }
+    let got = collect(&mut consumer, n as usize);
+    let seqs: Vec<u32> = got.iter().map(|(_, d)| check(d).1).collect();
+    assert_eq!(seqs, (20..20 + n).collect::<Vec<_>>());
+    let stats = listeners.shutdown();
+    assert!(
+        stats.coalescing_waits >= 1,
+        "{n} datagrams in a row never coalesced: {stats:?}"
+    );
 }
 
 #[test]

@@ -165,10 +165,12 @@ macro_rules! recv_options {
 
         /// Receive coalescing in the listener threads
         /// ([`ListenersBuilder::coalesce`](mpring::udp::ListenersBuilder::coalesce)):
-        /// while datagrams keep coming, a listener waits `wait` after each
-        /// batch instead of waking for the next datagram. Default zero
-        /// (off). Fewer wake-ups and larger batches, for up to `wait` of
-        /// delay to a datagram that arrives during a wait; in `quic_shards`
+        /// under load (a wake-up received at least
+        /// [`DEFAULT_COALESCE_AFTER`](mpring::udp::DEFAULT_COALESCE_AFTER)
+        /// datagrams), a listener waits `wait` after each batch instead of
+        /// waking for the next datagram. Default zero (off). Fewer wake-ups
+        /// and larger batches, for up to `wait` of delay to a datagram that
+        /// arrives during a wait; in `quic_shards`
         /// on 2 cores, 300 µs cut the listener's CPU per datagram by 37-53%
         /// and the server's by 8-20% (BENCHMARKS.md, "Receive coalescing").
         /// More than [`MAX_COALESCE`](mpring::udp::MAX_COALESCE) is an

@@ -216,7 +216,7 @@ fn the_builder_refuses_a_bad_ring() {
 
 /// Shards without tokio's I/O driver (`io_driver(false)`) serve as the
 /// default ones do: their sockets are rings, and sending polls the socket
-/// itself. Their listener coalesces its receives (300 µs), which delays,
+/// itself. Their listener coalesces its receives under load (300 µs), which delays,
 /// never loses. 8 connections on 2 shards, every byte checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_without_an_io_driver_serve() {

@@ -293,6 +293,7 @@ pub struct ListenersBuilder {
     recv_buffer: usize,
     shed: Option<fn(&[u8]) -> bool>,
     coalesce: Duration,
+    coalesce_after: usize,
 }
 
 impl ListenersBuilder {
@@ -361,13 +362,19 @@ impl ListenersBuilder {
         self
     }
 
-    /// Receive coalescing: while datagrams keep coming, a listener waits
-    /// `wait` after each batch it drained instead of waking for the next
-    /// datagram, so that what arrives meanwhile comes in with one
-    /// `recvmmsg` and costs one wake-up. Default zero: wait for the socket
-    /// to become readable, as an idle listener always does (a wait that
-    /// finds nothing ends coalescing until the next datagram). At most
-    /// [`MAX_COALESCE`]; `spawn` refuses more.
+    /// Receive coalescing: under load, a listener waits `wait` after
+    /// each batch it drained instead of waking for the next datagram, so
+    /// that what arrives meanwhile comes in with one `recvmmsg` and costs
+    /// one wake-up. Default zero: wait for the socket to become readable,
+    /// as an idle listener always does. At most [`MAX_COALESCE`]; `spawn`
+    /// refuses more.
+    ///
+    /// Under load means: the wake-up before received at least
+    /// [`coalesce_after`](Self::coalesce_after) datagrams (default
+    /// [`DEFAULT_COALESCE_AFTER`]), so a peer that waits for each answer
+    /// before it sends again (one datagram per wake-up) is never held
+    /// back; a wait that receives fewer ends coalescing until a wake-up
+    /// receives enough again.
     ///
     /// What it trades, as a NIC's interrupt moderation does: a datagram
     /// that arrives during the wait is delayed by up to `wait` (plus the
@@ -401,6 +408,29 @@ impl ListenersBuilder {
     /// ```
     pub fn coalesce(mut self, wait: Duration) -> ListenersBuilder {
         self.coalesce = wait;
+        self
+    }
+
+    /// The fewest datagrams a wake-up must receive for the listener to
+    /// [`coalesce`](Self::coalesce) after it (GRO segments each count).
+    /// Default [`DEFAULT_COALESCE_AFTER`]; 0 and 1 both coalesce after any
+    /// wake-up that received a datagram, which holds back a peer that
+    /// sends its next datagram only when its last one was answered: each
+    /// of them then waits out a `wait`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mpring::udp::{Listeners, UdpMeta};
+    ///
+    /// let (producer, _consumer) = mpring::Ring::builder(1 << 16).metadata::<UdpMeta>().build()?;
+    /// let listeners = Listeners::builder("127.0.0.1:0".parse()?)
+    ///     .coalesce(Duration::from_micros(300))
+    ///     .coalesce_after(32) // only once a wake-up finds 32 datagrams waiting
+    ///     .spawn(producer)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn coalesce_after(mut self, datagrams: usize) -> ListenersBuilder {
+        self.coalesce_after = datagrams;
         self
     }
 
@@ -639,6 +669,7 @@ impl ListenersBuilder {
                     gro,
                     shed: self.shed,
                     coalesce: self.coalesce,
+                    coalesce_after: self.coalesce_after.max(1),
                     shared: shared.clone(),
                 };
                 thread::Builder::new()
@@ -675,6 +706,13 @@ const MAX_BATCH: usize = 1024;
 /// hold datagrams for what a client sees as a lost packet, and keep
 /// `shutdown` waiting.
 pub const MAX_COALESCE: Duration = Duration::from_millis(10);
+
+/// How many datagrams a wake-up must receive, by default, before a
+/// listener [coalesces](ListenersBuilder::coalesce): more than a peer
+/// that waits for each answer sends at once, fewer than the 16-20 a
+/// QUIC server's listener found per `recvmmsg` under load without
+/// coalescing (BENCHMARKS.md, "Receive coalescing").
+pub const DEFAULT_COALESCE_AFTER: usize = 8;
 
 /// Why a [`ListenersBuilder`] refused its options: each variant names the
 /// option that can never work, so a caller can match on it.
@@ -856,6 +894,7 @@ impl Listeners {
             recv_buffer: 4 << 20,
             shed: None,
             coalesce: Duration::ZERO,
+            coalesce_after: DEFAULT_COALESCE_AFTER,
         }
     }
 
@@ -965,6 +1004,8 @@ struct Listener {
     gro: bool,
     shed: Option<fn(&[u8]) -> bool>,
     coalesce: Duration,
+    /// At least 1.
+    coalesce_after: usize,
     shared: Arc<Shared>,
 }
 
@@ -986,14 +1027,14 @@ impl Listener {
             Vec::with_capacity(if rings > 1 { parts } else { 0 });
         let mut state = BatchState::new(rings, parts);
         let counters = &self.shared.counters[usize::from(self.id)];
-        // The last drain received something (datagrams are coming).
-        let mut received_some = false;
+        // Datagrams the last drain received.
+        let mut drained = 0;
         // Relaxed: a flag with nothing behind it.
         while !self.shared.stop.load(Ordering::Relaxed) {
             // Wait before receiving, and never hold ring room while waiting.
-            if received_some && !self.coalesce.is_zero() {
-                // Let the next batch gather rather than wake for its first
-                // datagram; a wait that finds nothing ends this.
+            if drained >= self.coalesce_after && !self.coalesce.is_zero() {
+                // Under load: let the next batch gather rather than wake for
+                // its first datagram; a wait that finds fewer ends this.
                 Counters::add(&counters.coalescing_waits, 1);
                 thread::sleep(self.coalesce);
             } else {
@@ -1008,7 +1049,7 @@ impl Listener {
                     }
                 }
             }
-            received_some = false;
+            drained = 0;
             // Drain what is there, a batch per call.
             loop {
                 let n = match receiver.recv(&self.socket, &mut got) {
@@ -1021,7 +1062,6 @@ impl Listener {
                     }
                 };
                 Counters::add(&counters.receive_calls, 1);
-                received_some = true;
                 let received = Instant::now();
                 state.begin();
                 let (mut datagrams, mut truncated) = (0, 0);
@@ -1054,6 +1094,7 @@ impl Listener {
                 spare = reuse(parts);
                 spare_grouped = reuse(grouped);
                 Counters::add(&counters.datagrams, datagrams);
+                drained += datagrams as usize;
                 Counters::add(&counters.truncated, truncated);
                 state.flush(counters);
                 let drops = u64::from(receiver.kernel_drops);
