@@ -162,7 +162,8 @@ impl ShardsBuilder {
     /// waits in, or overflows, its socket's receive buffer), and no shedding
     /// ([`shed_initial`](Self::shed_initial)). [`listeners`](Self::listeners),
     /// `shed_initial`, [`high_water_mark`](Self::high_water_mark) and
-    /// [`listener_coalesce`](Self::listener_coalesce) are then unused (a
+    /// [`listener_coalesce`](Self::listener_coalesce) (with
+    /// [`listener_coalesce_after`](Self::listener_coalesce_after)) are then unused (a
     /// mark above the ring is still refused); [`ring_bytes`](Self::ring_bytes)
     /// sizes the rings of forwarded datagrams.
     ///

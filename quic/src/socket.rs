@@ -75,6 +75,7 @@ pub(crate) struct RecvOptions {
     pub(crate) high_water_mark: Option<usize>,
     pub(crate) shed_initial: bool,
     pub(crate) coalesce: std::time::Duration,
+    pub(crate) coalesce_after: usize,
 }
 
 impl RecvOptions {
@@ -87,6 +88,7 @@ impl RecvOptions {
             high_water_mark: None,
             shed_initial: true,
             coalesce: std::time::Duration::ZERO,
+            coalesce_after: mpring::udp::DEFAULT_COALESCE_AFTER,
         }
     }
 
@@ -107,7 +109,8 @@ impl RecvOptions {
         let builder = Listeners::builder(self.addr)
             .listeners(self.listeners)
             .gro(self.gro)
-            .coalesce(self.coalesce);
+            .coalesce(self.coalesce)
+            .coalesce_after(self.coalesce_after);
         if self.shed_initial {
             builder.shed(is_quic_initial)
         } else {
@@ -177,6 +180,15 @@ macro_rules! recv_options {
         /// error at bind.
         pub fn listener_coalesce(mut self, wait: std::time::Duration) -> Self {
             self.options.coalesce = wait;
+            self
+        }
+
+        /// The fewest datagrams a listener's wake-up must receive for it to
+        /// [coalesce](Self::listener_coalesce) after it
+        /// ([`ListenersBuilder::coalesce_after`](mpring::udp::ListenersBuilder::coalesce_after)).
+        /// Default [`DEFAULT_COALESCE_AFTER`](mpring::udp::DEFAULT_COALESCE_AFTER).
+        pub fn listener_coalesce_after(mut self, datagrams: usize) -> Self {
+            self.options.coalesce_after = datagrams;
             self
         }
     };

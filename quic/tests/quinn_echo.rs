@@ -137,3 +137,40 @@ fn a_ring_socket_without_gro_gets_every_segment_whole() {
     assert_eq!((stats.datagrams, stats.truncated), (3, 0), "{stats:?}");
     assert_eq!(stats.entries, 3, "one entry per datagram: {stats:?}");
 }
+
+/// `listener_coalesce_after` reaches the listener: one datagram is a
+/// wake-up worth a coalescing wait when 1 is asked for, and never with the
+/// default of 8.
+#[test]
+fn a_ring_socket_coalesces_after_as_many_datagrams_as_asked() {
+    for after in [Some(1), None] {
+        let builder = mpring_quic::RingSocket::builder((std::net::Ipv4Addr::LOCALHOST, 0).into())
+            .listener_coalesce(Duration::from_millis(10));
+        let builder = match after {
+            Some(n) => builder.listener_coalesce_after(n),
+            None => builder,
+        };
+        let socket = builder.bind().expect("bind the ring socket");
+        let to = quinn::AsyncUdpSocket::local_addr(&socket).unwrap();
+        let sender = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+        sender.send_to(b"one datagram", to).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Received, and (when it will) counted its wait; without one, long
+        // enough for a 10 ms wait to have been counted.
+        let settled = |s: &mpring::udp::UdpStats| {
+            s.datagrams == 1 && (after.is_none() || s.coalescing_waits > 0)
+        };
+        while !settled(&socket.stats()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if after.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stats = socket.stats();
+        assert_eq!(stats.datagrams, 1, "{stats:?}");
+        match after {
+            Some(_) => assert_eq!(stats.coalescing_waits, 1, "{stats:?}"),
+            None => assert_eq!(stats.coalescing_waits, 0, "{stats:?}"),
+        }
+    }
+}
