@@ -156,7 +156,7 @@ impl ShardsBuilder {
     /// wakes for each datagram and then wakes its shard, one wake-up per
     /// datagram instead of two: in `quic_shards` with 4 connections and one
     /// datagram in flight each, 0.92-1.33x quinn's CPU per datagram and
-    /// an RTT at most 25 µs above quinn's, against 1.37-1.48x and 1.5-2x the RTT with
+    /// an RTT at most 25 µs above quinn's, against 1.37-1.48x and 1.5-2.4x the RTT with
     /// a listener thread), against no thread that drains the
     /// sockets while a shard is busy (a burst the shard cannot take in time
     /// waits in, or overflows, its socket's receive buffer), and no shedding
