@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::error::ReserveError;
 use crate::loom::Arc;
-use crate::ring::Shared;
+use crate::ring::{Shared, Wake};
 use crate::{BatchReservation, Metadata, OwnedReservation, Reservation};
 
 /// The producer side: a handle that every listener thread can share.
@@ -186,11 +186,53 @@ impl<M: Metadata> Producer<M> {
     /// # Errors
     /// As [`push_batch`](Producer::push_batch).
     pub fn push_batch_with(&self, entries: &[(&[u8], M)]) -> Result<(), ReserveError> {
+        self.push_run_with(entries, Wake::Now)
+    }
+
+    fn push_run_with(&self, entries: &[(&[u8], M)], wake: Wake) -> Result<(), ReserveError> {
         let total = self.run_room(entries.iter().map(|(payload, _)| payload.len()))?;
         self.ring.push_run(
             total,
             entries.iter().map(|&(payload, meta)| (payload, meta)),
+            wake,
         )
+    }
+
+    /// [`push_batch_with`](Producer::push_batch_with) without waking a
+    /// sleeping consumer: that is left to this thread's next
+    /// [`wake_if_asleep`](Producer::wake_if_asleep), which must come before
+    /// it waits on anything or stops (or the consumer may sleep on
+    /// published entries). For a thread that pushes several runs in a row
+    /// (a listener's drain) and wakes each consumer once.
+    #[cfg(not(mpring_loom))]
+    #[cfg_attr(not(all(feature = "udp", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn push_batch_with_wake_later(
+        &self,
+        entries: &[(&[u8], M)],
+    ) -> Result<(), ReserveError> {
+        self.push_run_with(entries, Wake::Later)
+    }
+
+    /// The same, public for the loom models only.
+    #[cfg(mpring_loom)]
+    #[doc(hidden)]
+    pub fn push_batch_with_wake_later(&self, entries: &[(&[u8], M)]) -> Result<(), ReserveError> {
+        self.push_run_with(entries, Wake::Later)
+    }
+
+    /// Wakes the consumer if it sleeps: the check every publish makes,
+    /// for runs pushed with `push_batch_with_wake_later`.
+    #[cfg(not(mpring_loom))]
+    #[cfg_attr(not(all(feature = "udp", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn wake_if_asleep(&self) {
+        self.ring.wake_if_asleep();
+    }
+
+    /// The same, public for the loom models only.
+    #[cfg(mpring_loom)]
+    #[doc(hidden)]
+    pub fn wake_if_asleep(&self) {
+        self.ring.wake_if_asleep();
     }
 
     /// The room a run of entries of these lengths needs, if it may be
@@ -367,8 +409,11 @@ impl Producer {
     /// ```
     pub fn push_batch(&self, payloads: &[&[u8]]) -> Result<(), ReserveError> {
         let total = self.run_room(payloads.iter().map(|payload| payload.len()))?;
-        self.ring
-            .push_run(total, payloads.iter().map(|&payload| (payload, ())))
+        self.ring.push_run(
+            total,
+            payloads.iter().map(|&payload| (payload, ())),
+            Wake::Now,
+        )
     }
 }
 

@@ -446,6 +446,34 @@ fn wait_is_woken_by_a_concurrent_commit() {
     });
 }
 
+/// Runs pushed without their wake-up (as a listener's drain pushes them)
+/// are covered by the one `wake_if_asleep` after them: a consumer that
+/// fell asleep on any of them is woken. Without that call loom reports the
+/// consumer parked forever.
+#[test]
+fn runs_pushed_without_a_wake_up_are_woken_by_the_check_after_them() {
+    bounded(3).check(|| {
+        let (producer, mut consumer) = Ring::new(128).unwrap();
+        let writer = thread::spawn(move || {
+            producer
+                .push_batch_with_wake_later(&[(&b"ab"[..], ())])
+                .unwrap();
+            producer
+                .push_batch_with_wake_later(&[(&b"cd"[..], ()), (&b"e"[..], ())])
+                .unwrap();
+            producer.wake_if_asleep();
+            producer // keep it alive: disconnection would wake the consumer
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            assert_eq!(consumer.wait(), Ok(()));
+            got.extend(drain(&mut consumer));
+        }
+        assert_eq!(got, [&b"ab"[..], b"cd", b"e"]);
+        drop(writer.join().unwrap());
+    });
+}
+
 /// The consumer sleeps on a reservation's header; the commit wakes it.
 #[test]
 fn wait_on_a_reservation_is_woken_by_its_commit() {

@@ -75,7 +75,11 @@
 //!   writes the fd's counter under the target's lock, and the consumer
 //!   clears the counter and registers again under the same lock before it
 //!   announces, so a clear never takes back a notification whose cause the
-//!   re-check after announcing would miss.
+//!   re-check after announcing would miss. A run pushed with `Wake::Later`
+//!   (the UDP listeners, while coalescing) stores its header without the
+//!   barrier and the flag check; the pushing thread makes them later
+//!   (`Shared::wake_if_asleep`), once for any number of runs, before it
+//!   waits on anything: still after every header store it covers.
 //!
 //! # Batches
 //!
@@ -189,7 +193,7 @@
 //! | (read-around) producer: claim start flag, `around::record_start`, Relaxed | consumer: flag load, `around::next_start`, Relaxed, after its sleep barrier | where the claim before ours ends; ordered by the NoLostWakeUp barriers (below), or by the wake-up's lock | loom: `wait_reads_past_a_claim_not_announced_yet` and its `poll_ready` and `arm_fd` forms; `tests/hooks.rs` (a producer held between CAS and announcement); without the record all of them fail; a tag without the lap, or no clearing, fails `starts_recorded_in_earlier_laps_are_not_read_as_boundaries` or `starts_of_laps_long_ago_are_cleared` |
 //! | (read-around) consumer: `Skip` rewrite, `around::consume_around`, Relaxed | consumer: `around::settle` | (the consumer's own word; producers reach it after the walk zeroed it and a `head` store) | single-threaded |
 //! | last producer: count `fetch_sub`, `Shared::remove_producer` | consumer: count load, `Shared::producers` | the last commits before the disconnection | loom: `disconnection_after_the_last_commit` |
-//! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` | the registered wake-up target | loom: the waiting and readiness models |
+//! | consumer: `sleeping` store, `Sleep::announce` | producer: `sleeping` load, `Sleep::after_publish` (for runs pushed with `Wake::Later`: `Shared::wake_if_asleep`, after them) | the registered wake-up target | loom: the waiting and readiness models; for the deferred check `runs_pushed_without_a_wake_up_are_woken_by_the_check_after_them`, which deadlocks without the check or with its fence weakened to Release |
 //! | waker: `woken` store, `Sleep::wake_on_purpose` | consumer: `woken` load, `Sleep::take_woken` | (a flag; the target slot's mutex orders the rest) | loom: `wait_is_woken_by_a_wake_handle` |
 //! | (asymmetric mode) consumer: `membarrier(2)`, `Sleep::announce` | producer: compiler barrier, then a Relaxed load of the mode, `Sleep::after_publish` | the store-load pair of NoLostWakeUp without a fence on the producers' side | **not loom** (it cannot model a process-wide barrier): only `sleep::tests::asymmetric_mode_loses_no_wake_up`, a ping-pong of commits racing a falling-asleep consumer, which CI runs in release mode with 200,000 rounds and fails where `membarrier` is missing (`MPRING_REQUIRE_MEMBARRIER`); without the heavy barrier it lost 61 of 200,000 wake-ups |
 //!
@@ -221,6 +225,7 @@ use crossbeam_utils::CachePadded;
 
 use self::around::{ClaimStarts, Holes};
 use self::buffer::{Buffer, ReadSpan, WriteSpan};
+pub(crate) use self::produce::Wake;
 use crate::error::BuildError;
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sleep::Sleep;

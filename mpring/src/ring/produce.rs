@@ -11,6 +11,20 @@ use crate::loom::{HeaderWord, Ordering};
 /// How far past its own entry a producer prefetches for writing, and the
 /// largest stride that prefetches at all.
 const PREFETCH_AHEAD: usize = 256;
+
+/// Whether publishing a run checks for a sleeping consumer at once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Wake {
+    /// After the header store, as every publish does.
+    Now,
+    /// Left to the publisher's [`Shared::wake_if_asleep`], which must come
+    /// before it waits on anything (NoLostWakeUp, deferred).
+    #[cfg_attr(
+        not(any(mpring_loom, all(feature = "udp", target_os = "linux"))),
+        allow(dead_code)
+    )]
+    Later,
+}
 impl<M> Shared<M> {
     /// Claims space for a `len`-byte payload.
     #[inline]
@@ -159,7 +173,7 @@ impl<M> Shared<M> {
         // MetaWritten: the record goes in before the header publishes it.
         self.buffer.write_value(&mut span, 0, meta);
         self.buffer.end_write(span);
-        self.publish_run(start, start + stride, len, std::iter::empty());
+        self.publish_run(start, start + stride, len, std::iter::empty(), Wake::Now);
     }
 
     /// Aborts a claim: hands it back, or makes it a skipped span.
@@ -231,13 +245,19 @@ impl<M> Shared<M> {
             start + stride,
             first,
             commits.skip(1).map(|(len, _)| len),
+            Wake::Now,
         );
     }
 
     /// Claims exact room for `entries` with one CAS (`total` is the sum of
     /// their strides, at most half the ring), copies each payload and
     /// record into place and publishes them as consecutive entries.
-    pub(crate) fn push_run<'p, I>(&self, total: usize, entries: I) -> Result<(), ReserveError>
+    pub(crate) fn push_run<'p, I>(
+        &self,
+        total: usize,
+        entries: I,
+        wake: Wake,
+    ) -> Result<(), ReserveError>
     where
         M: Copy,
         I: Iterator<Item = (&'p [u8], M)> + Clone,
@@ -267,7 +287,7 @@ impl<M> Shared<M> {
         }
         self.buffer.end_write(span);
         let rest = entries.skip(1).map(|(payload, _)| payload.len());
-        self.publish_run(start, start + stride, first.len(), rest);
+        self.publish_run(start, start + stride, first.len(), rest, wake);
         Ok(())
     }
 
@@ -277,7 +297,7 @@ impl<M> Shared<M> {
     /// run, and publishes header 0 last. Payloads and records are in place
     /// and the claim's span has ended.
     #[inline]
-    fn publish_run<R>(&self, start: u64, end: u64, first: usize, rest: R)
+    fn publish_run<R>(&self, start: u64, end: u64, first: usize, rest: R, wake: Wake)
     where
         R: Iterator<Item = usize>,
     {
@@ -307,7 +327,10 @@ impl<M> Shared<M> {
         // SAFETY: [AtomicHeaders] `start` is our own header word; the
         // consumer only loads it atomically.
         let word = unsafe { self.buffer.header(self.position(start)) };
-        self.publish(&word, Header::Entry(first));
+        match wake {
+            Wake::Now => self.publish(&word, Header::Entry(first)),
+            Wake::Later => self.store_header(&word, Header::Entry(first)),
+        }
     }
 
     /// The stride of one slot of `len` bytes, for batches.
@@ -327,11 +350,30 @@ impl<M> Shared<M> {
     /// consumer if it sleeps.
     #[inline]
     fn publish(&self, word: &HeaderWord<'_>, header: Header) {
+        self.store_header(word, header);
+        // NoLostWakeUp: the fence and the flag check come after the store.
+        self.sleep.after_publish();
+    }
+
+    /// The store half of `publish`.
+    #[inline]
+    fn store_header(&self, word: &HeaderWord<'_>, header: Header) {
         // Release: the payload (and any skip header) must be visible to the
         // consumer once it acquires this word; the consumer also zeroes the
         // word after reading it.
         word.store(header.encode(), Ordering::Release);
-        // NoLostWakeUp: the fence and the flag check come after the store.
+    }
+
+    /// The wake-up half of `publish`, for runs published with
+    /// [`Wake::Later`]: after their header stores, as `publish` does it
+    /// after its one (NoLostWakeUp), so a consumer that fell asleep on any
+    /// of them is woken here. One check covers any number of runs.
+    #[inline]
+    #[cfg_attr(
+        not(any(mpring_loom, all(feature = "udp", target_os = "linux"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn wake_if_asleep(&self) {
         self.sleep.after_publish();
     }
 

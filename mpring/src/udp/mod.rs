@@ -376,6 +376,12 @@ impl ListenersBuilder {
     /// back; a wait that receives fewer ends coalescing until a wake-up
     /// receives enough again.
     ///
+    /// The consumers are woken the same way: while coalescing, a listener
+    /// wakes a ring's sleeping consumer once per drain (at its end, and
+    /// at most `wait` apart while a drain lasts), not after every
+    /// `recvmmsg` batch. Entries reach the ring as they are received; a
+    /// consumer that is awake reads them at once.
+    ///
     /// What it trades, as a NIC's interrupt moderation does: a datagram
     /// that arrives during the wait is delayed by up to `wait` (plus the
     /// timer's slack), against a wake-up, a readiness poll and a
@@ -1025,7 +1031,7 @@ impl Listener {
         let mut spare: Vec<(&'static [u8], UdpMeta)> = Vec::with_capacity(parts);
         let mut spare_grouped: Vec<(&'static [u8], UdpMeta)> =
             Vec::with_capacity(if rings > 1 { parts } else { 0 });
-        let mut state = BatchState::new(rings, parts);
+        let mut state = BatchState::new(rings, parts, !self.coalesce.is_zero());
         let counters = &self.shared.counters[usize::from(self.id)];
         // Datagrams the last drain received.
         let mut drained = 0;
@@ -1050,6 +1056,8 @@ impl Listener {
                 }
             }
             drained = 0;
+            // Since when this drain owes consumers a wake-up.
+            let mut owed_since: Option<Instant> = None;
             // Drain what is there, a batch per call.
             loop {
                 let n = match receiver.recv(&self.socket, &mut got) {
@@ -1091,6 +1099,14 @@ impl Listener {
                 }
                 let mut grouped = reuse(spare_grouped);
                 state.hand_over(&self.producers, &parts, &mut grouped);
+                // While coalescing, the consumers are woken once per drain
+                // and at most a wait apart, not after each batch: a consumer
+                // that sleeps between batches costs one wake-up per drain.
+                let since = *owed_since.get_or_insert(received);
+                if received.duration_since(since) >= self.coalesce {
+                    state.wake(&self.producers);
+                    owed_since = None;
+                }
                 spare = reuse(parts);
                 spare_grouped = reuse(grouped);
                 Counters::add(&counters.datagrams, datagrams);
@@ -1107,6 +1123,8 @@ impl Listener {
                     break;
                 }
             }
+            // Before any wait: wake the consumers this drain still owes.
+            state.wake(&self.producers);
         }
     }
 
@@ -1143,6 +1161,12 @@ struct BatchState {
     above: Vec<Option<bool>>,
     /// Per ring: its consumer is gone.
     gone: Vec<bool>,
+    /// Whether pushes leave waking the consumers to `wake` (while
+    /// coalescing); otherwise each push wakes its consumer at once.
+    defer_wakes: bool,
+    /// Per ring: entries published since its consumer was last woken
+    /// (kept across batches: see `wake`).
+    unwoken: Vec<bool>,
     /// Rings whose consumer is still there.
     live: usize,
     /// The ring of each part, in receive order (steered groups only).
@@ -1158,11 +1182,13 @@ struct BatchState {
 }
 
 impl BatchState {
-    fn new(rings: usize, parts: usize) -> BatchState {
+    fn new(rings: usize, parts: usize, defer_wakes: bool) -> BatchState {
         BatchState {
+            defer_wakes,
             tally: vec![Tally::default(); rings],
             above: vec![None; rings],
             gone: vec![false; rings],
+            unwoken: vec![false; rings],
             live: rings,
             tags: Vec::with_capacity(if rings > 1 { parts } else { 0 }),
             starts: vec![0; rings + 1],
@@ -1348,9 +1374,15 @@ impl BatchState {
     /// of them when the ring's consumer is gone).
     fn push(&mut self, producers: &[Producer<UdpMeta>], ring: usize, entries: &[(&[u8], UdpMeta)]) {
         let producer = &producers[ring];
-        let dropped = match producer.push_batch_with(entries) {
+        let pushed = if self.defer_wakes {
+            producer.push_batch_with_wake_later(entries)
+        } else {
+            producer.push_batch_with(entries)
+        };
+        let dropped = match pushed {
             Ok(()) => {
                 self.tally[ring].entries += entries.len() as u64;
+                self.unwoken[ring] = self.defer_wakes;
                 return;
             }
             Err(ReserveError::Disconnected) => {
@@ -1380,6 +1412,18 @@ impl BatchState {
             .map(|(payload, meta)| meta.datagrams(payload.len()))
             .sum();
         self.tally[ring].full_drops += count as u64;
+    }
+
+    /// Wakes the consumers of the rings pushed to since the last call, if
+    /// they sleep: the check each publish skipped (while coalescing, `push`
+    /// publishes without it), once per ring for any number of batches.
+    /// Before the listener waits on anything.
+    fn wake(&mut self, producers: &[Producer<UdpMeta>]) {
+        for (producer, unwoken) in producers.iter().zip(&mut self.unwoken) {
+            if std::mem::take(unwoken) {
+                producer.wake_if_asleep();
+            }
+        }
     }
 
     fn disconnect(&mut self, ring: usize) {
