@@ -77,10 +77,7 @@ fn sender6() -> Option<UdpSocket> {
 }
 
 fn round_trip(ip: IpAddr, sender: UdpSocket) {
-    let (producer, mut consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 20);
     let listeners = Listeners::builder(SocketAddr::new(ip, 0))
         .listeners(2)
         .spawn(producer)
@@ -132,10 +129,7 @@ fn ipv6_datagrams_arrive_whole_with_their_records() {
 
 #[test]
 fn ecn_bits_reach_the_record() {
-    let (producer, mut consumer) = Ring::builder(1 << 16)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 16);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .spawn(producer)
         .unwrap();
@@ -163,10 +157,7 @@ fn ecn_bits_reach_the_record() {
 
 #[test]
 fn a_datagram_longer_than_the_buffers_is_counted_never_delivered() {
-    let (producer, mut consumer) = Ring::builder(1 << 16)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 16);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .max_datagram(100)
         .spawn(producer)
@@ -192,10 +183,7 @@ fn a_datagram_longer_than_the_buffers_is_counted_never_delivered() {
 fn a_full_ring_drops_and_counts_and_corrupts_nothing() {
     // 64 KiB ring, 1,000-byte datagrams: about 30 fit before the consumer
     // reads anything.
-    let (producer, mut consumer) = Ring::builder(1 << 16)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 16);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .spawn(producer)
         .unwrap();
@@ -295,10 +283,7 @@ fn above_the_high_water_mark_sheddable_datagrams_are_shed() {
 
 #[test]
 fn shutdown_under_load_joins_every_listener_and_keeps_what_was_committed() {
-    let (producer, mut consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 20);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .listeners(4)
         .spawn(producer)
@@ -406,10 +391,7 @@ type Got = Vec<(UdpMeta, Vec<u8>)>;
 /// One GSO send of five datagrams to a group with GRO on or off: whether
 /// GRO is on, the entries read, the counters.
 fn gso_run(gro: bool) -> Option<(bool, Got, UdpStats)> {
-    let (producer, mut consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 20);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .gro(gro)
         .spawn(producer)
@@ -475,13 +457,7 @@ fn gro_off_one_entry_per_datagram() {
 /// `io::Result` function.
 #[test]
 fn bad_options_are_typed_errors_not_panics() {
-    let build = || {
-        Ring::builder(1 << 16)
-            .metadata::<UdpMeta>()
-            .build()
-            .unwrap()
-            .0
-    };
+    let build = || ring(1 << 16).0;
     let addr = SocketAddr::new(LOCAL4, 0);
     let config = |r: Result<Listeners, ListenersError>| match r {
         Err(ListenersError::Config(e)) => e,
@@ -543,10 +519,7 @@ fn bad_options_are_typed_errors_not_panics() {
 /// long sending them took, after checking that every datagram arrived
 /// whole, in order.
 fn spaced_datagrams(coalesce: Duration, n: u32) -> (u64, u64, Duration) {
-    let (producer, mut consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 20);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .coalesce(coalesce)
         .coalesce_after(1) // every wake-up here receives one datagram
@@ -599,10 +572,7 @@ fn coalescing_gathers_datagrams_that_arrive_during_the_wait() {
 fn coalescing_never_holds_back_one_datagram_at_a_time() {
     // A peer that sends its next datagram only once the last one arrived
     // (a request and its answer): no wake-up receives 8, so no wait.
-    let (producer, mut consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 20);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .coalesce(MAX_COALESCE)
         .spawn(producer)
@@ -636,10 +606,7 @@ fn a_coalescing_listener_wakes_a_sleeping_consumer_after_each_drain() {
     // While coalescing, a listener wakes a ring's consumer once per drain,
     // not after each batch: the wake-up at the drain's end must come, or a
     // consumer asleep on what the drain pushed sleeps on.
-    let (producer, mut consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 20);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .coalesce(MAX_COALESCE)
         .spawn(producer)
@@ -678,10 +645,7 @@ fn a_coalescing_listener_wakes_a_sleeping_consumer_after_each_drain() {
 
 #[test]
 fn the_stream_ends_when_the_listeners_are_gone() {
-    let (producer, mut consumer) = Ring::builder(1 << 16)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (producer, mut consumer) = ring(1 << 16);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .listeners(3)
         .spawn(producer)
@@ -695,9 +659,12 @@ fn the_stream_ends_when_the_listeners_are_gone() {
 
 /// `n` rings of `size` bytes: their producers and consumers.
 fn rings(n: usize, size: usize) -> (Vec<Producer<UdpMeta>>, Vec<Consumer<UdpMeta>>) {
-    (0..n)
-        .map(|_| Ring::builder(size).metadata::<UdpMeta>().build().unwrap())
-        .unzip()
+    (0..n).map(|_| ring(size)).unzip()
+}
+
+/// A ring of `size` bytes with `UdpMeta` records.
+fn ring(size: usize) -> (Producer<UdpMeta>, Consumer<UdpMeta>) {
+    Ring::builder(size).metadata::<UdpMeta>().build().unwrap()
 }
 
 /// Steers by the sender byte of `datagram`'s payload, modulo `n`.
@@ -784,10 +751,7 @@ fn steered_datagrams_arrive_whole_in_their_ring() {
 #[test]
 fn a_full_ring_drops_only_its_own_datagrams() {
     let (mut producers, mut consumers) = rings(1, 1 << 16);
-    let (big, mut big_consumer) = Ring::builder(1 << 20)
-        .metadata::<UdpMeta>()
-        .build()
-        .unwrap();
+    let (big, mut big_consumer) = ring(1 << 20);
     producers.push(big);
     let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
         .spawn_steered(producers, by_sender(2))
