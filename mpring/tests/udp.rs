@@ -568,15 +568,21 @@ fn coalescing_gathers_datagrams_that_arrive_during_the_wait() {
     assert_eq!(waits, 0);
 }
 
+/// A listener on a ring of 1 MiB that coalesces with `wait`.
+fn coalescing_listener(wait: Duration) -> (Listeners, Consumer<UdpMeta>) {
+    let (producer, consumer) = ring(1 << 20);
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .coalesce(wait)
+        .spawn(producer)
+        .unwrap();
+    (listeners, consumer)
+}
+
 #[test]
 fn coalescing_never_holds_back_one_datagram_at_a_time() {
     // A peer that sends its next datagram only once the last one arrived
     // (a request and its answer): no wake-up receives 8, so no wait.
-    let (producer, mut consumer) = ring(1 << 20);
-    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
-        .coalesce(MAX_COALESCE)
-        .spawn(producer)
-        .unwrap();
+    let (listeners, mut consumer) = coalescing_listener(MAX_COALESCE);
     let to = listeners.local_addr();
     let s = sender(LOCAL4);
     for seq in 0..20 {
@@ -606,11 +612,7 @@ fn a_coalescing_listener_wakes_a_sleeping_consumer_after_each_drain() {
     // While coalescing, a listener wakes a ring's consumer once per drain,
     // not after each batch: the wake-up at the drain's end must come, or a
     // consumer asleep on what the drain pushed sleeps on.
-    let (producer, mut consumer) = ring(1 << 20);
-    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
-        .coalesce(MAX_COALESCE)
-        .spawn(producer)
-        .unwrap();
+    let (listeners, mut consumer) = coalescing_listener(MAX_COALESCE);
     let to = listeners.local_addr();
     for round in 0..4u32 {
         let s = sender(LOCAL4);
