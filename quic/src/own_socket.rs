@@ -37,7 +37,7 @@ use std::future::Future;
 use std::io::{self, ErrorKind, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -50,6 +50,7 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
 
 use crate::socket::read_ring;
+use crate::udp::SendBlocked;
 
 /// `n` sockets bound to `addr` with `SO_REUSEPORT`, in order (port 0: a
 /// free port, which the others then share), non-blocking, with
@@ -165,9 +166,8 @@ pub(crate) struct OwnSocket {
     consumer: Mutex<mpring::Consumer<UdpMeta>>,
     counters: Arc<OwnCounters>,
     local: SocketAddr,
-    /// A send met a full buffer and no wait since found room: until then
-    /// the pollers skip the reactor (quinn asks before every send).
-    send_blocked: AtomicBool,
+    /// Until a send meets a full buffer, the pollers skip the reactor.
+    send_blocked: SendBlocked,
 }
 
 impl OwnSocket {
@@ -199,7 +199,7 @@ impl OwnSocket {
             consumer: Mutex::new(consumer),
             counters,
             local,
-            send_blocked: AtomicBool::new(false),
+            send_blocked: SendBlocked::default(),
         })
     }
 
@@ -353,15 +353,10 @@ impl AsyncUdpSocket for OwnSocket {
         // for the path, an unreachable network) it logs and drops the
         // transmit, as quinn's own socket does: to quinn they would be
         // fatal to the connection.
-        let sent = self.io.try_io(Interest::WRITABLE, || {
-            self.state.send((&self.io).into(), transmit)
-        });
-        if matches!(&sent, Err(e) if e.kind() == ErrorKind::WouldBlock) {
-            // Relaxed: a hint; the pollers then wait in the reactor, which
-            // knows.
-            self.send_blocked.store(true, Ordering::Relaxed);
-        }
-        sent
+        self.send_blocked
+            .note(self.io.try_io(Interest::WRITABLE, || {
+                self.state.send((&self.io).into(), transmit)
+            }))
     }
 
     fn max_transmit_segments(&self) -> usize {
@@ -483,8 +478,7 @@ struct SendPoller {
 impl UdpPoller for SendPoller {
     fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Relaxed: a hint; Ready on a stale `false` costs one `WouldBlock`.
-        if !this.socket.send_blocked.load(Ordering::Relaxed) {
+        if !this.socket.send_blocked.is_set() {
             this.writable = None;
             return Poll::Ready(Ok(()));
         }
@@ -495,7 +489,7 @@ impl UdpPoller for SendPoller {
         let result = writable.as_mut().poll(cx);
         if result.is_ready() {
             this.writable = None;
-            this.socket.send_blocked.store(false, Ordering::Relaxed);
+            this.socket.send_blocked.clear();
         }
         result
     }

@@ -26,8 +26,39 @@ pub fn is_writable(socket: &UdpSocket) -> bool {
 #[derive(Debug)]
 pub(crate) struct SendRoom {
     shared: Arc<RoomShared>,
-    /// A send met a full buffer, and no look since found room.
-    blocked: AtomicBool,
+    blocked: SendBlocked,
+}
+
+/// Whether a send met a full buffer and no look since found room: a hint
+/// that lets a poller answer "ready" without asking the socket, as a
+/// reactor's readiness does (quinn asks before every send).
+#[derive(Debug, Default)]
+pub(crate) struct SendBlocked(AtomicBool);
+
+impl SendBlocked {
+    /// Passes a send's result through, noting a full buffer
+    /// (`WouldBlock`).
+    pub(crate) fn note(&self, sent: io::Result<()>) -> io::Result<()> {
+        if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            // Relaxed: a hint; a poller that sees it looks at the socket
+            // (or waits in the reactor) before any task sleeps.
+            self.0.store(true, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Whether the last send met a full buffer since room was last found.
+    pub(crate) fn is_set(&self) -> bool {
+        // Relaxed: a hint. Ready on a stale `false` costs one more
+        // `WouldBlock` (which sets it); a stale `true` one look.
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A look found room.
+    pub(crate) fn clear(&self) {
+        // Relaxed: as in `is_set`.
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -54,31 +85,23 @@ impl SendRoom {
     pub(crate) fn new() -> SendRoom {
         SendRoom {
             shared: Arc::default(),
-            blocked: AtomicBool::new(false),
+            blocked: SendBlocked::default(),
         }
     }
 
     /// Runs a send on the socket, noting a full buffer (`WouldBlock`).
     pub(crate) fn send(&self, send: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
-        let sent = send();
-        if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            // Relaxed: a hint; the wait below looks at the socket itself
-            // before any task sleeps.
-            self.blocked.store(true, Ordering::Relaxed);
-        }
-        sent
+        self.blocked.note(send())
     }
 
     /// Ready unless a send met a full buffer and `socket` still has no
     /// room; then wakes `cx`'s task when it has.
     pub(crate) fn poll_writable(&self, socket: &UdpSocket, cx: &mut Context<'_>) -> Poll<()> {
-        // Relaxed: a hint. Ready on a stale `false` costs one more
-        // `WouldBlock` (which sets it); a stale `true` one look.
-        if !self.blocked.load(Ordering::Relaxed) {
+        if !self.blocked.is_set() {
             return Poll::Ready(());
         }
         if is_writable(socket) {
-            self.blocked.store(false, Ordering::Relaxed);
+            self.blocked.clear();
             return Poll::Ready(());
         }
         let mut state = self.shared.lock();
@@ -107,7 +130,7 @@ impl SendRoom {
         drop(state);
         // Room that came before the registration wakes nobody: look again.
         if is_writable(socket) {
-            self.blocked.store(false, Ordering::Relaxed);
+            self.blocked.clear();
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -257,7 +280,7 @@ mod tests {
         );
         assert!(room.poll_writable(&socket, &mut cx).is_ready());
         // The look that found room ended the full state.
-        assert!(!room.blocked.load(Ordering::Relaxed));
+        assert!(!room.blocked.is_set());
 
         // Full again: the waiting thread, asleep with no task to wake,
         // takes the next one.
