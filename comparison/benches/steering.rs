@@ -16,11 +16,18 @@
 //!    every batch touches every ring), rounds alternated. The listener
 //!    thread's CPU time (`/proc/self/task/*/sched`) per datagram received,
 //!    medians and their ratio.
+//! 3. What one wake-up costs the thread that wakes: 1 or 4 threads parked,
+//!    a waker that unparks every one asleep, then sleeps 300 µs (a
+//!    coalescing listener's drain, without the datagrams), and for
+//!    comparison 4 threads woken by one `FUTEX_WAKE` on a word they share
+//!    (not what mpring does: its consumers park on their own threads).
+//!    The waker's CPU time per wake-up (`CLOCK_THREAD_CPUTIME_ID`).
 //!
 //! ```text
 //! cargo bench -p mpring-comparison --bench steering
 //! STEERING_RINGS=4 cargo bench -p mpring-comparison --bench steering   # only 1 or only 4 rings (to profile one)
 //! STEERING_COALESCE_US=300 cargo bench -p mpring-comparison --bench steering   # listeners that coalesce receives
+//! STEERING_ROUNDS=15 cargo bench -p mpring-comparison --bench steering   # more listener rounds (default 5)
 //! ```
 
 #[path = "../../quic/tests/support/mod.rs"]
@@ -28,7 +35,7 @@ mod support;
 
 use std::hint::black_box;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -258,6 +265,102 @@ fn send_batch(socket: &UdpSocket, batch: &[&Vec<u8>]) -> usize {
     n.max(0) as usize
 }
 
+/// The calling thread's CPU time, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// How the waker of [`wake_cost`] wakes its sleepers.
+#[derive(Clone, Copy, PartialEq)]
+enum Waking {
+    /// `Thread::unpark`, one per sleeper (mpring's consumers in `wait`).
+    Unpark,
+    /// One `FUTEX_WAKE` for every sleeper, on a word they all wait on.
+    SharedFutex,
+}
+
+/// `sleepers` threads fall asleep again and again; a waker wakes those
+/// asleep, then sleeps 300 µs, 2,000 times. Its CPU µs per wake-up, and
+/// per round (its own sleep included).
+fn wake_cost(sleepers: usize, waking: Waking) -> (f64, f64) {
+    let asleep: Arc<Vec<AtomicBool>> =
+        Arc::new((0..sleepers).map(|_| AtomicBool::new(false)).collect());
+    let word = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let futex = |word: &AtomicU32, op: libc::c_int, value: u32| {
+        // SAFETY: `word` is a live, aligned u32 for the whole call; a
+        // null timeout waits without one; both ops only read the word.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word as *const AtomicU32,
+                op | libc::FUTEX_PRIVATE_FLAG,
+                value,
+                std::ptr::null::<libc::timespec>(),
+            )
+        }
+    };
+    let threads: Vec<_> = (0..sleepers)
+        .map(|i| {
+            let (asleep, word, stop) = (asleep.clone(), word.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let seen = word.load(Ordering::SeqCst);
+                    asleep[i].store(true, Ordering::SeqCst);
+                    match waking {
+                        Waking::Unpark => std::thread::park(),
+                        Waking::SharedFutex => {
+                            futex(&word, libc::FUTEX_WAIT, seen);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let handles: Vec<_> = threads.iter().map(|t| t.thread().clone()).collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let rounds = 2_000;
+    let (mut waking_ns, mut wakes) = (0u64, 0u64);
+    let start = thread_cpu_ns();
+    for _ in 0..rounds {
+        let t = thread_cpu_ns();
+        let mut any = false;
+        for (i, flag) in asleep.iter().enumerate() {
+            if flag.swap(false, Ordering::SeqCst) {
+                wakes += 1;
+                any = true;
+                if waking == Waking::Unpark {
+                    handles[i].unpark();
+                }
+            }
+        }
+        if any && waking == Waking::SharedFutex {
+            word.fetch_add(1, Ordering::SeqCst);
+            futex(&word, libc::FUTEX_WAKE, u32::MAX >> 1);
+        }
+        waking_ns += thread_cpu_ns() - t;
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let total_ns = thread_cpu_ns() - start;
+    stop.store(true, Ordering::Relaxed);
+    word.fetch_add(1, Ordering::SeqCst);
+    futex(&word, libc::FUTEX_WAKE, u32::MAX >> 1);
+    for (t, h) in threads.into_iter().zip(&handles) {
+        h.unpark();
+        t.join().unwrap();
+    }
+    (
+        waking_ns as f64 / 1e3 / wakes.max(1) as f64,
+        total_ns as f64 / 1e3 / rounds as f64,
+    )
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
@@ -316,7 +419,18 @@ fn main() {
             d
         })
         .collect();
-    let rounds = 5;
+    // STEERING_ROUNDS: listener rounds per configuration (default 5); the
+    // rounds' spread is wide on a shared machine, so more narrow the medians.
+    let rounds = match std::env::var("STEERING_ROUNDS").ok() {
+        None => 5,
+        Some(r) => match r.parse::<usize>() {
+            Ok(r) if r > 0 => r,
+            _ => {
+                eprintln!("STEERING_ROUNDS must be a positive count, not {r:?}");
+                std::process::exit(2);
+            }
+        },
+    };
     let datagrams = 200_000;
     let mut results: Vec<Vec<Round>> = configs.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
@@ -371,5 +485,34 @@ fn main() {
         );
     } else {
         println!();
+    }
+
+    // What the extra consumers' wake-ups cost: the listener above pays one
+    // per ring whose consumer fell asleep, per drain (or per batch).
+    let cases = [
+        ("1 thread, unpark", 1, Waking::Unpark),
+        ("4 threads, unpark each", 4, Waking::Unpark),
+        (
+            "4 threads, one FUTEX_WAKE on a shared word",
+            4,
+            Waking::SharedFutex,
+        ),
+    ];
+    let mut costs: Vec<(Vec<f64>, Vec<f64>)> =
+        cases.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for _ in 0..3 {
+        for (&(_, n, waking), c) in cases.iter().zip(&mut costs) {
+            let (per_wake, per_round) = wake_cost(n, waking);
+            c.0.push(per_wake);
+            c.1.push(per_round);
+        }
+    }
+    println!("waker CPU per wake-up, 2,000 rounds of wake-ups then a 300 µs sleep, medians of 3 (rounds alternated):");
+    for ((name, n, _), (per_wake, per_round)) in cases.iter().zip(costs) {
+        let (w, r) = (median(per_wake), median(per_round));
+        println!(
+            "  {name}: {w:.2} µs per wake-up, {:.2} µs per round of {n} wake-up(s); {r:.2} µs per round with the waker's own sleep",
+            w * *n as f64
+        );
     }
 }
