@@ -281,6 +281,129 @@ fn above_the_high_water_mark_sheddable_datagrams_are_shed() {
     assert!(established > new, "established {established}, new {new}");
 }
 
+/// A shed function that panics (a caller's bug) on some datagrams does not
+/// end the listener and loses nothing: those datagrams are kept (counted in
+/// `shed_panics`), the rest shed or kept as the function says; each panic's
+/// payload is dropped, not leaked.
+#[test]
+fn a_panicking_shed_function_keeps_the_datagram_and_the_listener() {
+    static PAYLOADS_DROPPED: AtomicUsize = AtomicUsize::new(0);
+    struct Payload;
+    impl Drop for Payload {
+        fn drop(&mut self) {
+            PAYLOADS_DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn picky(d: &[u8]) -> bool {
+        match d[0] {
+            // A non-string payload: the hook prints "Box<dyn Any>" (this
+            // panic is expected by the test).
+            7 => std::panic::panic_any(Payload),
+            who => who == 0,
+        }
+    }
+    let (producer, mut consumer) = Ring::builder(1 << 20)
+        .metadata::<UdpMeta>()
+        .high_water_mark(1)
+        .build()
+        .unwrap();
+    // One entry left unread keeps the ring above its mark from the start.
+    let record = UdpMeta {
+        source: SocketAddr::new(LOCAL4, 1),
+        destination: None,
+        ecn: 0,
+        segment_size: 0,
+        received: Instant::now(),
+        listener: 0,
+    };
+    producer.push_with(b"first", record).unwrap();
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .shed(picky)
+        .spawn(producer)
+        .unwrap();
+    let s = sender(LOCAL4);
+    let whos = [0u8, 1, 7];
+    for seq in 0..30u32 {
+        let who = whos[seq as usize % whos.len()];
+        s.send_to(&datagram(who, seq, 100), listeners.local_addr())
+            .unwrap();
+    }
+    wait_counted(&listeners, 30);
+    let stats = listeners.shutdown();
+    assert_eq!(stats.kernel_drops, 0, "{stats:?}");
+    assert_eq!(
+        (
+            stats.datagrams,
+            stats.shed,
+            stats.shed_panics,
+            stats.entries
+        ),
+        (30, 10, 10, 20),
+        "{stats:?}"
+    );
+    assert_eq!(PAYLOADS_DROPPED.load(Ordering::Relaxed), 10);
+    assert_eq!(&consumer.read().unwrap()[..], b"first");
+    let mut seqs = Vec::new();
+    while let Some(entry) = consumer.read() {
+        let (who, seq) = check(&entry);
+        assert!(who == 1 || who == 7, "sender {who} was shed");
+        seqs.push(seq);
+    }
+    let kept: Vec<u32> = (0..30).filter(|seq| seq % 3 != 0).collect();
+    assert_eq!(seqs, kept, "every kept datagram once, in order");
+}
+
+/// A flood that fills every `recvmmsg` batch keeps a listener receiving
+/// without a pause; a shutdown still ends it within the stop check's
+/// wait, not when the flood ends.
+#[test]
+fn shutdown_during_a_flood_that_fills_every_batch_returns_promptly() {
+    let (producers, _consumers) = rings(2, 1 << 20);
+    let listeners = Listeners::builder(SocketAddr::new(LOCAL4, 0))
+        .batch(1) // every receive fills its batch while datagrams wait
+        // A slow listener: the senders outpace it, so datagrams always wait.
+        .spawn_steered(producers, |_, d| {
+            thread::sleep(Duration::from_micros(50));
+            usize::from(d[0])
+        })
+        .unwrap();
+    let to = listeners.local_addr();
+    let flooding = Arc::new(AtomicUsize::new(1));
+    let senders: Vec<_> = (0..2u8)
+        .map(|id| {
+            let flooding = flooding.clone();
+            thread::spawn(move || {
+                let s = sender(LOCAL4);
+                // At most 10 s: a listener that ignores the stop flag
+                // until the flood ends makes the shutdown last that long.
+                let end = Instant::now() + Duration::from_secs(10);
+                let mut seq = 0u32;
+                while flooding.load(Ordering::Relaxed) == 1 && Instant::now() < end {
+                    let _ = s.send_to(&datagram(id, seq, 64), to);
+                    seq = seq.wrapping_add(1);
+                }
+            })
+        })
+        .collect();
+    // Until the listener is in a drain that the flood keeps going.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listeners.stats().datagrams < 500 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let start = Instant::now();
+    let stats = listeners.shutdown();
+    let took = start.elapsed();
+    flooding.store(0, Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert!(stats.datagrams >= 500, "no flood: {stats:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?} with the flood going on"
+    );
+}
+
 #[test]
 fn shutdown_under_load_joins_every_listener_and_keeps_what_was_committed() {
     let (producer, mut consumer) = ring(1 << 20);

@@ -213,6 +213,10 @@ pub struct UdpStats {
     /// panic, took the datagram to ring `usize::MAX % N` (counted in
     /// `out_of_range` too) and went on ([`ListenersBuilder::spawn_steered`]).
     pub steer_panics: u64,
+    /// Datagrams for which the [`shed`](ListenersBuilder::shed) function
+    /// panicked. The listener caught the panic, kept the datagram (as not
+    /// sheddable) and went on.
+    pub shed_panics: u64,
     /// Per ring, in the order of the producers given to
     /// [`spawn_steered`](ListenersBuilder::spawn_steered) (one ring for
     /// [`spawn`](ListenersBuilder::spawn)).
@@ -251,6 +255,7 @@ struct Counters {
     coalescing_waits: AtomicU64,
     out_of_range: AtomicU64,
     steer_panics: AtomicU64,
+    shed_panics: AtomicU64,
     /// Per ring, each on a cache line of its own.
     rings: Box<[CachePadded<RingCounters>]>,
 }
@@ -337,7 +342,10 @@ impl ListenersBuilder {
     /// packets, new connections) are dropped before they take room, and
     /// counted as [`shed`](UdpStats::shed), apart from `full_drops`. The
     /// rest keeps the room left. A listener looks at the mark once per
-    /// `recvmmsg` batch. Without a mark on the ring, nothing is shed.
+    /// `recvmmsg` batch. Without a mark on the ring, nothing is shed. A
+    /// panic in `sheddable` is a bug of the caller's: the listener catches
+    /// it (after the panic hook has printed it), keeps the datagram, counts
+    /// it in [`UdpStats::shed_panics`] and goes on receiving.
     ///
     /// ```no_run
     /// use mpring::udp::{Listeners, UdpMeta};
@@ -945,6 +953,7 @@ impl Listeners {
             s.coalescing_waits += load(&c.coalescing_waits);
             s.out_of_range += load(&c.out_of_range);
             s.steer_panics += load(&c.steer_panics);
+            s.shed_panics += load(&c.shed_panics);
             for (total, r) in s.rings.iter_mut().zip(c.rings.iter()) {
                 total.datagrams += load(&r.datagrams);
                 total.entries += load(&r.entries);
@@ -1119,7 +1128,10 @@ impl Listener {
                 if state.live == 0 {
                     return; // every consumer is gone: nobody reads the rings
                 }
-                if n < self.batch {
+                // A flood fills every batch: look at the stop flag here
+                // too, or a shutdown would wait for the flood to end.
+                // Relaxed: as above.
+                if n < self.batch || self.shared.stop.load(Ordering::Relaxed) {
                     break;
                 }
             }
@@ -1179,6 +1191,8 @@ struct BatchState {
     out_of_range: u64,
     /// This batch's panics of the steering function.
     steer_panics: u64,
+    /// This batch's panics of the shed function.
+    shed_panics: u64,
 }
 
 impl BatchState {
@@ -1195,6 +1209,7 @@ impl BatchState {
             next: vec![0; rings],
             out_of_range: 0,
             steer_panics: 0,
+            shed_panics: 0,
         }
     }
 
@@ -1204,6 +1219,7 @@ impl BatchState {
         self.tags.clear();
         self.out_of_range = 0;
         self.steer_panics = 0;
+        self.shed_panics = 0;
     }
 
     /// A steering result as a ring: one of no ring goes to `index % N`.
@@ -1222,15 +1238,11 @@ impl BatchState {
     /// to its socket would be lost without a word. The panic hook has
     /// printed the panic by then.
     fn ring_of(&mut self, steer: &SteerFn, meta: &UdpMeta, datagram: &[u8], rings: usize) -> usize {
-        // AssertUnwindSafe: the closure borrows none of the listener's
-        // state, and the panic is caught between whole `admit`s, so the
-        // listener's own parts and tags stay in step.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steer(meta, datagram))) {
-            Ok(index) => self.ring(index, rings),
-            Err(payload) => {
-                // Not dropped: a payload whose `Drop` panics would end the
-                // listener after all (a small leak, on a caller's bug).
-                std::mem::forget(payload);
+        // The panic is caught between whole `admit`s, so the listener's
+        // own parts and tags stay in step.
+        match caught(|| steer(meta, datagram)) {
+            Some(index) => self.ring(index, rings),
+            None => {
                 self.steer_panics += 1;
                 self.ring(usize::MAX, rings)
             }
@@ -1315,7 +1327,15 @@ impl BatchState {
             // Once per batch and ring: the mark reads the consumer's
             // cache line.
             let above = *self.above[ring].get_or_insert_with(|| producers[ring].above_high_water());
-            if above && sheddable(payload) {
+            // A panic (a bug of the caller's) keeps the datagram: shedding
+            // saves room, it must not lose what a bug cannot judge.
+            let shed = above
+                && caught(|| sheddable(payload)).unwrap_or_else(|| {
+                    self.shed_panics += 1;
+                    false
+                });
+            let tally = &mut self.tally[ring];
+            if shed {
                 tally.shed += count;
                 producers[ring].ring.count_refused();
                 return;
@@ -1436,11 +1456,32 @@ impl BatchState {
     fn flush(&self, counters: &Counters) {
         Counters::add(&counters.out_of_range, self.out_of_range);
         Counters::add(&counters.steer_panics, self.steer_panics);
+        Counters::add(&counters.shed_panics, self.shed_panics);
         for (c, t) in counters.rings.iter().zip(&self.tally) {
             Counters::add(&c.datagrams, t.datagrams);
             Counters::add(&c.entries, t.entries);
             Counters::add(&c.full_drops, t.full_drops);
             Counters::add(&c.shed, t.shed);
+        }
+    }
+}
+
+/// `f`'s result, or `None` when it panicked (the panic hook has printed
+/// the panic by then): the listener calls the caller's functions through
+/// this, and a bug of theirs must not end it. The panic's payload is
+/// dropped here too, so that a function that panics on every datagram
+/// leaks nothing; only a payload whose own `Drop` panics is forgotten.
+fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
+    // AssertUnwindSafe: `f` borrows none of the listener's state mutably,
+    // and a panic leaves the caller's own state as it was before the call.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
+            if let Err(again) = dropped {
+                std::mem::forget(again);
+            }
+            None
         }
     }
 }
