@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mpring::udp::steer::{QuicSteering, ShardCids};
-use mpring::udp::{ConfigError, Listeners, ListenersError, UdpMeta, UdpStats, MAX_COALESCE};
+use mpring::udp::{
+    ConfigError, Listeners, ListenersError, UdpMeta, UdpStats, MAX_COALESCE, MAX_LISTENERS,
+};
 use mpring::{Consumer, Producer, Ring};
 
 const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -591,6 +593,19 @@ fn bad_options_are_typed_errors_not_panics() {
         config(Listeners::builder(addr).listeners(0).spawn(build())),
         ConfigError::NoListeners
     );
+    let too_many = config(
+        Listeners::builder(addr)
+            .listeners(MAX_LISTENERS + 1)
+            .spawn(build()),
+    );
+    assert_eq!(
+        too_many,
+        ConfigError::TooManyListeners {
+            listeners: MAX_LISTENERS + 1,
+            max: MAX_LISTENERS
+        }
+    );
+    assert!(too_many.to_string().contains("at most 65536"));
     assert_eq!(
         config(Listeners::builder(addr).batch(0).spawn(build())),
         ConfigError::Batch {

@@ -260,8 +260,8 @@ impl OwnSocket {
             match self.producers[shard].push_with(segment, record) {
                 Ok(()) => c.forwarded[shard].fetch_add(1, Ordering::Relaxed),
                 Err(ReserveError::TooLarge { .. }) => c.oversized.fetch_add(1, Ordering::Relaxed),
-                // Full (the ring never disconnects: its shard holds a
-                // producer of it).
+                // Full, or that shard is gone (shutting down): counted as
+                // full, as the listeners count a ring without a consumer.
                 Err(_) => c.full_drops[shard].fetch_add(1, Ordering::Relaxed),
             };
         };
@@ -385,8 +385,9 @@ impl AsyncUdpSocket for OwnSocket {
         if room == 0 {
             return Poll::Ready(Ok(0));
         }
-        // Batches whose every datagram was forwarded, in this call.
-        let mut forwarded_only = 0;
+        // Receive calls that gave the endpoint nothing (every datagram
+        // forwarded, or an error), in this call.
+        let mut fruitless = 0;
         loop {
             // What other shards forwarded, into at most half the buffers,
             // so that neither the ring nor the socket can starve the other
@@ -420,28 +421,27 @@ impl AsyncUdpSocket for OwnSocket {
             let received = self.io.try_io(Interest::READABLE, || {
                 self.state.recv((&self.io).into(), rest, rest_meta)
             });
-            let received_some = received.is_ok();
-            let kept = match received {
-                Ok(n) => self.steer(rest, rest_meta, n),
-                Err(e) => {
-                    if e.kind() != ErrorKind::WouldBlock {
-                        // Relaxed: statistics (`OwnCounters`). Receive
-                        // errors (an ICMP error queued on the socket, and
-                        // the like) do not end the endpoint: quinn's own
-                        // socket goes on receiving too.
-                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    0
+            let (kept, spent) = match received {
+                Ok(n) => (self.steer(rest, rest_meta, n), true),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => (0, false),
+                Err(_) => {
+                    // Relaxed: statistics (`OwnCounters`). Receive errors
+                    // (an ICMP error queued on the socket, and the like)
+                    // do not end the endpoint: quinn's own socket goes on
+                    // receiving too.
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    (0, true)
                 }
             };
             if from_ring + kept > 0 {
                 return Poll::Ready(Ok(from_ring + kept));
             }
-            if received_some {
-                // Everything forwarded: give the shard's timers and sends
-                // a turn now and then.
-                forwarded_only += 1;
-                if forwarded_only == FORWARDED_ONLY_BATCHES {
+            if spent {
+                // Everything forwarded, or an error (one that lasts must
+                // not hold the shard here): give the shard's timers and
+                // sends a turn now and then.
+                fruitless += 1;
+                if fruitless == FRUITLESS_RECEIVES {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -463,9 +463,10 @@ impl fmt::Debug for OwnSocket {
     }
 }
 
-/// Batches of only forwarded datagrams one `poll_recv` takes before it
-/// lets the endpoint's other work run.
-const FORWARDED_ONLY_BATCHES: usize = 4;
+/// Receive calls that give the endpoint nothing (only forwarded
+/// datagrams, or an error) one `poll_recv` makes before it lets the
+/// endpoint's other work run.
+const FRUITLESS_RECEIVES: usize = 4;
 
 /// A send-room wait of the shard's reactor, one per poller: quinn makes a
 /// poller per connection, each its own task, and tokio's `writable()`

@@ -302,7 +302,8 @@ pub struct ListenersBuilder {
 }
 
 impl ListenersBuilder {
-    /// How many sockets and threads (default 1).
+    /// How many sockets and threads (default 1, at most
+    /// [`MAX_LISTENERS`]).
     pub fn listeners(mut self, k: usize) -> ListenersBuilder {
         self.listeners = k;
         self
@@ -453,6 +454,12 @@ impl ListenersBuilder {
         if self.listeners == 0 {
             return Err(ConfigError::NoListeners);
         }
+        if self.listeners > MAX_LISTENERS {
+            return Err(ConfigError::TooManyListeners {
+                listeners: self.listeners,
+                max: MAX_LISTENERS,
+            });
+        }
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(ConfigError::Batch {
                 batch: self.batch,
@@ -485,8 +492,9 @@ impl ListenersBuilder {
     ///
     /// # Errors
     /// [`ListenersError::Config`] for options that can never work (checked
-    /// before any socket is made): zero listeners, a batch of 0 or above
-    /// 1,024, a zero `max_datagram`, or a ring whose largest payload is
+    /// before any socket is made): zero listeners or more than
+    /// [`MAX_LISTENERS`], a batch of 0 or above 1,024, a zero
+    /// `max_datagram`, or a ring whose largest payload is
     /// below one buffer (with GRO asked for, a buffer is 64 KiB, whether
     /// or not the kernel has GRO). [`ListenersError::Io`] for what the
     /// system refuses: creating, binding or configuring a socket.
@@ -721,6 +729,9 @@ const MAX_BATCH: usize = 1024;
 /// `shutdown` waiting.
 pub const MAX_COALESCE: Duration = Duration::from_millis(10);
 
+/// The most listeners of one group: [`UdpMeta::listener`] is a `u16`.
+pub const MAX_LISTENERS: usize = 1 << 16;
+
 /// How many datagrams a wake-up must receive, by default, before a
 /// listener [coalesces](ListenersBuilder::coalesce): more than a peer
 /// that waits for each answer sends at once, fewer than the 16-20 a
@@ -735,6 +746,14 @@ pub const DEFAULT_COALESCE_AFTER: usize = 8;
 pub enum ConfigError {
     /// [`ListenersBuilder::listeners`] was 0.
     NoListeners,
+    /// [`ListenersBuilder::listeners`] was above `max`: a record names
+    /// its listener with a `u16` ([`UdpMeta::listener`]).
+    TooManyListeners {
+        /// The listeners asked for.
+        listeners: usize,
+        /// The most listeners of one group.
+        max: usize,
+    },
     /// [`ListenersBuilder::batch`] was 0 or above `max`.
     Batch {
         /// The batch asked for.
@@ -787,6 +806,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::NoListeners => write!(f, "at least one listener is needed"),
+            ConfigError::TooManyListeners { listeners, max } => {
+                write!(f, "{listeners} listeners (at most {max})")
+            }
             ConfigError::Batch { batch, max } => {
                 write!(f, "a batch of {batch} datagrams (1 to {max})")
             }
