@@ -1,12 +1,13 @@
 //! UDP socket helpers: send room, GRO.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::thread;
+use std::thread::{self, JoinHandle};
 
 /// Whether `socket` has room to send right now.
 pub fn is_writable(socket: &UdpSocket) -> bool {
@@ -17,7 +18,9 @@ pub fn is_writable(socket: &UdpSocket) -> bool {
 /// (a shard's runtime may have no I/O driver): a task that finds the send
 /// buffer full registers its waker, and a thread of the socket's own, made
 /// on the first such wait, sleeps in `poll` until there is room and wakes
-/// every registered task. Until then no thread spins.
+/// every registered task. Until then no thread spins. Dropping it ends
+/// that thread, and with it the thread's handle on the socket, before the
+/// drop returns: a port closed is free again at once.
 ///
 /// As a reactor's readiness does, it takes the socket's word until a send
 /// through [`send`](SendRoom::send) meets `WouldBlock`: quinn asks for room
@@ -75,6 +78,9 @@ struct RoomState {
     started: bool,
     failed: bool,
     closed: bool,
+    /// The waiting thread, and the end of a socket pair it polls beside
+    /// the socket: a byte written here ends its `poll` at once.
+    thread: Option<(JoinHandle<()>, UnixStream)>,
 }
 
 /// How long the waiting thread sleeps in `poll` before it looks whether
@@ -110,15 +116,16 @@ impl SendRoom {
         }
         if !state.started {
             state.started = true;
-            state.failed = socket
-                .try_clone()
-                .and_then(|socket| {
-                    let shared = self.shared.clone();
-                    thread::Builder::new()
-                        .name("mpring-quic-send-room".into())
-                        .spawn(move || shared.wait_for_room(&socket))
-                })
-                .is_err();
+            let started = socket.try_clone().and_then(|socket| {
+                let (interrupt, interrupted) = UnixStream::pair()?;
+                let shared = self.shared.clone();
+                let thread = thread::Builder::new()
+                    .name("mpring-quic-send-room".into())
+                    .spawn(move || shared.wait_for_room(&socket, &interrupted))?;
+                Ok((thread, interrupt))
+            });
+            state.failed = started.is_err();
+            state.thread = started.ok();
         }
         if state.failed {
             // No thread to wait in: try again on the task's next turn.
@@ -140,8 +147,18 @@ impl SendRoom {
 
 impl Drop for SendRoom {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let thread = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.thread.take()
+        };
         self.shared.changed.notify_one();
+        if let Some((thread, mut interrupt)) = thread {
+            // Ends a `poll` in progress; the thread then sees `closed`. A
+            // failed write leaves it the poll's timeout to end by.
+            let _ = interrupt.write_all(&[1]);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -153,8 +170,9 @@ impl RoomShared {
 
     /// The waiting thread: sleeps until a task waits, then in `poll` until
     /// `socket` (a clone of the sending socket) has room, and wakes them
-    /// all; ends when the socket's owner is gone.
-    fn wait_for_room(&self, socket: &UdpSocket) {
+    /// all; ends when the socket's owner is gone (which writes to
+    /// `interrupted`'s peer to end a `poll` at once).
+    fn wait_for_room(&self, socket: &UdpSocket, interrupted: &UnixStream) {
         loop {
             let mut state = self.lock();
             while state.wakers.is_empty() && !state.closed {
@@ -164,7 +182,11 @@ impl RoomShared {
                 return;
             }
             drop(state);
-            if poll(socket, libc::POLLOUT, ROOM_POLL_MS) {
+            let mut fds = [
+                pollfd(socket.as_raw_fd(), libc::POLLOUT),
+                pollfd(interrupted.as_raw_fd(), libc::POLLIN),
+            ];
+            if poll_fds(&mut fds, ROOM_POLL_MS) && fds[0].revents != 0 {
                 let wakers = std::mem::take(&mut self.lock().wakers);
                 for waker in wakers {
                     waker.wake();
@@ -174,14 +196,24 @@ impl RoomShared {
     }
 }
 
-fn poll(socket: &UdpSocket, events: libc::c_short, timeout_ms: libc::c_int) -> bool {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
+fn pollfd(fd: std::os::fd::RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
         events,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the duration of the call.
-    unsafe { libc::poll(&mut fd, 1, timeout_ms) > 0 }
+    }
+}
+
+fn poll(socket: &UdpSocket, events: libc::c_short, timeout_ms: libc::c_int) -> bool {
+    poll_fds(&mut [pollfd(socket.as_raw_fd(), events)], timeout_ms)
+}
+
+/// Whether any of `fds` is ready within `timeout_ms` (each one's
+/// `revents` says which).
+fn poll_fds(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> bool {
+    // SAFETY: `fds` is a live slice of valid pollfds, for the duration of
+    // the call, and its length is theirs.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) > 0 }
 }
 
 /// Turns the kernel's UDP GRO on or off on `socket`. quinn-udp's
@@ -246,6 +278,29 @@ mod tests {
             sent += 1;
         }
         (UdpSocket::from(OwnedFd::from(tx)), rx, sent)
+    }
+
+    /// Dropping the room ends its waiting thread before the drop returns,
+    /// and with it the thread's clone of the socket: a socket closed is
+    /// closed at once (a port free again, an `SO_REUSEPORT` group without
+    /// it), not when the thread's `poll` times out.
+    #[test]
+    fn dropping_the_send_room_closes_its_clone_of_the_socket() {
+        let (socket, reader, _) = full_socket();
+        let room = SendRoom::new();
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        send_into_full(&room, &socket);
+        // The waiting thread starts, with a clone of the socket.
+        assert!(room.poll_writable(&socket, &mut cx).is_pending());
+        std::thread::sleep(Duration::from_millis(10)); // most likely in its poll
+        drop(socket);
+        drop(room);
+        // Every handle on the reader's peer is gone: a send is refused.
+        let refused = reader
+            .send(b"x")
+            .expect_err("a handle on the socket is still open");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 
     #[test]
