@@ -157,7 +157,11 @@ impl Drop for SendRoom {
             // Ends a `poll` in progress; the thread then sees `closed`. A
             // failed write leaves it the poll's timeout to end by.
             let _ = interrupt.write_all(&[1]);
-            let _ = thread.join();
+            // Not from the thread itself (a task whose last waker it woke
+            // could drop the socket there): it ends on its own then.
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
