@@ -187,6 +187,14 @@ impl<M: Metadata> Builder<M> {
     /// [`Consumer::open_reservations`](crate::Consumer::open_reservations)
     /// tells how many it is waiting on, and for how long.
     ///
+    /// A reservation is read past once its producer has announced it,
+    /// right after its claim. One whose producer was preempted between the
+    /// two is read past only by a wait's last look before sleeping
+    /// ([`wait`](crate::Consumer::wait) and the other blocking reads,
+    /// [`poll_ready`](crate::Consumer::poll_ready), and arming the
+    /// readiness fd): a consumer that only polls with `read` or
+    /// `read_batch` stops there until that producer runs again.
+    ///
     /// ```
     /// let (producer, mut consumer) = mpring::Ring::builder(4096).read_around_open(true).build()?;
     /// let stuck = producer.reserve(100)?; // a listener preempted mid-receive
