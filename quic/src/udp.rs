@@ -74,9 +74,9 @@ struct RoomShared {
 #[derive(Debug, Default)]
 struct RoomState {
     wakers: Vec<Waker>,
-    /// The waiting thread exists (or could not be made: `failed`).
+    /// The waiting thread was made, or could not be (then `thread` is
+    /// `None`).
     started: bool,
-    failed: bool,
     closed: bool,
     /// The waiting thread, and the end of a socket pair it polls beside
     /// the socket: a byte written here ends its `poll` at once.
@@ -124,10 +124,9 @@ impl SendRoom {
                     .spawn(move || shared.wait_for_room(&socket, &interrupted))?;
                 Ok((thread, interrupt))
             });
-            state.failed = started.is_err();
             state.thread = started.ok();
         }
-        if state.failed {
+        if state.thread.is_none() {
             // No thread to wait in: try again on the task's next turn.
             drop(state);
             cx.waker().wake_by_ref();
